@@ -1,0 +1,27 @@
+"""User-facing errors: each carries a one-line message that the CLI prints as is."""
+
+from __future__ import annotations
+
+
+class VidemoError(Exception):
+    """An error the user can act on; the CLI prints ``videmo: error: <message>`` and exits 2."""
+
+
+class VideoError(VidemoError):
+    """The input is missing, not a video, has no video stream, or cannot be decoded."""
+
+
+class ModelError(VidemoError):
+    """A model file is missing or does not carry the videmo spec."""
+
+
+class DataError(VidemoError):
+    """Training or evaluation data is malformed."""
+
+
+class OutputError(VidemoError):
+    """The output location cannot be written, or exists and --overwrite was not given."""
+
+
+class SettingsError(VidemoError):
+    """A setting or job-file key has an invalid value."""
