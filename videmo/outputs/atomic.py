@@ -1,0 +1,113 @@
+"""Atomic file writes: an output file is either the old one or the complete new one.
+
+A crash, a full disk or Ctrl-C in the middle of writing must never leave a
+truncated ``timeline.parquet`` that a later run (or a user) mistakes for a
+result. So every writer writes a hidden temporary file in the destination
+folder (same filesystem, so the final ``os.replace`` is atomic) and renames it
+only when the write has finished. OS-level failures are turned into
+:class:`~videmo.errors.OutputError` with a one-line message naming the path,
+which the CLI prints as is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from videmo.errors import OutputError
+
+#: Makes temp names unique between threads of one process (the pid covers processes).
+_counter = itertools.count()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, single-line reason for an OS or writer error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def temp_path_for(path: Path, suffix_keep: bool = True) -> Path:
+    """Hidden temp name next to ``path``.
+
+    With ``suffix_keep`` the real extension stays last
+    (``.timeline.<pid>.<n>.tmp.parquet``) for writers that choose their format
+    from it; otherwise the name is ``.timeline.parquet.<pid>.<n>.tmp``.
+    """
+    tag = f"{os.getpid()}.{next(_counter)}.tmp"
+    if suffix_keep and path.suffix:
+        return path.with_name(f".{path.stem}.{tag}{path.suffix}")
+    return path.with_name(f".{path.name}.{tag}")
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create an output folder (and parents); ``OutputError`` if that is impossible."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {path}: {_reason(exc)}") from exc
+    return path
+
+
+def _check_parent(path: Path) -> None:
+    """Fail early, before any work, when the destination folder cannot hold the file."""
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise OutputError(f"cannot write {path}: {parent} {what}")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temp file if it exists; never mask the error that got us here."""
+    with suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(path: Path, suffix_keep: bool = True) -> Iterator[Path]:
+    """Yield a temp path to write; move it onto ``path`` only if the body succeeds.
+
+    On any exception in the body (KeyboardInterrupt included) the temp file is
+    removed and the previous ``path``, if any, is left untouched. ``OSError``
+    from the body or the rename (permission denied, disk full, read-only
+    filesystem) is re-raised as ``OutputError``; other exceptions pass through.
+    """
+    path = Path(path)
+    _check_parent(path)
+    tmp = temp_path_for(path, suffix_keep)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(Path(path)) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically, with ``\\n`` line endings on every OS."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON (sorted keys, indent 2, trailing newline) so reruns diff cleanly."""
+    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return write_text_atomic(path, text)

@@ -1,0 +1,214 @@
+"""Chunk planning and execution: serially in-process, or on Ray actors.
+
+A video is cut into frame ranges near keyframes; each range is decoded,
+detected and classified on its own (``Analyzer.run_chunk``). Results come
+back in any order and are merged in frame order, so the merged detections,
+and everything computed from them, do not depend on the chunking.
+
+Ray runs embedded by default: a private local instance bound to 127.0.0.1,
+without dashboard or usage reporting, in a temporary folder that is removed
+on shutdown. With an address (``--address`` or ``$RAY_ADDRESS``) the same
+code runs on an existing cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from videmo.detections import FaceDetections
+from videmo.pipeline import Analyzer, ChunkResult
+from videmo.settings import Settings
+from videmo.video import PacketIndex
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One unit of parallel work: frames [start, stop) of one video."""
+
+    video: int  # position of the video in the batch
+    path: Path
+    start: int
+    stop: int
+
+
+def plan_chunks(index: PacketIndex, times_s: np.ndarray, chunk_s: float) -> list[tuple[int, int]]:
+    """Frame ranges of about ``chunk_s`` seconds, cut at keyframes when one is near.
+
+    A chunk may start on a non-keyframe (the reader then seeks to the keyframe
+    before it and discards the frames in between): that keeps chunks short in
+    videos with long GOPs and lets tests use chunks of a few frames.
+    """
+    n = len(index)
+    if n == 0:
+        return []
+    keyframes = np.flatnonzero(index.keyframe)
+    cuts = [0]
+    while True:
+        target = np.searchsorted(times_s, times_s[cuts[-1]] + chunk_s)
+        if target >= n:
+            break
+        near = keyframes[np.abs(times_s[keyframes] - times_s[target]) <= 0.25 * chunk_s]
+        near = near[near > cuts[-1]]
+        cut = int(near[np.argmin(np.abs(near - target))]) if len(near) else int(target)
+        cuts.append(max(cut, cuts[-1] + 1))
+    cuts.append(n)
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def merge(results: Iterable[ChunkResult]) -> tuple[FaceDetections, int]:
+    """Detections of all chunks in frame order, and the number of frames decoded."""
+    ordered = sorted(results, key=lambda r: r.start)
+    dets = FaceDetections.concat([r.detections for r in ordered]).sorted()
+    return dets, sum(r.frames_decoded for r in ordered)
+
+
+class SerialExecutor:
+    """Runs chunks one after another in this process (``--workers 0``; short inputs)."""
+
+    name = "serial"
+
+    def __init__(self, settings: Settings) -> None:
+        self.analyzer = Analyzer(settings)
+        self.provider = self.analyzer.provider
+        self.workers = 1
+
+    def run(
+        self,
+        tasks: list[ChunkTask],
+        indexes: dict[int, PacketIndex],
+        progress: Callable[[ChunkTask, int], None],
+    ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
+        for task in tasks:
+            try:
+                result = self.analyzer.run_chunk(
+                    task.path, task.start, task.stop, indexes[task.video],
+                    lambda n, t=task: progress(t, n),
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - reported per video by the runner
+                yield task, exc
+            else:
+                yield task, result
+
+    def close(self) -> None:
+        pass
+
+
+def _quiet_ray_env() -> None:
+    """No usage stats, no dashboard, no log spam in the user's terminal."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+class RayExecutor:
+    """Runs chunks on a pool of Ray actors, each holding one loaded Analyzer.
+
+    The ONNX session and the detector are created once per actor, not per
+    chunk. When the cluster has GPUs and the device allows it, each actor
+    asks for a share of one.
+    """
+
+    name = "ray"
+
+    def __init__(self, settings: Settings, workers: int, address: str | None) -> None:
+        import ray
+
+        _quiet_ray_env()
+        self._ray = ray
+        self._temp_dir: str | None = None
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            self._init(address, workers)
+        gpus = ray.cluster_resources().get("GPU", 0.0) if settings.device != "cpu" else 0.0
+        actor_cls = ray.remote(_AnalyzerActor).options(
+            num_cpus=1, num_gpus=min(1.0, gpus / workers) if gpus else 0
+        )
+        self.actors = [actor_cls.remote(settings) for _ in range(workers)]
+        self.workers = workers
+        self.provider = ray.get(self.actors[0].provider.remote())
+
+    def _init(self, address: str | None, workers: int) -> None:
+        kwargs: dict = dict(
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            configure_logging=True,
+        )
+        if address:
+            self._ray.init(address=address, **kwargs)
+            return
+        self._temp_dir = tempfile.mkdtemp(prefix="videmo-ray-")
+        self._ray.init(
+            num_cpus=workers,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=self._temp_dir,
+            **kwargs,
+        )
+
+    def run(
+        self,
+        tasks: list[ChunkTask],
+        indexes: dict[int, PacketIndex],
+        progress: Callable[[ChunkTask, int], None],
+    ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
+        ray = self._ray
+        index_refs = {video: ray.put(index) for video, index in indexes.items()}
+        pending: dict = {}
+        queue = list(tasks)
+        idle = list(self.actors)
+        while queue or pending:
+            while queue and idle:
+                task, actor = queue.pop(0), idle.pop(0)
+                ref = actor.run_chunk.remote(task.path, task.start, task.stop, index_refs[task.video])
+                pending[ref] = (task, actor)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            task, actor = pending.pop(done[0])
+            idle.append(actor)
+            try:
+                result = ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - a failed chunk fails its video only
+                yield task, _unwrap(exc)
+            else:
+                progress(task, result.frames_decoded)
+                yield task, result
+
+    def close(self) -> None:
+        ray = self._ray
+        for actor in getattr(self, "actors", []):
+            ray.kill(actor)
+        if self._owns_ray:
+            ray.shutdown()
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The user-facing error inside a Ray task error, if there is one."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class _AnalyzerActor:
+    """Ray actor: one Analyzer per worker process, single-threaded kernels."""
+
+    def __init__(self, settings: Settings) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)
+        self.analyzer = Analyzer(settings, threads=1)
+
+    def provider(self) -> str:
+        return self.analyzer.provider
+
+    def run_chunk(self, path: Path, start: int, stop: int, index: PacketIndex) -> ChunkResult:
+        return self.analyzer.run_chunk(path, start, stop, index)

@@ -1,0 +1,115 @@
+"""The compute of one video: map (decode, detect, classify) and reduce (track, smooth).
+
+``Analyzer.run_chunk`` is the expensive, parallel part: it handles any frame
+range on its own. ``reduce_detections`` runs once over the merged detections
+of the whole video in frame order, so chunking never changes the result.
+No output files are written here; see ``videmo.runner``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from videmo.detect import create_detector
+from videmo.detections import FaceDetections
+from videmo.emotion import EmotionModel
+from videmo.outputs.timeline import build_timeline
+from videmo.settings import Settings
+from videmo.spec import face_crop
+from videmo.track import smooth, track
+from videmo.video import PacketIndex, read_frames
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk sends back: its detections and how many frames it decoded."""
+
+    start: int
+    stop: int
+    detections: FaceDetections
+    frames_decoded: int
+
+
+class _CropBatcher:
+    """Collects face crops across frames and classifies them a full batch at a time.
+
+    Crops never pile up beyond one batch, so memory stays flat however long
+    the chunk is.
+    """
+
+    def __init__(self, model: EmotionModel) -> None:
+        self.model = model
+        self.pending: list[np.ndarray] = []
+        self.probs: list[np.ndarray] = []
+
+    def add(self, crops: list[np.ndarray]) -> None:
+        self.pending.extend(crops)
+        if len(self.pending) >= self.model.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.probs.append(self.model.predict(np.stack(self.pending)))
+            self.pending = []
+
+    def result(self) -> np.ndarray:
+        self.flush()
+        return np.concatenate(self.probs) if self.probs else np.zeros((0, 7), np.float32)
+
+
+class Analyzer:
+    """A loaded detector and emotion model, reused for every chunk a worker runs."""
+
+    def __init__(self, settings: Settings, threads: int = 0) -> None:
+        self.settings = settings
+        self.detector = create_detector(settings.detector_config)
+        self.model = EmotionModel(settings.model, settings.device, settings.batch_size, threads)
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    def run_chunk(
+        self,
+        path: Path,
+        start: int,
+        stop: int | None,
+        index: PacketIndex | None = None,
+        progress: ProgressFn | None = None,
+    ) -> ChunkResult:
+        """Decode frames [start, stop), detect faces and classify them in batches."""
+        batcher = _CropBatcher(self.model)
+        parts: list[FaceDetections] = []
+        decoded = 0
+        for frame in read_frames(path, start, stop, self.settings.every, index):
+            xywh, score = self.detector.detect(frame.image)
+            dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
+            if len(dets):
+                gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+                batcher.add([face_crop(gray, box, self.model.spec) for box in dets.xywh])
+                parts.append(dets)
+            decoded += 1
+            if progress is not None:
+                progress(1)
+        found = FaceDetections.concat(parts)
+        found.probs = batcher.result()
+        return ChunkResult(start, stop if stop is not None else -1, found, decoded)
+
+
+def reduce_detections(dets: FaceDetections, settings: Settings) -> pd.DataFrame:
+    """Track faces and smooth their emotions over the whole video: the timeline.
+
+    Detections that never became a confirmed face (``face_id == -1``) are dropped.
+    """
+    tracked = track(dets.sorted(), settings.tracker_config)
+    smoothed = smooth(tracked, settings.smooth_s)
+    keep = tracked.face_id > 0
+    return build_timeline(tracked[keep], smoothed[keep])

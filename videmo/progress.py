@@ -1,0 +1,88 @@
+"""Terminal progress for long runs (rich), on stderr so stdout stays clean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from videmo.runner import Reporter, VideoRun
+
+console = Console(stderr=True)
+
+
+class RichReporter(Reporter):
+    """A bar over all frames of the batch, with videos done/total and frames per second."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.videos_total = 0
+        self.videos_done = 0
+
+    def start(self, total_frames: int, videos: int) -> None:
+        self.videos_total += videos
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TextColumn("{task.fields[fps]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self._description(), total=total_frames, fps="")
+
+    def _description(self) -> str:
+        return f"videos {self.videos_done}/{self.videos_total}"
+
+    def advance(self, frames: int) -> None:
+        if self.progress is None or self.task is None:
+            return
+        self.progress.advance(self.task, frames)
+        speed = self.progress.tasks[0].speed
+        self.progress.update(self.task, fps=f"{speed:6.1f} fps" if speed else "")
+
+    def video_done(self, run: VideoRun) -> None:
+        self.videos_done += 1
+        if run.status == "failed":
+            console.print(f"[red]failed[/red] {run.path}: {run.error}", highlight=False)
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=self._description())
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
+    """One row per video: status, frames, faces, seconds, where the outputs are."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("video", "status", "frames", "faces", "seconds", "output"):
+        table.add_column(column, justify="right" if column in ("frames", "faces", "seconds") else "left")
+    for run in runs:
+        style = {"failed": "red", "skipped": "dim"}.get(run.status, "")
+        table.add_row(
+            run.path.name, f"[{style}]{run.status}[/{style}]" if style else run.status,
+            str(run.frames), str(run.faces), f"{run.seconds:.1f}", str(run.out_dir),
+        )  # fmt: skip
+    console.print(table)
+    if batch_csv is not None:
+        console.print(f"batch summary: {batch_csv}", highlight=False)

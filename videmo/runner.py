@@ -1,0 +1,278 @@
+"""Run videos end to end: plan, execute chunks, reduce, write outputs, resume.
+
+This is the I/O side of videmo. For each input it probes the file, plans
+frame chunks, hands them to an executor (serial or Ray), and as soon as all
+chunks of a video are back it tracks, smooths and writes that video's
+outputs. Every file is written atomically and ``run.json`` is written last:
+it is the completion marker, with an input fingerprint, so a rerun skips
+finished videos and redoes failed or partial ones. One bad video never
+stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+import videmo
+from videmo.errors import OutputError, VidemoError
+from videmo.models import EMOTION_FILE, model_path, sha256_file
+from videmo.outputs.atomic import ensure_dir, write_json_atomic
+from videmo.parallel import ChunkTask, RayExecutor, SerialExecutor, merge, plan_chunks
+from videmo.pipeline import ChunkResult, reduce_detections
+from videmo.settings import Settings
+from videmo.video import PacketIndex, VideoInfo, index_packets, probe
+
+RUN_JSON = "run.json"
+
+#: Inputs shorter than this in total run in-process: starting Ray costs seconds.
+SERIAL_BELOW_S = 30.0
+
+
+@dataclass
+class VideoRun:
+    """State and outcome of one input video."""
+
+    position: int
+    path: Path
+    out_dir: Path
+    status: str = "pending"  # pending, running, done, skipped, failed
+    error: str = ""
+    info: VideoInfo | None = None
+    index: PacketIndex | None = None
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    results: list[ChunkResult] = field(default_factory=list)
+    timeline: pd.DataFrame | None = None
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def expected_frames(self) -> int:
+        return len(self.index) if self.index is not None else 0
+
+
+def input_fingerprint(path: Path) -> dict:
+    """Cheap identity of an input file: size plus a hash of its first and last MiB."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        digest.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        digest.update(fh.read(1 << 20))
+    return {"size": size, "sha256_head_tail": digest.hexdigest()}
+
+
+def run_fingerprint(path: Path, settings: Settings, model_sha: str) -> dict:
+    """What must match for existing outputs to count as this run's."""
+    return {
+        "input": input_fingerprint(path),
+        "settings": settings.analysis_fingerprint(),
+        "model_sha256": model_sha,
+        "videmo": videmo.__version__,
+    }
+
+
+def existing_state(out_dir: Path, fingerprint: dict) -> str:
+    """'complete' (same fingerprint), 'different' (complete, other input), or 'absent'."""
+    try:
+        data = json.loads((out_dir / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return "absent"
+    if not isinstance(data, dict) or data.get("status") != "complete":
+        return "absent"
+    return "complete" if data.get("fingerprint") == fingerprint else "different"
+
+
+VIDEO_SUFFIXES = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .flv .wmv .mpg .mpeg .ts .mts .m2ts .3gp .ogv .mxf".split()
+)
+
+
+def collect_inputs(specs: list[str]) -> list[Path]:
+    """Expand files, folders (searched recursively for videos) and glob patterns, in order."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+            )
+        elif any(ch in spec for ch in "*?[") and not path.exists():
+            found += sorted(p for p in Path().glob(spec) if p.is_file())
+        else:
+            found.append(path)
+    unique = list(dict.fromkeys(p.resolve() if p.exists() else p for p in found))
+    if not unique:
+        raise VidemoError(f"no video files found in {' '.join(specs)}")
+    return unique
+
+
+def output_dirs(paths: list[Path], out_root: Path) -> list[Path]:
+    """One folder per video named after the file; repeated names get -2, -3..."""
+    seen: dict[str, int] = {}
+    dirs = []
+    for path in paths:
+        stem = path.stem or "video"
+        seen[stem] = seen.get(stem, 0) + 1
+        dirs.append(out_root / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+    return dirs
+
+
+class Reporter:
+    """Progress callbacks; the CLI shows a progress bar, the API stays silent."""
+
+    def start(self, total_frames: int, videos: int) -> None: ...
+
+    def advance(self, frames: int) -> None: ...
+
+    def video_done(self, run: VideoRun) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
+    """Probe and index one input, and decide whether it needs work at all."""
+    state = existing_state(run.out_dir, fingerprint)
+    if state == "complete" and not settings.overwrite:
+        run.status = "skipped"
+        return
+    if state == "different" and not settings.overwrite:
+        raise OutputError(
+            f"{run.out_dir} holds outputs of another input or settings; use --overwrite"
+        )
+    run.info = probe(run.path)
+    run.index = index_packets(run.path)
+    run.chunks = plan_chunks(run.index, run.index.times_s(run.info), settings.chunk_s)
+    ensure_dir(run.out_dir)
+    (run.out_dir / RUN_JSON).unlink(missing_ok=True)  # outputs are partial from here on
+
+
+def _fail(run: VideoRun, exc: BaseException) -> None:
+    run.status = "failed"
+    run.error = one_line(exc)
+    run.results = []
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error, prefixed with its type unless it is a user error."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if isinstance(exc, VidemoError) else f"{type(exc).__name__}: {text}"
+
+
+def choose_executor(settings: Settings, runs: list[VideoRun]) -> SerialExecutor | RayExecutor:
+    """Serial for --workers 0 and for short work; otherwise a Ray actor pool."""
+    address = settings.address or os.environ.get("RAY_ADDRESS") or None
+    chunks = sum(len(r.chunks) for r in runs)
+    duration = sum(float(r.index.times_s(r.info)[-1]) for r in runs if r.expected_frames)
+    workers = settings.workers
+    if workers is None and not address:
+        if chunks <= 1 or duration < SERIAL_BELOW_S:
+            workers = 0
+        else:
+            workers = min(os.cpu_count() or 1, chunks)
+    if workers == 0:
+        return SerialExecutor(settings)
+    return RayExecutor(settings, max(1, workers or min(os.cpu_count() or 1, chunks)), address)
+
+
+def run_videos(
+    paths: list[Path],
+    out_root: Path,
+    settings: Settings,
+    reporter: Reporter | None = None,
+    finish: Callable[[VideoRun, Settings, dict], None] | None = None,
+) -> list[VideoRun]:
+    """Analyse every input and write its outputs; never raises for one bad video."""
+    from videmo.outputs.writer import write_video_outputs
+
+    reporter = reporter or Reporter()
+    finish = finish or write_video_outputs
+    model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
+    runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, output_dirs(paths, out_root), strict=True))]
+    fingerprints = {}
+    for run in runs:
+        try:
+            fingerprints[run.position] = run_fingerprint(run.path, settings, model_sha) if run.path.is_file() else {}
+            if not run.path.is_file():
+                probe(run.path)  # raises the one-line "not found" error
+            _prepare(run, settings, fingerprints[run.position])
+        except VidemoError as exc:
+            _fail(run, exc)
+        if run.status in ("skipped", "failed"):
+            reporter.video_done(run)
+    todo = [r for r in runs if r.status == "pending"]
+    if not todo:
+        return runs
+    executor = choose_executor(settings, todo)
+    context = {"executor": executor.name, "workers": executor.workers, "provider": executor.provider}
+    reporter.start(sum(r.expected_frames for r in todo), len(todo))
+    tasks = [ChunkTask(r.position, r.path, a, b) for r in todo for a, b in r.chunks]
+
+    def complete(run: VideoRun) -> None:
+        try:
+            dets, run.frames = merge(run.results)
+            run.timeline = reduce_detections(dets, settings)
+            run.faces = int(run.timeline["face_id"].nunique())
+            finish(run, settings, {**context, "fingerprint": fingerprints[run.position]})
+            run.status = "done"
+        except Exception as exc:  # noqa: BLE001 - the batch goes on
+            _fail(run, exc)
+        run.seconds = time.perf_counter() - run.started
+        run.results = []
+        reporter.video_done(run)
+
+    try:
+        for run in todo:
+            if not run.chunks:  # a video with no frames: valid, empty outputs
+                complete(run)
+        progress = lambda task, n: reporter.advance(n)  # noqa: E731
+        for task, result in executor.run(tasks, {r.position: r.index for r in todo}, progress):
+            run = runs[task.video]
+            if run.status == "failed":
+                continue
+            if isinstance(result, BaseException):
+                _fail(run, result)
+                reporter.video_done(run)
+                continue
+            run.results.append(result)
+            if len(run.results) == len(run.chunks):
+                complete(run)
+    finally:
+        executor.close()
+        reporter.close()
+    return runs
+
+
+BATCH_CSV = "batch.csv"
+
+
+def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
+    """``batch.csv`` at the output root: one row per input with status and error."""
+    from videmo.outputs.atomic import write_text_atomic
+
+    rows = pd.DataFrame(
+        {
+            "video": [str(r.path) for r in runs],
+            "output": [str(r.out_dir) for r in runs],
+            "status": [r.status for r in runs],
+            "frames": [r.frames for r in runs],
+            "faces": [r.faces for r in runs],
+            "seconds": [round(r.seconds, 3) for r in runs],
+            "error": [r.error for r in runs],
+        }
+    )
+    try:
+        ensure_dir(out_root)
+        return write_text_atomic(out_root / BATCH_CSV, rows.to_csv(index=False))
+    except VidemoError:
+        return None

@@ -1,0 +1,139 @@
+"""Run settings: one dataclass with defaults, validation and job-file loading.
+
+The CLI options, the Python API and TOML job files all fill the same
+``Settings``, so a default or a limit is defined exactly once, here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from videmo.detect import DETECTORS, DetectorConfig
+from videmo.emotion import DEVICES
+from videmo.errors import SettingsError
+from videmo.track import TrackerConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: Settings that change the timeline; the rest only change speed or which files are written.
+ANALYSIS_KEYS = (
+    "detector", "det_size", "score_threshold", "min_face", "every", "model",
+    "iou_threshold", "min_hits", "max_gap_s", "smooth_s",
+)  # fmt: skip
+
+
+def _opt(default: Any, help_text: str) -> Any:
+    """A settings field whose help text is shown by ``--help`` and in the README."""
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that controls a run; the CLI builds its options from these fields."""
+
+    detector: str = _opt("yunet", "face detector: yunet (CNN, default) or haar (classic cascade)")
+    det_size: int = _opt(640, "longest side, in pixels, of the image the detector sees")
+    score_threshold: float = _opt(0.6, "minimum detector confidence (YuNet)")
+    min_face: int = _opt(20, "minimum face side in full-resolution pixels")
+    every: int = _opt(1, "analyse every Nth frame")
+    device: str = _opt("auto", "where the emotion model runs: auto, cpu or gpu")
+    batch_size: int = _opt(64, "face crops per ONNX Runtime call")
+    model: str | None = _opt(None, "emotion model .onnx (default: the shipped model)")
+    iou_threshold: float = _opt(0.3, "minimum box overlap to continue a face track")
+    min_hits: int = _opt(3, "detections in a row before a track counts as a face")
+    max_gap_s: float = _opt(0.5, "seconds a face may be missed and keep its id")
+    smooth_s: float = _opt(0.5, "time constant of the emotion smoothing, seconds (0: off)")
+    video: bool = _opt(True, "write annotated.mp4")
+    plots: bool = _opt(True, "write PNG graphs")
+    workers: int | None = _opt(None, "parallel Ray workers; 0: serial, no Ray (default: serial below 30 s of video, else one per CPU)")
+    chunk_s: float = _opt(10.0, "target chunk length in seconds for parallel work")
+    address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    overwrite: bool = _opt(False, "replace outputs made from other inputs or settings")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a one-line ``SettingsError`` naming the first bad option."""
+        checks = [
+            ("detector", self.detector in DETECTORS, f"one of {', '.join(DETECTORS)}"),
+            ("device", self.device in DEVICES, f"one of {', '.join(DEVICES)}"),
+            ("det_size", 32 <= self.det_size <= 8192, "between 32 and 8192"),
+            ("score_threshold", 0.0 <= self.score_threshold <= 1.0, "between 0 and 1"),
+            ("min_face", self.min_face >= 1, "at least 1"),
+            ("every", self.every >= 1, "at least 1"),
+            ("batch_size", 1 <= self.batch_size <= 4096, "between 1 and 4096"),
+            ("iou_threshold", 0.0 < self.iou_threshold <= 1.0, "in (0, 1]"),
+            ("min_hits", self.min_hits >= 1, "at least 1"),
+            ("max_gap_s", self.max_gap_s >= 0, "at least 0"),
+            ("smooth_s", self.smooth_s >= 0, "at least 0"),
+            ("workers", self.workers is None or self.workers >= 0, "at least 0"),
+            ("chunk_s", self.chunk_s > 0, "greater than 0"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                value = getattr(self, key)
+                raise SettingsError(f"invalid {key} = {value!r}: must be {expected}")
+
+    @property
+    def detector_config(self) -> DetectorConfig:
+        return DetectorConfig(
+            name=self.detector,
+            det_size=self.det_size,
+            score_threshold=self.score_threshold,
+            min_face=self.min_face,
+        )
+
+    @property
+    def tracker_config(self) -> TrackerConfig:
+        return TrackerConfig(self.iou_threshold, self.min_hits, self.max_gap_s)
+
+    def analysis_fingerprint(self) -> str:
+        """Hash of the settings that affect the timeline (for safe resume)."""
+        data = {key: getattr(self, key) for key in ANALYSIS_KEYS}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], source: str = "settings") -> Settings:
+        """Build from a dict (e.g. a job file's table), naming unknown or mistyped keys."""
+        known = {f.name: f for f in fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise SettingsError(f"{source}: unknown key {key!r}")
+            _check_type(key, value, known[key].type, source)
+        return replace(cls(), **values)
+
+
+_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
+
+
+def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
+    """Job files are data: a value must have the field's type (None allowed if optional)."""
+    base = str(annotation).replace(" | None", "")
+    if value is None and "None" in str(annotation):
+        return
+    expected = _TYPES[base]
+    if isinstance(value, bool) and base != "bool" or not isinstance(value, expected):
+        raise SettingsError(f"{source}: key {key!r} must be {base}, not {type(value).__name__}")
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file with a one-line error for a missing or invalid file."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"job file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from None

@@ -1,0 +1,132 @@
+"""Face identity across frames (IOU tracker) and temporal smoothing.
+
+Both run once over the merged detections of a whole video, in frame order.
+They cost microseconds per frame, and running them after the parallel map
+step makes a chunked run identical to a serial run by construction: a face
+keeps its id across chunk boundaries because the tracker never sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from videmo.detections import FaceDetections
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """When detections in different frames are the same face.
+
+    Attributes:
+        iou_threshold: minimum box overlap to continue a track.
+        min_hits: detections in consecutive analysed frames before a track
+            becomes a face (norfair's initialization delay); shorter tracks,
+            typically one-frame false detections, are dropped.
+        max_gap_s: how long a confirmed face may go undetected and keep its id.
+    """
+
+    iou_threshold: float = 0.3
+    min_hits: int = 3
+    max_gap_s: float = 0.5
+
+
+@dataclass
+class _Track:
+    rows: list[int] = field(default_factory=list)
+    box: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    last_time: float = 0.0
+
+    @property
+    def hits(self) -> int:
+        return len(self.rows)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection-over-union of xywh boxes, shape (len(a), len(b))."""
+    a0, a1 = a[:, None, :2].astype(np.float64), (a[:, None, :2] + a[:, None, 2:]).astype(np.float64)
+    b0, b1 = b[None, :, :2].astype(np.float64), (b[None, :, :2] + b[None, :, 2:]).astype(np.float64)
+    sides = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None)
+    inter = sides[..., 0] * sides[..., 1]
+    union = np.prod(a1 - a0, axis=-1) + np.prod(b1 - b0, axis=-1) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+class _Tracker:
+    """Online IOU tracker over frames in order; keeps every track's row list."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        self.config = config
+        self.confirmed: list[_Track] = []
+        self.tentative: list[_Track] = []
+        self.finished: list[_Track] = []
+
+    def _match(self, tracks: list[_Track], boxes: np.ndarray, free: list[int]) -> list[tuple]:
+        """Hungarian assignment of tracks to the free boxes, above the IOU threshold."""
+        if not tracks or not free:
+            return []
+        iou = iou_matrix(np.stack([t.box for t in tracks]), boxes[free])
+        pairs = zip(*linear_sum_assignment(-iou), strict=True)
+        return [(tracks[r], free[c]) for r, c in pairs if iou[r, c] >= self.config.iou_threshold]
+
+    def update(self, rows: np.ndarray, boxes: np.ndarray, now: float) -> None:
+        """Feed one analysed frame: its row numbers, boxes and time."""
+        expired = [t for t in self.confirmed if now - t.last_time > self.config.max_gap_s]
+        self.finished += expired
+        self.confirmed = [t for t in self.confirmed if t not in expired]
+        free = list(range(len(rows)))
+        for tracks in (self.confirmed, self.tentative):
+            for t, b in self._match(tracks, boxes, free):
+                t.rows.append(int(rows[b]))
+                t.box, t.last_time = boxes[b], now
+                free.remove(b)
+        # A tentative track dies on its first miss; new boxes start tentative tracks.
+        self.tentative = [t for t in self.tentative if t.last_time == now]
+        self.tentative += [_Track([int(rows[b])], boxes[b], now) for b in free]
+        self.confirmed += [t for t in self.tentative if t.hits >= self.config.min_hits]
+        self.tentative = [t for t in self.tentative if t.hits < self.config.min_hits]
+
+    def face_ids(self, n_rows: int) -> np.ndarray:
+        """1-based ids of confirmed tracks in order of first appearance; -1 elsewhere."""
+        faces = sorted(self.finished + self.confirmed, key=lambda t: t.rows[0])
+        face_id = np.full(n_rows, -1, np.int64)
+        for number, t in enumerate(faces, start=1):
+            face_id[t.rows] = number
+        return face_id
+
+
+def track(dets: FaceDetections, config: TrackerConfig = TrackerConfig()) -> FaceDetections:
+    """Assign ``face_id`` (1-based, in order of first appearance) to every row.
+
+    Rows that never joined a confirmed track keep ``face_id == -1``.
+    Expects rows in canonical order (``FaceDetections.sorted``).
+    """
+    tracker = _Tracker(config)
+    if len(dets):
+        starts = np.flatnonzero(np.diff(dets.frame)) + 1
+        for rows in np.split(np.arange(len(dets)), starts):
+            tracker.update(rows, dets.xywh[rows], float(dets.time_s[rows[0]]))
+    out = dets[:]
+    out.face_id = tracker.face_ids(len(dets))
+    return out
+
+
+def smooth(dets: FaceDetections, time_constant_s: float) -> np.ndarray:
+    """Exponentially smoothed probabilities per face, with a time constant in seconds.
+
+    The weight of each new frame is ``1 - exp(-dt / tau)``, so smoothing is the
+    same at any frame rate or ``--every`` step, and a face seen again after a
+    long gap starts almost fresh. Rows without a face keep their raw values.
+    """
+    out = dets.probs.astype(np.float64).copy()
+    if time_constant_s <= 0:
+        return out.astype(np.float32)
+    for face in np.unique(dets.face_id[dets.face_id > 0]):
+        rows = np.flatnonzero(dets.face_id == face)
+        times = dets.time_s[rows]
+        for prev, cur, dt in zip(rows[:-1], rows[1:], np.diff(times), strict=True):
+            alpha = 1.0 - np.exp(-dt / time_constant_s)
+            out[cur] = out[prev] + alpha * (dets.probs[cur] - out[prev])
+    return out.astype(np.float32)

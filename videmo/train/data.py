@@ -1,0 +1,188 @@
+"""Load FER2013 into per-split uint8 arrays, without TensorFlow.
+
+Only numpy, pandas and OpenCV are used here so that ``videmo evaluate`` works
+on a plain install (no ``[train]`` extra). Two layouts are accepted:
+
+* the Kaggle CSV ``emotion,pixels,Usage`` (plain or ``.gz``);
+* the image-folder layout ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``.
+
+Every malformed input raises a one-line :class:`~videmo.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from videmo.errors import DataError
+from videmo.spec import EMOTIONS
+
+#: FER2013's native crop size; every row must carry SIDE * SIDE pixels.
+SIDE = 48
+SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
+REQUIRED_COLUMNS: tuple[str, ...] = ("emotion", "pixels", "Usage")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``images`` (N, 48, 48) uint8 and ``labels`` (N,) int64 in EMOTIONS order."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def load_fer2013(
+    path: str | Path,
+    limit_per_split: int | None = None,
+    seed: int = 0,
+) -> dict[str, Split]:
+    """Load FER2013 from a CSV (plain/.gz) or an image-folder root.
+
+    Only splits that are present are returned. ``limit_per_split`` keeps a
+    seeded random subset of each split (for tiny CI runs) so that class mix
+    stays representative rather than taking the first rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"FER2013 data not found: {path}")
+    splits = _load_folder(path) if path.is_dir() else _load_csv(path)
+    if limit_per_split is not None:
+        splits = {name: _subset(s, limit_per_split, seed) for name, s in splits.items()}
+    return splits
+
+
+def require_split(splits: dict[str, Split], name: str, purpose: str) -> Split:
+    """Return a split or raise a DataError saying why it is needed."""
+    split = splits.get(name)
+    if split is None or len(split) == 0:
+        present = ", ".join(f"{k}={len(v)}" for k, v in splits.items()) or "none"
+        raise DataError(f"no {name} rows in the data (needed for {purpose}; found: {present})")
+    return split
+
+
+def _subset(split: Split, limit: int, seed: int) -> Split:
+    if len(split) <= limit:
+        return split
+    idx = np.sort(np.random.default_rng(seed).choice(len(split), size=limit, replace=False))
+    return Split(split.images[idx], split.labels[idx])
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _load_csv(path: Path) -> dict[str, Split]:
+    try:
+        frame = pd.read_csv(path, dtype={"pixels": str, "Usage": str}, compression="infer")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read FER2013 CSV {path}: {first}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path.name}: missing column(s) {', '.join(missing)} "
+            f"(expected {','.join(REQUIRED_COLUMNS)})"
+        )
+    labels = _parse_labels(frame["emotion"], path.name)
+    images = _parse_pixels(frame["pixels"], path.name)
+    usage = frame["Usage"].astype(str).str.strip()
+    unknown = sorted(set(usage) - set(SPLITS))
+    if unknown:
+        raise DataError(f"{path.name}: unknown Usage value(s) {unknown[:3]} (expected {SPLITS})")
+    return {
+        name: Split(images[mask], labels[mask])
+        for name in SPLITS
+        if (mask := (usage == name).to_numpy()).any()
+    }
+
+
+def _parse_labels(column: pd.Series, where: str) -> np.ndarray:
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() | (values % 1 != 0) | (values < 0) | (values >= len(EMOTIONS))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{where}: row {row + 1}: emotion label {column.iloc[row]!r} "
+            f"outside 0-{len(EMOTIONS) - 1}"
+        )
+    return values.to_numpy().astype(np.int64)
+
+
+def _parse_pixels(column: pd.Series, where: str) -> np.ndarray:
+    """Parse space-separated pixel strings into an (N, 48, 48) uint8 array."""
+    out = np.empty((len(column), SIDE, SIDE), dtype=np.uint8)
+    expected = SIDE * SIDE
+    for row, text in enumerate(column.to_numpy()):
+        tokens = str(text).split() if isinstance(text, str) else []
+        if len(tokens) != expected:
+            raise DataError(
+                f"{where}: row {row + 1}: {len(tokens)} pixel values, expected {expected}"
+            )
+        try:
+            values = np.array(tokens, dtype=np.int32)
+        except ValueError:
+            raise DataError(f"{where}: row {row + 1}: non-numeric pixel values") from None
+        if values.min() < 0 or values.max() > 255:
+            raise DataError(f"{where}: row {row + 1}: pixel values outside 0-255")
+        out[row] = values.reshape(SIDE, SIDE)
+    return out
+
+
+# ----------------------------------------------------------------- image folders
+
+
+def _load_folder(root: Path) -> dict[str, Split]:
+    """Read ``train/`` and ``test/`` class folders; file-name prefixes override the split."""
+    parts: dict[str, tuple[list[np.ndarray], list[int]]] = {s: ([], []) for s in SPLITS}
+    found_any = False
+    for folder, default_split in (("train", "Training"), ("test", "PublicTest")):
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            label = _class_index(class_dir.name, class_dir)
+            for file in sorted(class_dir.iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                found_any = True
+                split = _split_from_name(file.name, default_split)
+                parts[split][0].append(_read_gray48(file))
+                parts[split][1].append(label)
+    if not found_any:
+        raise DataError(f"{root}: no images under train/<class>/ or test/<class>/")
+    return {
+        name: Split(np.stack(imgs), np.asarray(labels, dtype=np.int64))
+        for name, (imgs, labels) in parts.items()
+        if imgs
+    }
+
+
+def _class_index(name: str, where: Path) -> int:
+    key = name.strip().lower()
+    if key not in EMOTIONS:
+        raise DataError(f"{where}: unknown class folder {name!r} (expected one of {EMOTIONS})")
+    return EMOTIONS.index(key)
+
+
+def _split_from_name(file_name: str, default: str) -> str:
+    for split in SPLITS:
+        if file_name.startswith(split + "_"):
+            return split
+    return default
+
+
+def _read_gray48(file: Path) -> np.ndarray:
+    image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise DataError(f"{file}: not a readable image")
+    if image.shape != (SIDE, SIDE):
+        interp = cv2.INTER_AREA if min(image.shape) >= SIDE else cv2.INTER_LINEAR
+        image = cv2.resize(image, (SIDE, SIDE), interpolation=interp)
+    return image

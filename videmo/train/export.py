@@ -1,0 +1,142 @@
+"""Export a Keras emotion model to a videmo ONNX file, with the spec embedded.
+
+The ONNX file is self-describing: ``metadata_props[videmo.spec]`` holds the
+:class:`ModelSpec` JSON (classes, input size, normalisation), so inference
+never guesses preprocessing. Every export ends with a parity check on real
+FER2013 faces: Keras and onnxruntime must agree to 1e-4, else nothing is
+trusted and :class:`ModelError` is raised.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videmo.errors import ModelError
+from videmo.spec import METADATA_KEY, ModelSpec
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "probs"
+OPSET = 13
+PARITY_TOL = 1e-4
+
+
+def export_onnx(
+    model: Any,
+    out_path: str | Path,
+    spec: ModelSpec,
+    parity_images: np.ndarray | None = None,
+    producer_note: str = "",
+) -> dict[str, Any]:
+    """Convert a Keras model (or a path to one) to ONNX at ``out_path``.
+
+    ``parity_images`` are uint8 (N, S, S) faces used for the Keras/ONNX parity
+    check; pass real FER2013 images. Returns ``{"path", "max_abs_diff", ...}``.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    model = load_keras(model) if isinstance(model, (str, Path)) else model
+    _check_io(model, spec)
+    signature = [
+        tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)
+    ]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET)
+    proto = _rename_output(proto, onnx)
+    _set_metadata(proto, spec, producer_note, tf.__version__, tf2onnx.__version__)
+    onnx.checker.check_model(proto)
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # Write atomically: the video pipeline may be reading the shipped model.
+    with tempfile.NamedTemporaryFile(dir=out_path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(proto.SerializeToString())
+    os.replace(tmp.name, out_path)
+
+    result: dict[str, Any] = {"path": str(out_path), "opset": OPSET}
+    if parity_images is not None:
+        result["max_abs_diff"] = parity_check(model, out_path, spec, parity_images)
+        result["parity_images"] = int(len(parity_images))
+    return result
+
+
+def load_keras(path: str | Path) -> Any:
+    """Load a Keras 2 (tf_keras) model file without its optimizer state."""
+    import tf_keras as keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Keras model not found: {path}")
+    try:
+        return keras.models.load_model(str(path), compile=False)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load Keras model {path}: {first}") from None
+
+
+def parity_check(model: Any, onnx_path: str | Path, spec: ModelSpec, images: np.ndarray) -> float:
+    """Max |Keras - onnxruntime| over ``images``; raises ModelError above 1e-4."""
+    import onnxruntime as ort
+
+    x = spec.normalize(np.stack([spec.resize(im) for im in images]))
+    expected = np.asarray(model(x, training=False))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    diff = float(np.max(np.abs(expected - got)))
+    if not diff <= PARITY_TOL:
+        raise ModelError(f"ONNX parity check failed: max abs diff {diff:.3g} > {PARITY_TOL}")
+    return diff
+
+
+def _check_io(model: Any, spec: ModelSpec) -> None:
+    in_shape, out_shape = tuple(model.input_shape), tuple(model.output_shape)
+    want_in = (spec.input_size, spec.input_size, spec.channels)
+    if in_shape[1:] != want_in:
+        raise ModelError(f"model input {in_shape[1:]} does not match the spec {want_in}")
+    if out_shape[1:] != (len(spec.classes),):
+        raise ModelError(f"model output {out_shape[1:]} is not ({len(spec.classes)},) classes")
+
+
+def _rename_output(proto: Any, onnx: Any) -> Any:
+    """Give the single output the stable name ``probs`` (tf2onnx uses the layer's tensor name)."""
+    graph = proto.graph
+    if len(graph.output) != 1:
+        raise ModelError(f"expected one model output, got {len(graph.output)}")
+    old = graph.output[0].name
+    if old == OUTPUT_NAME:
+        return proto
+    for node in graph.node:
+        node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
+        node.input[:] = [OUTPUT_NAME if i == old else i for i in node.input]
+    graph.output[0].name = OUTPUT_NAME
+    return proto
+
+
+def _set_metadata(proto: Any, spec: ModelSpec, note: str, tf_version: str, t2o: str) -> None:
+    from videmo import __version__
+
+    proto.producer_name = "videmo"
+    proto.producer_version = __version__
+    proto.doc_string = "videmo emotion classifier; input NHWC float32, output softmax probs"
+    props = {
+        METADATA_KEY: spec.to_json(),
+        "videmo.producer": (
+            f"videmo {__version__}; tensorflow {tf_version}; tf2onnx {t2o}; "
+            f"python {platform.python_version()}"
+        ),
+    }
+    if note:
+        props["videmo.note"] = note
+    kept = [p for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    for p in kept:
+        proto.metadata_props.add(key=p.key, value=p.value)
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)

@@ -1,0 +1,601 @@
+"""Video input/output with PyAV: probe, demux-only packet index, frame reading, H.264 writing.
+
+Why PyAV and not ``cv2.VideoCapture``: we need true presentation timestamps (variable frame
+rate sources), exact seeking for chunked parallel reads, the display matrix (phone videos)
+and audio remuxing - none of which OpenCV exposes reliably.
+
+Frame identity: a frame's global ``index`` is the rank of its pts among all (non-discarded)
+video packets of the file, as given by :func:`index_packets`. Because the index is computed
+from the container alone, any chunked read ``[a, b) + [b, c)`` yields exactly the frames of
+one read ``[a, c)``.
+
+Errors: every input problem raises :class:`~videmo.errors.VideoError` with a one-line
+message. Still images (``.jpg``, ``.png`` ...) are rejected: videmo builds timelines, and a
+1-frame "video" with no frame rate would silently produce a meaningless one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import cv2
+import numpy as np
+
+from videmo.errors import OutputError, VideoError
+
+__all__ = [
+    "DecodeReport",
+    "Frame",
+    "PacketIndex",
+    "VideoInfo",
+    "VideoWriter",
+    "index_packets",
+    "probe",
+    "read_frames",
+]
+
+# Demuxers that read single still images; see the module docstring for why we reject them.
+_STILL_IMAGE_FORMATS = ("image2", "tty")
+# Audio codecs the mp4/mov muxers accept as they are; anything else is transcoded to AAC.
+_MP4_AUDIO_CODECS = frozenset(
+    {"aac", "mp3", "mp3float", "ac3", "ac3_fixed", "eac3", "opus", "alac", "flac"}
+)
+_ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180}
+_ROTATIONS[270] = cv2.ROTATE_90_COUNTERCLOCKWISE
+
+
+# --------------------------------------------------------------------------- data types
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` learns about a video; sizes are *display* sizes (after rotation)."""
+
+    path: Path
+    width: int
+    height: int
+    rotation: int  # clockwise degrees applied to decoded frames to make them upright
+    fps: float  # average rate, informational only (never used for timestamps)
+    duration_s: float | None
+    frame_count: int | None  # from the header, may be wrong or None
+    time_base: Fraction
+    start_pts: int  # time_s = (pts - start_pts) * time_base
+    codec: str
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class PacketIndex:
+    """Presentation timestamps of all video packets, sorted: frame ``i`` has ``pts[i]``.
+
+    Built without decoding, so it is cheap enough to split a video into chunks up front.
+    ``error`` is set when demuxing stopped early on a damaged file (the index then covers
+    the readable part only).
+    """
+
+    pts: np.ndarray  # int64, ascending, unique
+    keyframe: np.ndarray  # bool, per sorted entry
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.pts.size)
+
+    def times_s(self, info: VideoInfo) -> np.ndarray:
+        """Seconds from the stream start for every frame (float64)."""
+        tb = info.time_base
+        return (self.pts - info.start_pts).astype(np.float64) * tb.numerator / tb.denominator
+
+
+@dataclass
+class Frame:
+    """One decoded frame, upright, in BGR like the rest of the OpenCV-based pipeline."""
+
+    index: int  # global frame index (presentation order, 0-based)
+    pts: int
+    time_s: float  # (pts - start_pts) * time_base: true times, also for variable frame rate
+    image: np.ndarray  # BGR uint8, H x W x 3, rotated upright
+
+
+@dataclass
+class DecodeReport:
+    """How complete a :func:`read_frames` call was; pass one in and read it afterwards.
+
+    It is updated while frames are yielded, so it is also valid after a ``VideoError``
+    interrupted the read. ``missing`` lists indices in ``[start, stop)`` that the packet
+    index promised but the decoder never produced (e.g. a damaged tail).
+    """
+
+    expected: int = 0  # frames in [start, stop) per the packet index
+    decoded: int = 0  # of those, how many came out of the decoder
+    yielded: int = 0  # how many were yielded (after `every`)
+    missing: list[int] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when every indexed frame of the range was decoded without error."""
+        return self.error is None and self.decoded == self.expected
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _one_line(text: object) -> str:
+    """Collapse FFmpeg's multi-line error text into one line for the CLI."""
+    return re.sub(r"\s+", " ", str(text)).strip()
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    """The useful part of a PyAV error: strerror plus FFmpeg's last log line, no errno."""
+    reason = getattr(err, "strerror", None) or str(err)
+    log = getattr(err, "log", None)
+    if log and len(log) >= 3 and log[2]:
+        reason = f"{reason} ({log[2]})"
+    return _one_line(reason)
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"{p}: no such file")
+    if p.is_dir():
+        raise VideoError(f"{p}: is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoError(f"{p}: file is empty")
+    return p
+
+
+def _open(p: Path) -> av.container.InputContainer:
+    """Open ``p`` for reading, turning every FFmpeg/OS failure into a VideoError."""
+    try:
+        container = av.open(str(p), mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise VideoError(f"{p}: not a readable video file: {_ffmpeg_reason(err)}") from None
+    if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+        container.close()
+        raise VideoError(f"{p}: is a still image ({container.format.name}), not a video")
+    return container
+
+
+def _video_stream(container: av.container.InputContainer, p: Path) -> av.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise VideoError(f"{p}: has no video stream (streams: {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.VideoStream, p: Path):
+    """Decode the first frame: proves the stream is decodable and carries the display matrix."""
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.FFmpegError as err:
+        raise VideoError(f"{p}: video stream cannot be decoded: {_ffmpeg_reason(err)}") from None
+    raise VideoError(f"{p}: video stream has no decodable frames")
+
+
+def _clockwise(frame: av.VideoFrame) -> int:
+    """Clockwise degrees to make the frame upright (FFmpeg reports counter-clockwise)."""
+    return int(round(-frame.rotation / 90.0)) * 90 % 360
+
+
+def _duration_s(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read a video's header and first frame; raise VideoError if it is not a usable video."""
+    p = _check_path(path)
+    with _open(p) as container:
+        stream = _video_stream(container, p)
+        first = _first_frame(container, stream, p)
+        rotation = _clockwise(first)
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        if stream.start_time is not None:
+            start_pts = stream.start_time
+        else:
+            start_pts = first.pts if first.pts is not None else 0
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return VideoInfo(
+            path=p,
+            width=width,
+            height=height,
+            rotation=rotation,
+            fps=float(rate) if rate else 0.0,
+            duration_s=_duration_s(container, stream),
+            frame_count=stream.frames or None,
+            time_base=Fraction(stream.time_base),
+            start_pts=int(start_pts),
+            codec=stream.codec_context.name,
+            has_audio=bool(container.streams.audio),
+        )
+
+
+# --------------------------------------------------------------------------- packet index
+
+
+def _demux_pts(container: av.container.InputContainer, stream: av.VideoStream):
+    """Yield ``(pts, keyframe)`` per real video packet; returns an error string or None.
+
+    Skipped: flush packets (size 0) and packets flagged DISCARD (mp4 edit-list pre-roll,
+    which the decoder drops, so they are not frames). A packet without pts uses its dts, and
+    one with neither is placed right after the previous one.
+    """
+    last = None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard:
+                continue
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is None:
+                ts = 0 if last is None else last + 1
+            last = ts
+            yield ts, packet.is_keyframe
+    except av.FFmpegError as err:
+        return _ffmpeg_reason(err)
+    return None
+
+
+def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
+    """Demux (no decoding) the first video stream and index its packets in frame order."""
+    p = _check_path(path)
+    pts: list[int] = []
+    key: list[bool] = []
+    with _open(p) as container:
+        gen = _demux_pts(container, _video_stream(container, p))
+        error = None
+        while True:
+            try:
+                ts, kf = next(gen)
+            except StopIteration as stop:
+                error = stop.value
+                break
+            pts.append(ts)
+            key.append(kf)
+    pts_arr = np.asarray(pts, dtype=np.int64)
+    key_arr = np.asarray(key, dtype=bool)
+    # Sort into presentation order; a duplicated pts is one frame (keyframe if any copy is).
+    uniq, inverse = np.unique(pts_arr, return_inverse=True)
+    key_u = np.zeros(uniq.size, dtype=bool)
+    np.logical_or.at(key_u, inverse, key_arr)
+    return PacketIndex(pts=uniq, keyframe=key_u, error=error)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _to_bgr(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    image = frame.to_ndarray(format="bgr24")
+    code = _ROTATIONS[rotation]
+    return image if code is None else cv2.rotate(image, code)
+
+
+def _seek_entry(index: PacketIndex, start: int, tries: int) -> int:
+    """The index entry to seek to: the ``tries``-th keyframe at or before frame ``start``.
+
+    Entry 0 means "decode from the start of the file", whether or not it is flagged as a
+    keyframe (an mp4 edit list can hide the real first keyframe, see ``_demux_pts``).
+    """
+    keys = np.flatnonzero(index.keyframe[: start + 1])
+    if keys.size <= tries:
+        return 0
+    return int(keys[-1 - tries])
+
+
+class _SeekedTooFar(Exception):
+    """The demuxer landed after the start frame; seek again to an earlier keyframe."""
+
+
+def _decoded(container, stream, index: PacketIndex, start: int, first_check: bool):
+    """Yield ``(global_index, av_frame)`` in presentation order from the current position.
+
+    Frames without pts take the index after the previous one; duplicates and frames that
+    arrive out of order are dropped so indices (and times) strictly increase.
+    """
+    last = -1
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            i = last + 1
+        else:
+            i = int(np.searchsorted(index.pts, frame.pts))
+            if i >= len(index) or index.pts[i] != frame.pts:
+                i = last + 1
+        if i >= len(index) or i <= last:
+            continue
+        if first_check and last < 0 and i > start:
+            raise _SeekedTooFar
+        last = i
+        yield i, frame
+
+
+def _decode_from(container, stream, index: PacketIndex, start: int):
+    """Position the decoder at or before ``start`` and yield ``(index, frame)`` pairs.
+
+    Seeks to the keyframe at or before the start frame; demuxers seek on their own sample
+    tables (dts based for mp4), so with B-frames they may land after it. We detect that on
+    the first decoded frame and retry from the previous keyframe (or the file start).
+    """
+    tries = 0
+    while True:
+        first_check = start > 0
+        if start > 0:
+            entry = _seek_entry(index, start, tries)
+            if entry == 0:
+                container.seek(0, backward=True, any_frame=False, stream=stream)
+                first_check = False
+            else:
+                target = int(index.pts[entry])
+                container.seek(target, backward=True, any_frame=False, stream=stream)
+        try:
+            yield from _decoded(container, stream, index, start, first_check)
+            return
+        except _SeekedTooFar:
+            tries += 1
+            stream.codec_context.flush_buffers()
+
+
+def read_frames(
+    path: str | os.PathLike[str],
+    start: int = 0,
+    stop: int | None = None,
+    every: int = 1,
+    index: PacketIndex | None = None,
+    *,
+    report: DecodeReport | None = None,
+) -> Iterator[Frame]:
+    """Yield upright BGR frames with global index in ``[start, stop)`` and ``index % every == 0``.
+
+    ``index`` (from :func:`index_packets`) is built when not given; pass it when reading a
+    file in chunks so it is computed once. A damaged file yields every readable frame of the
+    range, then raises VideoError naming where it failed and how many frames were lost;
+    ``report`` (optional, see :class:`DecodeReport`) gives the same facts as data. When
+    ``start > 0`` the reader seeks to the keyframe before it and decodes only from there.
+    """
+    if start < 0 or every < 1 or (stop is not None and stop < start):
+        raise ValueError(f"bad frame range: start={start} stop={stop} every={every}")
+    info = probe(path)
+    index = index if index is not None else index_packets(info.path)
+    stop = len(index) if stop is None else min(stop, len(index))
+    report = report if report is not None else DecodeReport()
+    report.expected = max(0, stop - start)
+    if start >= stop:
+        return
+    seen = np.zeros(stop - start, dtype=bool)
+    with _open(info.path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            yield from _select(container, stream, info, index, start, stop, every, seen, report)
+        except av.FFmpegError as err:
+            report.error = _ffmpeg_reason(err)
+        finally:
+            report.missing = (start + np.flatnonzero(~seen)).tolist()
+    if report.missing:
+        # Frame threading swallows some decode errors (the frame just never comes out), so
+        # missing frames - not only exceptions - are what defines a failed read.
+        report.error = report.error or "the decoder produced no picture for them"
+        raise VideoError(_failure_message(info.path, start, stop, seen, report))
+
+
+def _failure_message(path: Path, start: int, stop: int, seen: np.ndarray, report) -> str:
+    """One line: where decoding stopped, how much of the range was read, and why."""
+    last = start + int(np.flatnonzero(seen)[-1]) if seen.any() else None
+    where = f"after frame {last}" if last is not None else f"at frame {start}"
+    return (
+        f"{path}: decoding failed {where} ({report.decoded} of {report.expected} frames in "
+        f"[{start}, {stop}) read, {len(report.missing)} lost, first lost: frame "
+        f"{report.missing[0]}): {report.error}"
+    )
+
+
+def _select(container, stream, info: VideoInfo, index, start, stop, every, seen, report):
+    """Apply the range and `every` to decoded frames; convert only the selected ones."""
+    tb = info.time_base
+    scale = tb.numerator / tb.denominator
+    for i, frame in _decode_from(container, stream, index, start):
+        if i >= stop:
+            break
+        if i < start:
+            continue
+        seen[i - start] = True
+        report.decoded += 1
+        if i % every == 0:
+            pts = int(index.pts[i])
+            image = _to_bgr(frame, info.rotation)
+            report.yielded += 1
+            yield Frame(index=i, pts=pts, time_s=(pts - info.start_pts) * scale, image=image)
+        if report.decoded == stop - start:
+            break
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _AudioCopier:
+    """Copies a source's first audio stream into the output, interleaved with the video.
+
+    Remuxes when mp4 accepts the codec as is, otherwise transcodes to AAC. ``pump(t)``
+    writes the audio up to source time ``t`` seconds so the file stays interleaved.
+    """
+
+    def __init__(self, source: Path, output: av.container.OutputContainer) -> None:
+        self._input = _open(_check_path(source))
+        self._output = output
+        self._in = self._input.streams.audio[0] if self._input.streams.audio else None
+        self._out = None
+        self._pending = None
+        self._packets = iter(())
+        if self._in is None:
+            return
+        if self._in.codec_context.name in _MP4_AUDIO_CODECS:
+            self._out = output.add_stream_from_template(self._in)
+            self._transcode = False
+        else:
+            self._out = output.add_stream("aac", rate=self._in.rate, layout=self._in.layout)
+            self._transcode = True
+        self._packets = self._input.demux(self._in)
+
+    def pump(self, until_s: float) -> None:
+        """Write source audio packets whose time is at or before ``until_s``."""
+        if self._out is None:
+            return
+        while True:
+            packet = self._pending if self._pending is not None else next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                if self._transcode:
+                    self._output.mux(self._out.encode(None))
+                self._out = None
+                return
+            if packet.pts is not None and float(packet.pts * packet.time_base) > until_s:
+                self._pending = packet
+                return
+            self._write(packet)
+
+    def _write(self, packet: av.Packet) -> None:
+        if not self._transcode:
+            if packet.dts is None:
+                return
+            packet.stream = self._out
+            self._output.mux(packet)
+            return
+        for frame in packet.decode():
+            self._output.mux(self._out.encode(frame))
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class VideoWriter:
+    """Atomic H.264 (libx264, yuv420p) writer whose frames keep the source's timestamps.
+
+    Frames are written with ``pts`` in the source time base, so the output has the same
+    frames and times as the source (variable frame rate included). The file is written to
+    a temporary name in the same folder and renamed on success; on error it is deleted.
+    The output size is the first written frame's size, padded to even (yuv420p needs it).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        info: VideoInfo,
+        *,
+        crf: int = 23,
+        preset: str = "veryfast",
+        copy_audio_from: Path | None = None,
+    ) -> None:
+        if "libx264" not in av.codecs_available:
+            raise OutputError("this PyAV build has no libx264 encoder")
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise OutputError(f"{self.path.parent}: output folder does not exist")
+        self.info = info
+        self._options = {"crf": str(crf), "preset": preset}
+        self._audio_source = Path(copy_audio_from) if copy_audio_from is not None else None
+        token = secrets.token_hex(4)
+        self._tmp = self.path.with_name(f"{self.path.stem}.{token}.tmp{self.path.suffix}")
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.VideoStream | None = None
+        self._audio: _AudioCopier | None = None
+        self._size: tuple[int, int] | None = None
+        self._last_pts: int | None = None
+        self.frames_written = 0
+
+    def __enter__(self) -> VideoWriter:
+        try:
+            self._container = av.open(str(self._tmp), mode="w")
+        except (av.FFmpegError, OSError) as err:
+            raise OutputError(f"{self.path}: cannot write: {_ffmpeg_reason(err)}") from None
+        return self
+
+    def _start(self, width: int, height: int) -> None:
+        """Create the streams on the first frame, once the output size is known."""
+        assert self._container is not None
+        stream = self._container.add_stream("libx264", options=self._options)
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = self.info.time_base
+        stream.codec_context.time_base = self.info.time_base
+        if self.info.fps > 0:
+            stream.codec_context.framerate = Fraction(self.info.fps).limit_denominator(100000)
+        self._stream, self._size = stream, (width, height)
+        if self._audio_source is not None:
+            self._audio = _AudioCopier(self._audio_source, self._container)
+
+    def write(self, frame: Frame) -> None:
+        """Encode one BGR frame at ``frame.pts`` (source time base); pts must increase."""
+        if self._container is None:
+            raise RuntimeError("VideoWriter.write() outside of a `with` block")
+        height, width = frame.image.shape[:2]
+        if self._stream is None:
+            self._start(width, height)
+        if (width, height) != self._size:
+            raise ValueError(f"frame {frame.index} is {width}x{height}, expected {self._size}")
+        if self._last_pts is not None and frame.pts <= self._last_pts:
+            raise ValueError(f"frame {frame.index}: pts {frame.pts} does not increase")
+        image = frame.image
+        if width % 2 or height % 2:
+            image = cv2.copyMakeBorder(image, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
+        av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        av_frame.pts, av_frame.time_base = frame.pts, self.info.time_base
+        self._container.mux(self._stream.encode(av_frame))
+        self._last_pts = frame.pts
+        self.frames_written += 1
+        if self._audio is not None:
+            self._audio.pump(float(frame.pts * self.info.time_base))
+
+    def _finish(self) -> None:
+        assert self._container is not None
+        if self._stream is None:
+            raise OutputError(f"{self.path}: no frames were written")
+        self._container.mux(self._stream.encode(None))
+        if self._audio is not None:
+            self._audio.pump(math.inf)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Flush and rename into place on success; delete the partial file on any error."""
+        try:
+            if exc_type is None:
+                self._finish()
+        except BaseException:
+            exc_type = Exception
+            raise
+        finally:
+            self._close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self._audio is not None:
+            self._audio.close()
+        if self._container is not None:
+            with contextlib.suppress(av.FFmpegError):  # already failing; keep that error
+                self._container.close()
+            self._container = None
