@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+import videmo.video as video_module
 from videmo.errors import VideoError
 from videmo.video import (
     DecodeReport,
@@ -107,8 +108,15 @@ def test_threading_does_not_change_output(full_read) -> None:
 # --------------------------------------------------------------------------- synthetic files
 
 
-def _encode(path: Path, images, pts, time_base: Fraction, rotation: float | None = None) -> None:
-    """Encode BGR images with the given pts into an mp4 (optionally with a display matrix)."""
+def _encode(
+    path: Path,
+    images: list[np.ndarray],
+    pts: list[int] | range,
+    time_base: Fraction,
+    rotation: float | None = None,
+    audio: bool = False,
+) -> None:
+    """Encode BGR images at the given pts (optionally a display matrix, 1 s of pcm audio)."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", options={"crf": "18", "preset": "ultrafast"})
         stream.height, stream.width = images[0].shape[:2]
@@ -116,11 +124,18 @@ def _encode(path: Path, images, pts, time_base: Fraction, rotation: float | None
         stream.codec_context.time_base = time_base
         if rotation is not None:
             stream.set_display_rotation(rotation)  # counter-clockwise, like frame.rotation
+        pcm = out.add_stream("pcm_s16le", rate=16000, layout="mono") if audio else None
         for image, p in zip(images, pts, strict=True):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts, frame.time_base = p, time_base
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+        if pcm is not None:
+            tone = (np.sin(np.arange(16000) / 5) * 3000).astype(np.int16)[None]
+            sound = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+            sound.sample_rate, sound.pts = 16000, 0
+            out.mux(pcm.encode(sound))
+            out.mux(pcm.encode(None))
 
 
 def test_rotated_phone_video_comes_out_upright(tmp_path: Path) -> None:
@@ -166,6 +181,37 @@ def test_writer_round_trip_keeps_frames_timestamps_and_audio(tmp_path: Path) -> 
     assert [Fraction(f.pts) * got_info.time_base for f in got] == src_times
     diff = np.abs(got[10].image.astype(int) - frames[10].image.astype(int)).mean()
     assert diff < 6  # lossy but the same picture
+
+
+def test_writer_keeps_vfr_timestamps_and_transcodes_pcm_audio(tmp_path: Path) -> None:
+    source = [f.image for f in read_frames(SINGLE, stop=6)]
+    pts, tb = [0, 3, 7, 20, 21, 60], Fraction(1, 100)
+    path = tmp_path / "pcm.mov"
+    _encode(path, source, pts, tb, audio=True)
+    info = probe(path)
+    frames = list(read_frames(path))
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, info, copy_audio_from=path) as writer:
+        for f in frames:
+            writer.write(f)
+    got = list(read_frames(out))
+    assert [round(f.time_s * 100, 6) for f in got] == pts
+    with av.open(str(out)) as c:  # pcm does not fit in mp4: transcoded to AAC
+        assert c.streams.audio[0].codec_context.name == "aac"
+
+
+def test_seek_retries_when_the_demuxer_lands_after_start(monkeypatch, full_read) -> None:
+    """Simulate a demuxer that overshoots (open GOPs): the first seek targets a later keyframe."""
+    index = index_packets(BFRAMES)
+    original = video_module._seek_entry
+    keys = np.flatnonzero(index.keyframe)
+
+    def overshoot(idx, start: int, tries: int) -> int:
+        later = keys[keys > start]
+        return int(later[0]) if tries == 0 and later.size else original(idx, start, tries - 1)
+
+    monkeypatch.setattr(video_module, "_seek_entry", overshoot)
+    assert _digest(list(read_frames(BFRAMES, 30, 45, index=index))) == full_read[30:45]
 
 
 def test_writer_pads_odd_sizes_and_deletes_partial_file_on_error(tmp_path: Path) -> None:

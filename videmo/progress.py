@@ -24,8 +24,9 @@ console = Console(stderr=True)
 class RichReporter(Reporter):
     """A bar over all frames of the batch, with videos done/total and frames per second."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, inputs: int = 1) -> None:
         self.enabled = enabled
+        self.inputs = inputs
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.videos_total = 0
@@ -61,8 +62,8 @@ class RichReporter(Reporter):
 
     def video_done(self, run: VideoRun) -> None:
         self.videos_done += 1
-        if run.status == "failed":
-            console.print(f"[red]failed[/red] {run.path}: {run.error}", highlight=False)
+        if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run
+            console.print(f"[red]failed:[/red] {run.error}", highlight=False, soft_wrap=True)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
 
@@ -74,6 +75,14 @@ class RichReporter(Reporter):
 
 def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
     """One row per video: status, frames, faces, seconds, where the outputs are."""
+    if len(runs) == 1:
+        run = runs[0]
+        if run.status != "failed":
+            console.print(
+                f"{run.status}: {run.out_dir}  ({run.frames} frames, {run.faces} faces, "
+                f"{run.seconds:.1f} s)", highlight=False, soft_wrap=True,
+            )  # fmt: skip
+        return
     table = Table(show_edge=False, pad_edge=False)
     for column in ("video", "status", "frames", "faces", "seconds", "output"):
         table.add_column(column, justify="right" if column in ("frames", "faces", "seconds") else "left")

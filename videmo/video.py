@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 import av
+import av.logging
 import cv2
 import numpy as np
 
@@ -44,12 +45,13 @@ __all__ = [
     "read_frames",
 ]
 
-# Demuxers that read single still images; see the module docstring for why we reject them.
-_STILL_IMAGE_FORMATS = ("image2", "tty")
+# Demuxers for still images (plus *_pipe ones); the module docstring says why we reject them.
+_STILL_IMAGE_FORMATS = ("image2", "gif_pipe")
 # Audio codecs the mp4/mov muxers accept as they are; anything else is transcoded to AAC.
 _MP4_AUDIO_CODECS = frozenset(
     {"aac", "mp3", "mp3float", "ac3", "ac3_fixed", "eac3", "opus", "alac", "flac"}
 )
+_Input = av.container.InputContainer
 _ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180}
 _ROTATIONS[270] = cv2.ROTATE_90_COUNTERCLOCKWISE
 
@@ -140,7 +142,7 @@ def _ffmpeg_reason(err: Exception) -> str:
     reason = getattr(err, "strerror", None) or str(err)
     log = getattr(err, "log", None)
     if log and len(log) >= 3 and log[2]:
-        reason = f"{reason} ({log[2]})"
+        reason = f"{reason} ({log[2].strip()})"
     return _one_line(reason)
 
 
@@ -155,10 +157,27 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _open(p: Path) -> av.container.InputContainer:
+@contextlib.contextmanager
+def _capture_ffmpeg_errors() -> Iterator[None]:
+    """Let PyAV attach FFmpeg's last error line (e.g. "moov atom not found") to its errors.
+
+    PyAV keeps logging off by default; we raise the level only around ``av.open`` and
+    capture the records so nothing is printed.
+    """
+    old = av.logging.get_level()
+    with av.logging.Capture():
+        av.logging.set_level(av.logging.ERROR)
+        try:
+            yield
+        finally:
+            av.logging.set_level(old)
+
+
+def _open(p: Path) -> _Input:
     """Open ``p`` for reading, turning every FFmpeg/OS failure into a VideoError."""
     try:
-        container = av.open(str(p), mode="r")
+        with _capture_ffmpeg_errors():
+            container = av.open(str(p), mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise VideoError(f"{p}: not a readable video file: {_ffmpeg_reason(err)}") from None
     if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
@@ -167,7 +186,7 @@ def _open(p: Path) -> av.container.InputContainer:
     return container
 
 
-def _video_stream(container: av.container.InputContainer, p: Path) -> av.VideoStream:
+def _video_stream(container: _Input, p: Path) -> av.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
@@ -178,7 +197,7 @@ def _video_stream(container: av.container.InputContainer, p: Path) -> av.VideoSt
 # --------------------------------------------------------------------------- probe
 
 
-def _first_frame(container: av.container.InputContainer, stream: av.VideoStream, p: Path):
+def _first_frame(container: _Input, stream: av.VideoStream, p: Path) -> av.VideoFrame:
     """Decode the first frame: proves the stream is decodable and carries the display matrix."""
     try:
         for frame in container.decode(stream):
@@ -193,7 +212,7 @@ def _clockwise(frame: av.VideoFrame) -> int:
     return int(round(-frame.rotation / 90.0)) * 90 % 360
 
 
-def _duration_s(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+def _duration_s(container: _Input, stream: av.VideoStream) -> float | None:
     if stream.duration:
         return float(stream.duration * stream.time_base)
     if container.duration:
@@ -234,50 +253,42 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 # --------------------------------------------------------------------------- packet index
 
 
-def _demux_pts(container: av.container.InputContainer, stream: av.VideoStream):
-    """Yield ``(pts, keyframe)`` per real video packet; returns an error string or None.
+def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None]:
+    """``(pts, keyframe)`` per real video packet in file order, plus an error if cut short.
 
     Skipped: flush packets (size 0) and packets flagged DISCARD (mp4 edit-list pre-roll,
     which the decoder drops, so they are not frames). A packet without pts uses its dts, and
     one with neither is placed right after the previous one.
     """
-    last = None
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.is_discard:
-                continue
-            ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is None:
-                ts = 0 if last is None else last + 1
-            last = ts
-            yield ts, packet.is_keyframe
-    except av.FFmpegError as err:
-        return _ffmpeg_reason(err)
-    return None
-
-
-def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
-    """Demux (no decoding) the first video stream and index its packets in frame order."""
-    p = _check_path(path)
     pts: list[int] = []
     key: list[bool] = []
     with _open(p) as container:
-        gen = _demux_pts(container, _video_stream(container, p))
-        error = None
-        while True:
-            try:
-                ts, kf = next(gen)
-            except StopIteration as stop:
-                error = stop.value
-                break
-            pts.append(ts)
-            key.append(kf)
+        try:
+            for packet in container.demux(_video_stream(container, p)):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is None:
+                    ts = pts[-1] + 1 if pts else 0
+                pts.append(ts)
+                key.append(packet.is_keyframe)
+        except av.FFmpegError as err:
+            return pts, key, _ffmpeg_reason(err)
+    return pts, key, None
+
+
+def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
+    """Demux (no decoding) the first video stream and index its packets in frame order.
+
+    A damaged file gives the index of its readable part with ``error`` set; reading those
+    frames then reports the damage (see :func:`read_frames`).
+    """
+    pts, key, error = _demux_pts(_check_path(path))
     pts_arr = np.asarray(pts, dtype=np.int64)
-    key_arr = np.asarray(key, dtype=bool)
     # Sort into presentation order; a duplicated pts is one frame (keyframe if any copy is).
     uniq, inverse = np.unique(pts_arr, return_inverse=True)
     key_u = np.zeros(uniq.size, dtype=bool)
-    np.logical_or.at(key_u, inverse, key_arr)
+    np.logical_or.at(key_u, inverse, np.asarray(key, dtype=bool))
     return PacketIndex(pts=uniq, keyframe=key_u, error=error)
 
 
@@ -306,7 +317,9 @@ class _SeekedTooFar(Exception):
     """The demuxer landed after the start frame; seek again to an earlier keyframe."""
 
 
-def _decoded(container, stream, index: PacketIndex, start: int, first_check: bool):
+def _decoded(
+    container: _Input, stream: av.VideoStream, index: PacketIndex, start: int, first_check: bool
+) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(global_index, av_frame)`` in presentation order from the current position.
 
     Frames without pts take the index after the previous one; duplicates and frames that
@@ -328,7 +341,29 @@ def _decoded(container, stream, index: PacketIndex, start: int, first_check: boo
         yield i, frame
 
 
-def _decode_from(container, stream, index: PacketIndex, start: int):
+def _seek(
+    container: _Input, stream: av.VideoStream, index: PacketIndex, entry: int, fresh: bool
+) -> bool:
+    """Seek to index entry ``entry``; returns whether the first frame must be checked.
+
+    A fresh container needs no seek for entry 0. Seeking before the first pts fails in some
+    demuxers (flv), so entry 0 seeks to the first indexed pts. If a fresh container cannot
+    seek at all we decode from the start: slower, but the same frames.
+    """
+    if entry == 0 and fresh:
+        return False
+    try:
+        container.seek(int(index.pts[entry]), backward=True, any_frame=False, stream=stream)
+    except av.FFmpegError as err:
+        if not fresh:
+            raise VideoError(f"{container.name}: cannot seek: {_ffmpeg_reason(err)}") from None
+        return False
+    return entry > 0
+
+
+def _decode_from(
+    container: _Input, stream: av.VideoStream, index: PacketIndex, start: int
+) -> Iterator[tuple[int, av.VideoFrame]]:
     """Position the decoder at or before ``start`` and yield ``(index, frame)`` pairs.
 
     Seeks to the keyframe at or before the start frame; demuxers seek on their own sample
@@ -337,15 +372,8 @@ def _decode_from(container, stream, index: PacketIndex, start: int):
     """
     tries = 0
     while True:
-        first_check = start > 0
-        if start > 0:
-            entry = _seek_entry(index, start, tries)
-            if entry == 0:
-                container.seek(0, backward=True, any_frame=False, stream=stream)
-                first_check = False
-            else:
-                target = int(index.pts[entry])
-                container.seek(target, backward=True, any_frame=False, stream=stream)
+        entry = _seek_entry(index, start, tries) if start > 0 else 0
+        first_check = _seek(container, stream, index, entry, fresh=tries == 0)
         try:
             yield from _decoded(container, stream, index, start, first_check)
             return
@@ -397,7 +425,9 @@ def read_frames(
         raise VideoError(_failure_message(info.path, start, stop, seen, report))
 
 
-def _failure_message(path: Path, start: int, stop: int, seen: np.ndarray, report) -> str:
+def _failure_message(
+    path: Path, start: int, stop: int, seen: np.ndarray, report: DecodeReport
+) -> str:
     """One line: where decoding stopped, how much of the range was read, and why."""
     last = start + int(np.flatnonzero(seen)[-1]) if seen.any() else None
     where = f"after frame {last}" if last is not None else f"at frame {start}"
@@ -408,7 +438,17 @@ def _failure_message(path: Path, start: int, stop: int, seen: np.ndarray, report
     )
 
 
-def _select(container, stream, info: VideoInfo, index, start, stop, every, seen, report):
+def _select(
+    container: _Input,
+    stream: av.VideoStream,
+    info: VideoInfo,
+    index: PacketIndex,
+    start: int,
+    stop: int,
+    every: int,
+    seen: np.ndarray,
+    report: DecodeReport,
+) -> Iterator[Frame]:
     """Apply the range and `every` to decoded frames; convert only the selected ones."""
     tb = info.time_base
     scale = tb.numerator / tb.denominator

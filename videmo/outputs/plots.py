@@ -109,7 +109,10 @@ def _runs(codes: np.ndarray, times: np.ndarray, step: float) -> list[tuple[int, 
     breaks = (codes[1:] != codes[:-1]) | (np.diff(times) > 1.5 * step)
     starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
     ends = np.concatenate([starts[1:], [len(codes)]]) - 1
-    return [(int(codes[s]), times[s], times[e] - times[s] + step) for s, e in zip(starts, ends)]
+    return [
+        (int(codes[s]), times[s], times[e] - times[s] + step)
+        for s, e in zip(starts, ends, strict=True)
+    ]
 
 
 def plot_overview(df: pd.DataFrame, title: str) -> Figure:
@@ -174,7 +177,7 @@ def plot_distribution(df: pd.DataFrame, title: str) -> Figure:
 
 
 def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
-    """Write ``overview.png``, ``distribution.png`` and ``face_<id:03d>.png`` into ``out_dir/plots``.
+    """Write ``overview.png``, ``distribution.png``, ``face_<id:03d>.png`` into ``out_dir/plots``.
 
     Per-face charts are capped at ``MAX_FACE_PLOTS`` faces (most frames first);
     the cap is logged. An empty timeline still gives valid PNGs that say so.
