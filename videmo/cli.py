@@ -7,6 +7,7 @@ failed, 130 when interrupted.
 
 from __future__ import annotations
 
+import functools
 import sys
 import typing
 from dataclasses import fields
@@ -27,10 +28,10 @@ def _base_type(annotation: str) -> type:
     return names[str(annotation).replace(" | None", "")]
 
 
-def settings_options(command: typing.Callable) -> typing.Callable:
+def settings_options(command: typing.Callable, skip: tuple[str, ...] = ()) -> typing.Callable:
     """Add one CLI option per ``Settings`` field, with its default and help text."""
     defaults = Settings()
-    for f in reversed(fields(Settings)):
+    for f in reversed([f for f in fields(Settings) if f.name not in skip]):
         flag = f.name.replace("_", "-")
         base = _base_type(f.type)
         help_text = f.metadata["help"]
@@ -38,7 +39,9 @@ def settings_options(command: typing.Callable) -> typing.Callable:
             option = click.option(f"--no-{flag}", f.name, flag_value=False, default=None,
                                   help=f"do not {help_text}")  # fmt: skip
         elif base is bool:
-            option = click.option(f"--{flag}", f.name, flag_value=True, default=None, help=help_text)
+            option = click.option(
+                f"--{flag}", f.name, flag_value=True, default=None, help=help_text
+            )
         else:
             choices = {"detector": ("yunet", "haar"), "device": ("auto", "cpu", "gpu")}.get(f.name)
             kind = click.Choice(choices) if choices else _CLICK_TYPES[base]
@@ -112,7 +115,9 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     data = load_toml(job_file)
     for key in data:
         if key not in JOB_KEYS:
-            raise SettingsError(f"{job_file}: unknown key {key!r} (expected {', '.join(sorted(JOB_KEYS))})")
+            raise SettingsError(
+                f"{job_file}: unknown key {key!r} (expected {', '.join(sorted(JOB_KEYS))})"
+            )
     inputs = data.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
         raise SettingsError(f"{job_file}: key 'inputs' must be a non-empty list of paths or globs")
@@ -176,3 +181,43 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--workers", "workers", multiple=True, type=int,
+              help="worker counts to compare (repeatable; 0 = serial) [default: 0]")  # fmt: skip
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), help="also write the figures as JSON"
+)
+@functools.partial(settings_options, skip=("workers", "video", "plots", "overwrite"))
+def bench(
+    videos: tuple[Path, ...], workers: tuple[int, ...], json_path: Path | None, **options
+) -> None:
+    """Measure end-to-end fps next to decode-only fps of the same file, in one run.
+
+    Analysis only (no annotated video, no plots), default settings unless given.
+    """
+    import json
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from videmo.bench import run_bench
+
+    settings = settings_from(options)
+    results = [run_bench(Path(v), settings, list(workers) or [0]) for v in videos]
+    table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
+    for column in ("video", "size", "frames", "decode fps", "decode+BGR fps", "detect fps",
+                   "workers", "end-to-end fps", "vs decode+BGR", "faces"):  # fmt: skip
+        table.add_column(column)
+    for r in results:
+        for run in r["runs"]:
+            table.add_row(
+                Path(r["video"]).name, f"{r['width']}x{r['height']}", str(r["frames"]),
+                f"{r['decode_fps']:.0f}", f"{r['decode_bgr_fps']:.0f}", f"{r['detect_fps']:.0f}",
+                str(run["workers"]), f"{run['fps']:.1f}", f"{run['ratio_to_decode_bgr']:.0%}",
+                str(run["faces"]),
+            )  # fmt: skip
+    Console(width=160).print(table)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")

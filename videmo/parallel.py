@@ -169,7 +169,9 @@ class RayExecutor:
         while queue or pending:
             while queue and idle:
                 task, actor = queue.pop(0), idle.pop(0)
-                ref = actor.run_chunk.remote(task.path, task.start, task.stop, index_refs[task.video])
+                ref = actor.run_chunk.remote(
+                    task.path, task.start, task.stop, index_refs[task.video]
+                )
                 pending[ref] = (task, actor)
             done, _ = ray.wait(list(pending), num_returns=1)
             task, actor = pending.pop(done[0])

@@ -85,7 +85,9 @@ def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
         return
     table = Table(show_edge=False, pad_edge=False)
     for column in ("video", "status", "frames", "faces", "seconds", "output"):
-        table.add_column(column, justify="right" if column in ("frames", "faces", "seconds") else "left")
+        table.add_column(
+            column, justify="right" if column in ("frames", "faces", "seconds") else "left"
+        )
     for run in runs:
         style = {"failed": "red", "skipped": "dim"}.get(run.status, "")
         table.add_row(

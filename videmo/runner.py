@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import pandas as pd
 import videmo
 from videmo.errors import OutputError, VidemoError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
-from videmo.outputs.atomic import ensure_dir, write_json_atomic
+from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import ChunkTask, RayExecutor, SerialExecutor, merge, plan_chunks
 from videmo.pipeline import ChunkResult, reduce_detections
 from videmo.settings import Settings
@@ -94,7 +93,24 @@ def existing_state(out_dir: Path, fingerprint: dict) -> str:
 
 
 VIDEO_SUFFIXES = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .flv .wmv .mpg .mpeg .ts .mts .m2ts .3gp .ogv .mxf".split()
+    [
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".flv",
+        ".wmv",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".3gp",
+        ".ogv",
+        ".mxf",
+    ]
 )
 
 
@@ -198,11 +214,16 @@ def run_videos(
     reporter = reporter or Reporter()
     finish = finish or write_video_outputs
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
-    runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, output_dirs(paths, out_root), strict=True))]
+    runs = [
+        VideoRun(i, p, d)
+        for i, (p, d) in enumerate(zip(paths, output_dirs(paths, out_root), strict=True))
+    ]
     fingerprints = {}
     for run in runs:
         try:
-            fingerprints[run.position] = run_fingerprint(run.path, settings, model_sha) if run.path.is_file() else {}
+            fingerprints[run.position] = (
+                run_fingerprint(run.path, settings, model_sha) if run.path.is_file() else {}
+            )
             if not run.path.is_file():
                 probe(run.path)  # raises the one-line "not found" error
             _prepare(run, settings, fingerprints[run.position])
@@ -214,7 +235,11 @@ def run_videos(
     if not todo:
         return runs
     executor = choose_executor(settings, todo)
-    context = {"executor": executor.name, "workers": executor.workers, "provider": executor.provider}
+    context = {
+        "executor": executor.name,
+        "workers": executor.workers,
+        "provider": executor.provider,
+    }
     reporter.start(sum(r.expected_frames for r in todo), len(todo))
     tasks = [ChunkTask(r.position, r.path, a, b) for r in todo for a, b in r.chunks]
 

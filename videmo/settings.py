@@ -53,7 +53,11 @@ class Settings:
     smooth_s: float = _opt(0.5, "time constant of the emotion smoothing, seconds (0: off)")
     video: bool = _opt(True, "write annotated.mp4 (the video with boxes and labels)")
     plots: bool = _opt(True, "write the PNG graphs in plots/")
-    workers: int | None = _opt(None, "parallel Ray workers; 0: serial, no Ray (default: serial below 30 s of video, else one per CPU)")
+    workers: int | None = _opt(
+        None,
+        "parallel Ray workers; 0: serial, no Ray "
+        "(default: serial below 30 s of video in total, else one per CPU)",
+    )
     chunk_s: float = _opt(10.0, "target chunk length in seconds for parallel work")
     address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     overwrite: bool = _opt(False, "replace outputs made from other inputs or settings")
