@@ -1,0 +1,206 @@
+"""Evaluate a videmo ONNX emotion model on FER2013 with onnxruntime only (no TensorFlow).
+
+Preprocessing comes from the spec stored in the model's metadata, exactly as
+the video pipeline does at inference time, so the numbers reported here are
+the numbers the shipped pipeline gets on FER2013 crops.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videmo.errors import ModelError
+from videmo.spec import METADATA_KEY, ModelSpec
+from videmo.train.data import load_fer2013
+
+INPUT_NAME = "input"
+
+
+def load_session(model_path: str | Path, threads: int = 0) -> tuple[Any, ModelSpec]:
+    """Open an onnxruntime CPU session and read the ModelSpec from the model's metadata."""
+    import onnxruntime as ort
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load ONNX model {path}: {first}") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise ModelError(f"{path.name}: no '{METADATA_KEY}' metadata (not a videmo model)")
+    try:
+        spec = ModelSpec.from_json(meta[METADATA_KEY])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{path.name}: invalid '{METADATA_KEY}' metadata: {exc}") from None
+    return session, spec
+
+
+def predict_probs(
+    session: Any, spec: ModelSpec, images: np.ndarray, batch: int = 256, flip_tta: bool = False
+) -> np.ndarray:
+    """Class probabilities for uint8 (N, H, W) faces; ``flip_tta`` averages with the mirror."""
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+    probs = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        if chunk.shape[1:] != (spec.input_size, spec.input_size):
+            chunk = np.stack([spec.resize(im) for im in chunk])
+        x = spec.normalize(chunk)
+        p = session.run([output_name], {input_name: x})[0]
+        if flip_tta:
+            p = 0.5 * (p + session.run([output_name], {input_name: _mirror(x, spec)})[0])
+        probs.append(p)
+    if not probs:
+        return np.zeros((0, len(spec.classes)), dtype=np.float32)
+    return np.concatenate(probs)
+
+
+def _mirror(x: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Horizontal flip of a normalised batch (width axis depends on the layout)."""
+    axis = 2 if spec.layout == "NHWC" else 3
+    return np.ascontiguousarray(np.flip(x, axis=axis))
+
+
+def evaluate(
+    model_path: str | Path,
+    data_path: str | Path,
+    flip_tta: bool = False,
+    limit_per_split: int | None = None,
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix for every split in the data."""
+    session, spec = load_session(model_path)
+    splits = load_fer2013(data_path, limit_per_split=limit_per_split)
+    results: dict[str, Any] = {
+        "model": str(model_path),
+        "data": str(data_path),
+        "flip_tta": flip_tta,
+        "classes": list(spec.classes),
+        "splits": {},
+    }
+    for name, split in splits.items():
+        probs = predict_probs(session, spec, split.images, flip_tta=flip_tta)
+        results["splits"][name] = split_metrics(split.labels, probs.argmax(axis=1), spec.classes)
+    return results
+
+
+def split_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...]) -> dict:
+    """Overall accuracy, per-class accuracy (recall) and the confusion matrix (rows = truth)."""
+    k = len(classes)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, preds), 1)
+    support = confusion.sum(axis=1)
+    per_class = {
+        cls: (float(confusion[i, i] / support[i]) if support[i] else None)
+        for i, cls in enumerate(classes)
+    }
+    return {
+        "n": int(len(labels)),
+        "accuracy": float(np.trace(confusion) / max(1, len(labels))),
+        "per_class": per_class,
+        "support": {cls: int(support[i]) for i, cls in enumerate(classes)},
+        "confusion": confusion.tolist(),
+    }
+
+
+def save_confusion_png(
+    confusion: list[list[int]] | np.ndarray, classes: tuple[str, ...] | list[str],
+    path: str | Path, title: str = "",
+) -> Path:
+    """Row-normalised confusion matrix with counts, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            color = "white" if norm[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center",
+                    fontsize=7, color=color)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def read_history(history_csv: str | Path) -> dict[str, list[float]]:
+    """The Keras CSVLogger history as ``{column: values}``."""
+    with open(history_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    return {key: [float(r[key]) for r in rows if r.get(key) not in (None, "")] for key in rows[0]}
+
+
+def save_curves_png(history_csv: str | Path, path: str | Path, title: str = "") -> Path:
+    """Loss and accuracy (train vs. validation) and the learning rate per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = read_history(history_csv)
+    epochs = [int(e) + 1 for e in hist.get("epoch", [])]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+    for ax, key in zip(axes[:2], ("loss", "accuracy")):
+        ax.plot(epochs, hist.get(key, []), label=f"train {key}")
+        ax.plot(epochs, hist.get(f"val_{key}", []), label=f"PublicTest {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if "lr" in hist:
+        axes[2].plot(epochs, hist["lr"])
+    axes[2].set_title("learning rate")
+    axes[2].set_xlabel("epoch")
+    axes[2].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def bench_faces_per_second(
+    model_path: str | Path, batch: int = 32, threads: int = 2, seconds: float = 3.0
+) -> float:
+    """Steady-state CPU throughput (faces/s) of the model alone at a fixed batch size."""
+    session, spec = load_session(model_path, threads=threads)
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (batch, spec.input_size, spec.input_size), dtype=np.uint8)
+    x = spec.normalize(faces)
+    feed = {session.get_inputs()[0].name: x}
+    for _ in range(5):  # warm-up: allocations and kernel selection
+        session.run(None, feed)
+    runs, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        session.run(None, feed)
+        runs += 1
+    return runs * batch / elapsed

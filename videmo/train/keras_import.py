@@ -1,0 +1,65 @@
+"""Import an existing Keras emotion model (e.g. oarriaga's ``_mini_XCEPTION.*.hdf5``).
+
+The input size and channel count are read from the model itself; the
+preprocessing recorded in the spec is the mini-Xception convention
+``x / 255 - 0.5) * 2`` i.e. mean 0.5, std 0.5 (override for other models).
+The class order must be FER2013's (:data:`videmo.spec.EMOTIONS`), which is
+what oarriaga's FER2013 models use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videmo.errors import ModelError
+from videmo.spec import EMOTIONS, ModelSpec
+
+
+def import_keras(
+    h5_path: str | Path,
+    out_path: str | Path,
+    mean: float = 0.5,
+    std: float = 0.5,
+    parity_faces: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Convert a Keras .hdf5/.h5/.keras emotion model to a videmo ONNX model.
+
+    ``parity_faces`` are uint8 (N, H, W) faces for the Keras/ONNX parity check
+    (real FER2013 faces when available); random faces are used otherwise.
+    """
+    from videmo.train.export import export_onnx, load_keras
+
+    model = load_keras(h5_path)
+    spec = spec_from_keras(model, mean, std, source=Path(h5_path).name)
+    _check_probabilities(model, spec)
+    if parity_faces is None:
+        rng = np.random.default_rng(0)
+        parity_faces = rng.integers(0, 256, (64, spec.input_size, spec.input_size), np.uint8)
+    result = export_onnx(model, out_path, spec, parity_faces,
+                         producer_note=f"imported from Keras file {Path(h5_path).name}")
+    result["spec"] = spec.to_json()
+    return result
+
+
+def spec_from_keras(model: Any, mean: float, std: float, source: str = "") -> ModelSpec:
+    """Read input size / channels from the model; check it is a 7-class square NHWC model."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] not in (1, 3):
+        raise ModelError(f"expected a square NHWC input with 1 or 3 channels, got {shape}")
+    n_out = tuple(model.output_shape)[1:]
+    if n_out != (len(EMOTIONS),):
+        raise ModelError(f"expected {len(EMOTIONS)} outputs (FER2013 classes), got {n_out}")
+    extra = {"imported_from": source, "arch": model.name} if source else {"arch": model.name}
+    return ModelSpec(input_size=int(shape[1]), channels=int(shape[3]), mean=mean, std=std,
+                     extra=extra)
+
+
+def _check_probabilities(model: Any, spec: ModelSpec) -> None:
+    """The pipeline expects softmax outputs; a logits model would silently mis-score."""
+    x = spec.normalize(np.full((2, spec.input_size, spec.input_size), 128, np.uint8))
+    probs = np.asarray(model(x, training=False))
+    if np.any(probs < -1e-6) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise ModelError("model outputs are not softmax probabilities (add a softmax layer)")
