@@ -12,12 +12,8 @@ __all__ = ["__version__", "analyze", "read_timeline"]
 
 def __getattr__(name: str):
     # Lazy so that `import videmo` stays cheap (no OpenCV/ONNX/Ray import).
-    if name == "analyze":
-        from videmo.pipeline import analyze
+    if name in ("analyze", "read_timeline"):
+        from videmo import api
 
-        return analyze
-    if name == "read_timeline":
-        from videmo.outputs.timeline import read_timeline
-
-        return read_timeline
+        return getattr(api, name)
     raise AttributeError(name)

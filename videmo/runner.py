@@ -207,8 +207,13 @@ def run_videos(
     settings: Settings,
     reporter: Reporter | None = None,
     finish: Callable[[VideoRun, Settings, dict], None] | None = None,
+    out_dirs: list[Path] | None = None,
 ) -> list[VideoRun]:
-    """Analyse every input and write its outputs; never raises for one bad video."""
+    """Analyse every input and write its outputs; never raises for one bad video.
+
+    Each video's folder is ``out_root/<name>`` unless ``out_dirs`` names them;
+    ``finish`` (default: write all outputs) runs once a video's timeline is ready.
+    """
     from videmo.outputs.writer import write_video_outputs
 
     reporter = reporter or Reporter()
@@ -216,7 +221,7 @@ def run_videos(
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
     runs = [
         VideoRun(i, p, d)
-        for i, (p, d) in enumerate(zip(paths, output_dirs(paths, out_root), strict=True))
+        for i, (p, d) in enumerate(zip(paths, out_dirs or output_dirs(paths, out_root), strict=True))
     ]
     fingerprints = {}
     for run in runs:

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import click
 
-from videmo.spec import EMOTIONS
-
-TRAIN_EXTRA_HINT = "TensorFlow is not installed: pip install 'videmo[train]'"
 
 
 def _require_tf() -> None:
@@ -72,9 +69,91 @@ def _export_run(config: object) -> Path:
     return Path(result["path"])
 
 
-__all__ = ["EMOTIONS", "TRAIN_EXTRA_HINT", "train_command"]
+@click.command("evaluate")
+@click.argument("model", required=False)
+@click.option("--data", required=True, help="FER2013 CSV (.csv/.csv.gz) or image-folder root.")
+@click.option("--flip-tta", is_flag=True, help="Average predictions with the mirrored face.")
+@click.option("--limit-per-split", type=int, help="Evaluate a seeded subset per split.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the full results as JSON.")
+@click.option("--confusion-png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the confusion matrix of PublicTest (else the first split) as PNG.")
+def evaluate_command(model: str | None, data: str, flip_tta: bool, limit_per_split: int | None,
+                     json_out: Path | None, confusion_png: Path | None) -> None:
+    """Evaluate an ONNX emotion model (default: the shipped one) on every FER2013 split.
+
+    Uses onnxruntime only and the preprocessing stored in the model's metadata.
+    """
+    import json
+
+    from videmo.models import EMOTION_FILE, model_path
+    from videmo.train.evaluate import evaluate, save_confusion_png
+
+    path = model_path(model or EMOTION_FILE)
+    results = evaluate(path, data, flip_tta=flip_tta, limit_per_split=limit_per_split)
+    _print_results(results)
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=2) + "\n")
+    if confusion_png and results["splits"]:
+        name = "PublicTest" if "PublicTest" in results["splits"] else next(iter(results["splits"]))
+        split = results["splits"][name]
+        title = f"{path.name} on {name}: accuracy {split['accuracy']:.3f}"
+        save_confusion_png(split["confusion"], results["classes"], confusion_png, title)
+        click.echo(f"wrote {confusion_png}")
+
+
+def _print_results(results: dict) -> None:
+    """One rich table per split: per-class accuracy and support, then the overall accuracy."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    tta = " (flip TTA)" if results["flip_tta"] else ""
+    for name, split in results["splits"].items():
+        table = Table(title=f"{name}{tta}: {split['n']} faces, accuracy {split['accuracy']:.4f}")
+        table.add_column("class")
+        table.add_column("support", justify="right")
+        table.add_column("accuracy", justify="right")
+        for cls in results["classes"]:
+            acc = split["per_class"][cls]
+            table.add_row(cls, str(split["support"][cls]), "-" if acc is None else f"{acc:.4f}")
+        table.add_section()
+        table.add_row("overall", str(split["n"]), f"{split['accuracy']:.4f}")
+        console.print(table)
+
+
+@click.command("import-keras")
+@click.argument("h5_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--mean", type=float, default=0.5, show_default=True,
+              help="Normalisation mean on the 0-1 scale (mini-Xception: 0.5).")
+@click.option("--std", type=float, default=0.5, show_default=True,
+              help="Normalisation std on the 0-1 scale (mini-Xception: 0.5).")
+@click.option("--data", help="FER2013 data for the parity check on real faces (else random).")
+def import_keras_command(h5_path: Path, out_path: Path, mean: float, std: float,
+                         data: str | None) -> None:
+    """Convert a Keras emotion model (e.g. _mini_XCEPTION.*.hdf5) to a videmo ONNX model."""
+    _require_tf()
+    from videmo.train.keras_import import import_keras
+
+    faces = None
+    if data:
+        from videmo.train.data import load_fer2013
+
+        splits = load_fer2013(data, limit_per_split=256, seed=0)
+        faces = (splits.get("PublicTest") or next(iter(splits.values()))).images
+    result = import_keras(h5_path, out_path, mean=mean, std=std, parity_faces=faces)
+    click.echo(
+        f"wrote {result['path']} (parity max abs diff {result['max_abs_diff']:.2e}; "
+        f"spec {result['spec']})"
+    )
+
+
+__all__ = ["evaluate_command", "import_keras_command", "train_command"]
 
 
 if __name__ == "__main__":  # pragma: no cover - standalone use without the main CLI
-    group = click.Group("videmo-train", commands=[train_command])
+    group = click.Group(
+        "videmo-train", commands=[train_command, evaluate_command, import_keras_command]
+    )
     group()

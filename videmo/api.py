@@ -1,0 +1,57 @@
+"""The Python API: ``videmo.analyze`` and ``videmo.read_timeline``."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from videmo.errors import VidemoError
+from videmo.outputs.timeline import faces_summary, read_timeline
+from videmo.runner import run_videos
+from videmo.settings import Settings
+from videmo.video import VideoInfo, probe
+
+__all__ = ["AnalysisResult", "analyze", "read_timeline"]
+
+
+@dataclass
+class AnalysisResult:
+    """One analysed video: the timeline and per-face summary as DataFrames."""
+
+    path: Path
+    out_dir: Path | None
+    info: VideoInfo
+    timeline: pd.DataFrame
+    faces: pd.DataFrame
+    frames: int
+
+
+def analyze(
+    path: str | Path,
+    out_dir: str | Path | None = None,
+    settings: Settings | None = None,
+    **options,
+) -> AnalysisResult:
+    """Analyse one video; with ``out_dir`` also write all outputs there.
+
+    ``options`` are ``Settings`` fields (``every=2``, ``detector="haar"``...).
+    Raises ``VidemoError`` with a one-line message if the video cannot be analysed.
+    """
+    settings = replace(settings or Settings(), **options)
+    path = Path(path)
+    if out_dir is None:
+        settings = replace(settings, video=False, plots=False)
+        with tempfile.TemporaryDirectory(prefix="videmo-") as tmp:
+            [run] = run_videos([path], Path(tmp), settings, finish=lambda *_: None)
+    else:
+        out_dir = Path(out_dir)
+        [run] = run_videos([path], out_dir.parent, settings, out_dirs=[out_dir])
+    if run.status == "failed":
+        raise VidemoError(run.error)
+    timeline = run.timeline if run.timeline is not None else read_timeline(out_dir)
+    return AnalysisResult(
+        path, out_dir, run.info or probe(path), timeline, faces_summary(timeline), run.frames
+    )
