@@ -81,8 +81,8 @@ class EmotionModel:
         self._input = self.session.get_inputs()[0].name
 
     @property
-    def input_size(self) -> int:
-        return self.spec.input_size
+    def n_classes(self) -> int:
+        return len(self.spec.classes)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities (N, 7) for uint8 crops (N, S, S), run in fixed-size batches.
@@ -92,7 +92,7 @@ class EmotionModel:
         depend on how frames were split into chunks.
         """
         n = len(crops)
-        out = np.zeros((n, len(EMOTIONS)), np.float32)
+        out = np.zeros((n, self.n_classes), np.float32)
         size = self.spec.input_size
         for start in range(0, n, self.batch_size):
             chunk = crops[start : start + self.batch_size]

@@ -41,8 +41,9 @@ class ChunkResult:
 class _CropBatcher:
     """Collects face crops across frames and classifies them a full batch at a time.
 
-    Crops never pile up beyond one batch, so memory stays flat however long
-    the chunk is.
+    Only full batches run until the chunk ends, so the model is never fed
+    mostly padding, and crops never pile up beyond one batch: memory stays
+    flat however long the chunk is.
     """
 
     def __init__(self, model: EmotionModel) -> None:
@@ -52,17 +53,18 @@ class _CropBatcher:
 
     def add(self, crops: list[np.ndarray]) -> None:
         self.pending.extend(crops)
-        if len(self.pending) >= self.model.batch_size:
-            self.flush()
+        full = len(self.pending) - len(self.pending) % self.model.batch_size
+        if full:
+            self.probs.append(self.model.predict(np.stack(self.pending[:full])))
+            self.pending = self.pending[full:]
 
-    def flush(self) -> None:
+    def result(self) -> np.ndarray:
         if self.pending:
             self.probs.append(self.model.predict(np.stack(self.pending)))
             self.pending = []
-
-    def result(self) -> np.ndarray:
-        self.flush()
-        return np.concatenate(self.probs) if self.probs else np.zeros((0, 7), np.float32)
+        if not self.probs:
+            return np.zeros((0, self.model.n_classes), np.float32)
+        return np.concatenate(self.probs)
 
 
 class Analyzer:
