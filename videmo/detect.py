@@ -32,9 +32,35 @@ class DetectorConfig:
 
 
 class FaceDetector(Protocol):
-    """Finds faces in one BGR frame; returns boxes (N, 4) xywh and scores (N,)."""
+    """Finds faces in one BGR frame; returns boxes (N, 4) xywh and scores (N,).
+
+    ``detect_scaled`` takes the frame already shrunk by ``scale`` (the pipeline
+    gets it cheaply from the decoder) and returns boxes in the coordinates of
+    the full frame of shape ``full_shape``; ``detect`` shrinks it itself.
+    """
+
+    config: DetectorConfig
+
+    def detect_scaled(
+        self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class _ScalingDetector:
+    """Shared ``detect``: shrink to the working size, then ``detect_scaled``."""
+
+    config: DetectorConfig
+
+    def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scale = _working_scale(image_bgr.shape, self.config.det_size)
+        return self.detect_scaled(_resize(image_bgr, scale), scale, image_bgr.shape)
+
+    def detect_scaled(
+        self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
 
 def _working_scale(shape: tuple[int, ...], det_size: int) -> float:
@@ -64,7 +90,7 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-class YuNetDetector:
+class YuNetDetector(_ScalingDetector):
     """OpenCV's YuNet CNN detector (libfacedetection, MIT), the default."""
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -78,22 +104,22 @@ class YuNetDetector:
             raise ModelError(f"cannot load YuNet model {path}: {exc.err}") from None
         self._input_size: tuple[int, int] = (320, 320)
 
-    def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scale = _working_scale(image_bgr.shape, self.config.det_size)
-        small = _resize(image_bgr, scale)
-        size = (small.shape[1], small.shape[0])
+    def detect_scaled(
+        self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        size = (small_bgr.shape[1], small_bgr.shape[0])
         if size != self._input_size:
             self._net.setInputSize(size)
             self._input_size = size
-        _, faces = self._net.detect(small)
+        _, faces = self._net.detect(small_bgr)
         if faces is None or len(faces) == 0:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         return _to_full_resolution(
-            faces[:, :4], faces[:, 14], scale, image_bgr.shape, self.config.min_face
+            faces[:, :4], faces[:, 14], scale, full_shape, self.config.min_face
         )
 
 
-class HaarDetector:
+class HaarDetector(_ScalingDetector):
     """The classic Viola-Jones frontal-face cascade (the seeds' detector).
 
     Its score is the cascade's final-stage weight, which is not a probability;
@@ -107,9 +133,10 @@ class HaarDetector:
         if self._cascade.empty():
             raise ModelError(f"cannot load Haar cascade {path}")
 
-    def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scale = _working_scale(image_bgr.shape, self.config.det_size)
-        gray = cv2.equalizeHist(cv2.cvtColor(_resize(image_bgr, scale), cv2.COLOR_BGR2GRAY))
+    def detect_scaled(
+        self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        gray = cv2.equalizeHist(cv2.cvtColor(small_bgr, cv2.COLOR_BGR2GRAY))
         min_side = max(1, int(self.config.min_face * scale))
         boxes, _, weights = self._cascade.detectMultiScale3(
             gray,
@@ -122,7 +149,7 @@ class HaarDetector:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         scores = np.asarray(weights, dtype=np.float32).reshape(-1)
         return _to_full_resolution(
-            np.asarray(boxes), scores, scale, image_bgr.shape, self.config.min_face
+            np.asarray(boxes), scores, scale, full_shape, self.config.min_face
         )
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -92,11 +91,11 @@ class Analyzer:
         parts: list[FaceDetections] = []
         decoded = 0
         for frame in read_frames(path, start, stop, self.settings.every, index):
-            xywh, score = self.detector.detect(frame.image)
+            small, scale = frame.resized(self.settings.det_size)
+            xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
             if len(dets):
-                gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-                batcher.add([face_crop(gray, box, self.model.spec) for box in dets.xywh])
+                batcher.add([face_crop(frame.image, box, self.model.spec) for box in dets.xywh])
                 parts.append(dets)
             decoded += 1
             if progress is not None:

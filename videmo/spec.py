@@ -80,8 +80,11 @@ def square_crop_box(xywh: np.ndarray, frame_w: int, frame_h: int) -> tuple[int, 
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def face_crop(gray_frame: np.ndarray, xywh: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Cut one face out of a grayscale frame and resize it to the model input size."""
-    h, w = gray_frame.shape[:2]
+def face_crop(frame_bgr: np.ndarray, xywh: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Cut one face out of a BGR frame as grayscale at the model's input size.
+
+    Only the crop is converted to gray, not the whole frame.
+    """
+    h, w = frame_bgr.shape[:2]
     x0, y0, x1, y1 = square_crop_box(xywh, w, h)
-    return spec.resize(gray_frame[y0:y1, x0:x1])
+    return spec.resize(cv2.cvtColor(frame_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY))

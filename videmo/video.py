@@ -40,6 +40,7 @@ __all__ = [
     "PacketIndex",
     "VideoInfo",
     "VideoWriter",
+    "concat_segments",
     "index_packets",
     "probe",
     "read_frames",
@@ -52,6 +53,12 @@ _MP4_AUDIO_CODECS = frozenset(
     {"aac", "mp3", "mp3float", "ac3", "ac3_fixed", "eac3", "opus", "alac", "flac"}
 )
 _Input = av.container.InputContainer
+# libx264 settings of every video videmo writes, defined once so a video encoded in one piece
+# and one concatenated from segments (see VideoWriter(segment=True)) are encoded alike. No
+# B-frames: dts == pts, so segments join with monotonic dts and frames keep their pts.
+X264_CRF = 23
+X264_PRESET = "veryfast"
+X264_PARAMS = "bframes=0"
 _ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180}
 _ROTATIONS[270] = cv2.ROTATE_90_COUNTERCLOCKWISE
 
@@ -106,6 +113,28 @@ class Frame:
     pts: int
     time_s: float  # (pts - start_pts) * time_base: true times, also for variable frame rate
     image: np.ndarray  # BGR uint8, H x W x 3, rotated upright
+    source: av.VideoFrame | None = field(default=None, repr=False, compare=False)
+    rotation: int = 0  # clockwise degrees already applied to ``image``
+
+    def resized(self, max_side: int) -> tuple[np.ndarray, float]:
+        """The upright BGR frame shrunk so its longest side is at most ``max_side``, and the scale.
+
+        Shrinks straight from the decoded YUV frame with FFmpeg's area scaler when it
+        is at hand: one pass at the small size, several times cheaper than converting
+        the full frame and resizing it (detection runs on every frame).
+        """
+        height, width = self.image.shape[:2]
+        scale = min(1.0, max_side / max(height, width))
+        if scale >= 1.0:
+            return self.image, 1.0
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if self.source is None:
+            return cv2.resize(self.image, size, interpolation=cv2.INTER_AREA), scale
+        w, h = size if self.rotation in (0, 180) else size[::-1]
+        small = self.source.reformat(width=w, height=h, format="bgr24", interpolation="AREA")
+        code = _ROTATIONS[self.rotation]
+        small = small.to_ndarray()
+        return (small if code is None else cv2.rotate(small, code)), scale
 
 
 @dataclass
@@ -463,7 +492,8 @@ def _select(
             pts = int(index.pts[i])
             image = _to_bgr(frame, info.rotation)
             report.yielded += 1
-            yield Frame(index=i, pts=pts, time_s=(pts - info.start_pts) * scale, image=image)
+            time_s = (pts - info.start_pts) * scale
+            yield Frame(i, pts, time_s, image, source=frame, rotation=info.rotation)
         if report.decoded == stop - start:
             break
 
@@ -526,6 +556,27 @@ class _AudioCopier:
         self._input.close()
 
 
+def _open_output(path: Path, final: Path, time_base: Fraction) -> av.container.OutputContainer:
+    """Open ``path`` for writing ``final``; mp4/mov get a movie timescale of ``time_base``.
+
+    The mp4 muxer stores a video's start time (its first pts, rarely 0 after a cut) in an edit
+    list in the movie timescale, 1/1000 s by default: that would shift every frame time by up
+    to half a millisecond. In the video's own time base the start is exact.
+    """
+    options = {}
+    if final.suffix.lower() in (".mp4", ".m4v", ".mov"):
+        options["movie_timescale"] = str(time_base.denominator)
+    try:
+        return av.open(str(path), mode="w", options=options)
+    except (av.FFmpegError, OSError) as err:
+        raise OutputError(f"{final}: cannot write: {_ffmpeg_reason(err)}") from None
+
+
+def _temp_name(path: Path) -> Path:
+    """A unique temporary name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
+    return path.with_name(f"{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
 class VideoWriter:
     """Atomic H.264 (libx264, yuv420p) writer whose frames keep the source's timestamps.
 
@@ -533,6 +584,11 @@ class VideoWriter:
     frames and times as the source (variable frame rate included). The file is written to
     a temporary name in the same folder and renamed on success; on error it is deleted.
     The output size is the first written frame's size, padded to even (yuv420p needs it).
+
+    With ``segment=True`` it writes a video-only piece of a longer video (frames keep their
+    source pts); :func:`concat_segments` joins such pieces, adding the audio. Every
+    writer uses the same x264 settings (``X264_*``, no B-frames), so the pieces share their
+    codec parameters and a video written whole and one joined from segments look alike.
     """
 
     def __init__(
@@ -540,20 +596,23 @@ class VideoWriter:
         path: str | os.PathLike[str],
         info: VideoInfo,
         *,
-        crf: int = 23,
-        preset: str = "veryfast",
+        crf: int = X264_CRF,
+        preset: str = X264_PRESET,
         copy_audio_from: Path | None = None,
+        segment: bool = False,
     ) -> None:
         if "libx264" not in av.codecs_available:
             raise OutputError("this PyAV build has no libx264 encoder")
+        if segment and copy_audio_from is not None:
+            raise ValueError("a segment is video only: copy the audio in concat_segments()")
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path.parent}: output folder does not exist")
         self.info = info
-        self._options = {"crf": str(crf), "preset": preset}
+        self.segment = segment
+        self._options = {"crf": str(crf), "preset": preset, "x264-params": X264_PARAMS}
         self._audio_source = Path(copy_audio_from) if copy_audio_from is not None else None
-        token = secrets.token_hex(4)
-        self._tmp = self.path.with_name(f"{self.path.stem}.{token}.tmp{self.path.suffix}")
+        self._tmp = _temp_name(self.path)
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
         self._audio: _AudioCopier | None = None
@@ -562,10 +621,7 @@ class VideoWriter:
         self.frames_written = 0
 
     def __enter__(self) -> VideoWriter:
-        try:
-            self._container = av.open(str(self._tmp), mode="w")
-        except (av.FFmpegError, OSError) as err:
-            raise OutputError(f"{self.path}: cannot write: {_ffmpeg_reason(err)}") from None
+        self._container = _open_output(self._tmp, self.path, self.info.time_base)
         return self
 
     def _start(self, width: int, height: int) -> None:
@@ -639,3 +695,89 @@ class VideoWriter:
             with contextlib.suppress(av.FFmpegError):  # already failing; keep that error
                 self._container.close()
             self._container = None
+
+
+# --------------------------------------------------------------------------- joining segments
+
+
+def _segment_params(path: Path) -> tuple:
+    """What must be equal for two segments' packets to form one stream: codec, size, SPS/PPS."""
+    with _open(_check_path(path)) as container:
+        cc = _video_stream(container, path).codec_context
+        return cc.name, cc.width, cc.height, cc.pix_fmt, bytes(cc.extradata or b"")
+
+
+def _check_segments(segments: list[Path]) -> None:
+    """Raise OutputError unless all segments can share one stream (same encoder parameters)."""
+    first = _segment_params(segments[0])
+    for seg in segments[1:]:
+        other = _segment_params(seg)
+        if other != first:
+            what = ["codec", "width", "height", "pixel format", "extradata (SPS/PPS)"]
+            diff = ", ".join(w for w, a, b in zip(what, first, other, strict=True) if a != b)
+            raise OutputError(
+                f"{seg}: cannot be joined to {segments[0]}: different {diff}; segments must "
+                "come from VideoWriter(segment=True) with the same video and settings"
+            )
+
+
+def concat_segments(
+    segments: list[Path], out_path: str | os.PathLike[str], copy_audio_from: Path | None = None
+) -> int:
+    """Join video segments, in order, into one mp4 without re-encoding; returns video packets.
+
+    The segments (from ``VideoWriter(segment=True)``) keep their source timestamps, so their
+    packets are copied as they are; dts must increase across the joins (no B-frames, ordered
+    and non-overlapping segments). ``copy_audio_from``'s first audio stream is copied in,
+    interleaved, like :class:`VideoWriter` does. Atomic: written to a temporary name that is
+    renamed on success and deleted on any error.
+    """
+    if not segments:
+        raise OutputError(f"{out_path}: no segments to join")
+    out_path = Path(out_path)
+    segments = [Path(s) for s in segments]
+    _check_segments(segments)
+    tmp = _temp_name(out_path)
+    with _open(segments[0]) as probe_first:
+        time_base = Fraction(probe_first.streams.video[0].time_base)
+    output = _open_output(tmp, out_path, time_base)
+    audio: _AudioCopier | None = None
+    try:
+        with _open(segments[0]) as first:
+            template = first.streams.video[0]
+            stream = output.add_stream_from_template(template)
+            stream.time_base = template.time_base
+            if copy_audio_from is not None:
+                audio = _AudioCopier(Path(copy_audio_from), output)
+            count, last_dts = 0, None
+            for k, seg in enumerate(segments):
+                with contextlib.nullcontext(first) if k == 0 else _open(seg) as container:
+                    for packet in container.demux(container.streams.video[0]):
+                        if packet.size == 0 or packet.dts is None:
+                            continue  # demuxer flush packet
+                        dts = packet.dts * packet.time_base
+                        if last_dts is not None and dts <= last_dts:
+                            raise OutputError(
+                                f"{seg}: overlaps the segment before it (dts {float(dts):.6f} s"
+                                f" after {float(last_dts):.6f} s); join segments in order"
+                            )
+                        pts = packet.pts if packet.pts is not None else packet.dts
+                        last_dts, until = dts, float(pts * packet.time_base)
+                        packet.stream = stream
+                        output.mux(packet)
+                        count += 1
+                        if audio is not None:
+                            audio.pump(until)
+        if audio is not None:
+            audio.pump(math.inf)
+        output.close()
+    except BaseException:
+        with contextlib.suppress(av.FFmpegError):  # already failing; keep that error
+            output.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if audio is not None:
+            audio.close()
+    os.replace(tmp, out_path)
+    return count
