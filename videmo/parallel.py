@@ -20,13 +20,17 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from videmo.detections import FaceDetections
 from videmo.pipeline import Analyzer, ChunkResult
 from videmo.settings import Settings
-from videmo.video import PacketIndex
+from videmo.video import PacketIndex, VideoInfo
+
+if TYPE_CHECKING:
+    from videmo.outputs.writer import AnnotateTask
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,12 @@ class SerialExecutor:
                 yield task, exc
             else:
                 yield task, result
+
+    def annotate(
+        self, tasks: list[AnnotateTask], index: PacketIndex, info: VideoInfo, every: int
+    ) -> list[int]:
+        """Write the annotated segments of one video, in order; frames written per task."""
+        return [task.run(index, info, every) for task in tasks]
 
     def close(self) -> None:
         pass
@@ -184,6 +194,35 @@ class RayExecutor:
                 progress(task, result.frames_decoded)
                 yield task, result
 
+    def annotate(
+        self, tasks: list[AnnotateTask], index: PacketIndex, info: VideoInfo, every: int
+    ) -> list[int]:
+        """Write the annotated segments of one video on the actors; frames written per task.
+
+        Tasks go to idle actors as they free up (an actor still busy with another video's
+        chunk takes its share afterwards). All tasks are awaited before the first error is
+        raised, so no worker is still writing a segment when the caller cleans up.
+        """
+        ray = self._ray
+        index_ref, info_ref = ray.put(index), ray.put(info)
+        counts: list[int | None] = [None] * len(tasks)
+        errors: list[BaseException] = []
+        queue, idle, pending = list(enumerate(tasks)), list(self.actors), {}
+        while queue or pending:
+            while queue and idle:
+                (k, task), actor = queue.pop(0), idle.pop(0)
+                pending[actor.annotate.remote(task, index_ref, info_ref, every)] = (k, actor)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            k, actor = pending.pop(done[0])
+            idle.append(actor)
+            try:
+                counts[k] = ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - raised once all tasks are done
+                errors.append(_unwrap(exc))
+        if errors:
+            raise errors[0]
+        return [int(c) for c in counts if c is not None]
+
     def close(self) -> None:
         ray = self._ray
         for actor in getattr(self, "actors", []):
@@ -201,7 +240,10 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 class _AnalyzerActor:
-    """Ray actor: one Analyzer per worker process, single-threaded kernels."""
+    """Ray actor: one Analyzer per worker process, single-threaded kernels.
+
+    It also writes annotated video segments, so those reuse the same worker processes.
+    """
 
     def __init__(self, settings: Settings) -> None:
         import cv2
@@ -214,3 +256,6 @@ class _AnalyzerActor:
 
     def run_chunk(self, path: Path, start: int, stop: int, index: PacketIndex) -> ChunkResult:
         return self.analyzer.run_chunk(path, start, stop, index)
+
+    def annotate(self, task: AnnotateTask, index: PacketIndex, info: VideoInfo, every: int) -> int:
+        return task.run(index, info, every)

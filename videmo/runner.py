@@ -221,7 +221,9 @@ def run_videos(
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
     runs = [
         VideoRun(i, p, d)
-        for i, (p, d) in enumerate(zip(paths, out_dirs or output_dirs(paths, out_root), strict=True))
+        for i, (p, d) in enumerate(
+            zip(paths, out_dirs or output_dirs(paths, out_root), strict=True)
+        )
     ]
     fingerprints = {}
     for run in runs:
@@ -244,6 +246,7 @@ def run_videos(
         "executor": executor.name,
         "workers": executor.workers,
         "provider": executor.provider,
+        "pool": executor,  # finish() may hand work to its workers (the annotated video)
     }
     reporter.start(sum(r.expected_frames for r in todo), len(todo))
     tasks = [ChunkTask(r.position, r.path, a, b) for r in todo for a, b in r.chunks]

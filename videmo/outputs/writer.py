@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
+
 from videmo import __version__
+from videmo.errors import OutputError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
-from videmo.outputs.annotate import draw_faces, rows_by_frame
+from videmo.outputs.annotate import FaceRows, draw_faces, rows_by_frame
 from videmo.outputs.atomic import write_json_atomic
 from videmo.outputs.plots import write_plots
 from videmo.outputs.timeline import write_faces, write_timeline
 from videmo.settings import Settings
-from videmo.video import VideoWriter, read_frames
+from videmo.video import Frame, PacketIndex, VideoInfo, VideoWriter, concat_segments, read_frames
 
 if TYPE_CHECKING:
+    from videmo.parallel import RayExecutor, SerialExecutor
     from videmo.runner import VideoRun
 
 ANNOTATED_MP4 = "annotated.mp4"
@@ -29,21 +36,171 @@ _PACKAGES = ("av", "numpy", "pandas", "pyarrow", "onnxruntime-gpu", "onnxruntime
              "opencv-python-headless", "ray", "matplotlib")  # fmt: skip
 
 
-def write_annotated(run: VideoRun, out_path: Path, every: int) -> int:
-    """Re-decode the video and draw each frame's faces; returns frames written.
+@dataclass(frozen=True)
+class PackedRows:
+    """Per-frame face rows as a few flat arrays: compact to pickle and send to a worker.
 
-    Frames skipped by ``--every`` show the faces of the latest analysed frame.
+    Frame ``frames[i]`` owns rows ``bounds[i]:bounds[i + 1]`` of the other arrays (the
+    :class:`FaceRows` fields); frames without faces are absent. ``get`` works like the dict
+    from :func:`rows_by_frame`.
     """
-    lookup = rows_by_frame(run.timeline)
-    current = None
-    with VideoWriter(out_path, run.info, copy_audio_from=run.path) as writer:
-        for frame in read_frames(run.path, index=run.index):
-            if frame.index % every == 0:
-                current = lookup.get(frame.index)
-            if current is not None:
-                draw_faces(frame.image, *current)
+
+    frames: np.ndarray  # (m,) int64, ascending
+    bounds: np.ndarray  # (m + 1,) int64
+    xywh: np.ndarray  # (n, 4) float32
+    face_id: np.ndarray  # (n,) int64
+    emotion_idx: np.ndarray  # (n,) int64
+    confidence: np.ndarray  # (n,) float32
+
+    @classmethod
+    def from_timeline(cls, timeline: pd.DataFrame | None) -> PackedRows:
+        lookup = rows_by_frame(timeline) if timeline is not None else {}
+        frames = np.array(sorted(lookup), dtype=np.int64)
+        rows = [lookup[int(f)] for f in frames]
+        sizes = np.array([len(r.face_id) for r in rows], dtype=np.int64)
+
+        def cat(field: str, dtype: type, shape: tuple[int, ...] = ()) -> np.ndarray:
+            parts = [getattr(r, field) for r in rows]
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros((0, *shape), dtype)
+
+        return cls(
+            frames=frames,
+            bounds=np.r_[0, np.cumsum(sizes)].astype(np.int64),
+            xywh=cat("xywh", np.float32, (4,)),
+            face_id=cat("face_id", np.int64),
+            emotion_idx=cat("emotion_idx", np.int64),
+            confidence=cat("confidence", np.float32),
+        )
+
+    def select(self, start: int, stop: int) -> PackedRows:
+        """The rows of frames in ``[start, stop)`` only."""
+        lo, hi = np.searchsorted(self.frames, [start, stop])
+        a, b = self.bounds[lo], self.bounds[hi]
+        return PackedRows(
+            self.frames[lo:hi], self.bounds[lo : hi + 1] - a, self.xywh[a:b],
+            self.face_id[a:b], self.emotion_idx[a:b], self.confidence[a:b],
+        )  # fmt: skip
+
+    def get(self, frame: int) -> FaceRows | None:
+        i = int(np.searchsorted(self.frames, frame))
+        if i >= self.frames.size or self.frames[i] != frame:
+            return None
+        a, b = self.bounds[i], self.bounds[i + 1]
+        return FaceRows(self.xywh[a:b], self.face_id[a:b], self.emotion_idx[a:b],
+                        self.confidence[a:b])  # fmt: skip
+
+
+def rows_for_range(rows: PackedRows, every: int, start: int, stop: int) -> PackedRows:
+    """What frames ``[start, stop)`` need: their rows and those of the analysed frame before.
+
+    A range may start on a frame that was not analysed (``start % every != 0``); it shows
+    the faces of the latest analysed frame, ``start - start % every``, like a full read does.
+    """
+    return rows.select(start - start % every, stop)
+
+
+def annotate_frames(
+    path: Path,
+    index: PacketIndex,
+    rows: PackedRows | dict[int, FaceRows],
+    every: int,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[Frame]:
+    """Decode frames ``[start, stop)`` and draw their faces; the same for any chunking.
+
+    Frames skipped by ``--every`` show the faces of the latest analysed frame, also when
+    that frame lies before ``start``.
+    """
+    anchor = start - start % every
+    current = rows.get(anchor) if anchor < start else None
+    for frame in read_frames(path, start, stop, index=index):
+        if frame.index % every == 0:
+            current = rows.get(frame.index)
+        if current is not None:
+            draw_faces(frame.image, *current)
+        yield frame
+
+
+@dataclass(frozen=True)
+class AnnotateTask:
+    """Annotate frames ``[start, stop)`` of ``path`` into the video-only ``segment``."""
+
+    path: Path
+    start: int
+    stop: int
+    segment: Path
+    rows: PackedRows  # from rows_for_range()
+
+    def run(self, index: PacketIndex, info: VideoInfo, every: int) -> int:
+        """Do it here (in a worker); returns the frames written."""
+        return annotate_range(
+            self.path, index, info, self.rows, every, self.start, self.stop, self.segment
+        )
+
+
+def annotate_range(
+    path: Path,
+    index: PacketIndex,
+    info: VideoInfo,
+    lookup_rows: PackedRows | dict[int, FaceRows],
+    every: int,
+    start: int,
+    stop: int,
+    segment_path: Path,
+) -> int:
+    """Annotate frames ``[start, stop)`` into a video-only segment; returns frames written.
+
+    ``lookup_rows`` must hold the rows of :func:`rows_for_range` (more do no harm). Runs in
+    a worker: segments of consecutive ranges are joined by :func:`concat_segments`.
+    """
+    with VideoWriter(segment_path, info, segment=True) as writer:
+        for frame in annotate_frames(path, index, lookup_rows, every, start, stop):
             writer.write(frame)
         return writer.frames_written
+
+
+def _segment_paths(out_path: Path, count: int) -> list[Path]:
+    return [out_path.with_name(f".{out_path.stem}.{k}.tmp{out_path.suffix}") for k in range(count)]
+
+
+def _remove_segments(out_path: Path) -> None:
+    """Delete the segments (and any partial segment a killed worker left) of ``out_path``."""
+    for stale in out_path.parent.glob(f".{out_path.stem}.*.tmp*{out_path.suffix}"):
+        stale.unlink(missing_ok=True)
+
+
+def write_annotated(
+    run: VideoRun, out_path: Path, every: int, executor: SerialExecutor | RayExecutor | None = None
+) -> int:
+    """Re-decode the video and draw each frame's faces; returns frames written.
+
+    With an executor and more than one chunk, each chunk is annotated into a hidden
+    segment ``.annotated.<k>.tmp.mp4`` by the executor's workers and the segments are
+    joined (no re-encode, source audio added); they are removed afterwards, also on error.
+    Otherwise the video is encoded here in one piece. Both ways give the source's frames
+    and times and the same encoder settings.
+    """
+    rows = PackedRows.from_timeline(run.timeline)
+    if executor is None or len(run.chunks) < 2:
+        with VideoWriter(out_path, run.info, copy_audio_from=run.path) as writer:
+            for frame in annotate_frames(run.path, run.index, rows, every):
+                writer.write(frame)
+            return writer.frames_written
+    segments = _segment_paths(out_path, len(run.chunks))
+    tasks = [
+        AnnotateTask(run.path, a, b, seg, rows_for_range(rows, every, a, b))
+        for (a, b), seg in zip(run.chunks, segments, strict=True)
+    ]
+    try:
+        counts = executor.annotate(tasks, run.index, run.info, every)
+        packets = concat_segments(segments, out_path, copy_audio_from=run.path)
+    finally:
+        _remove_segments(out_path)
+    if packets != sum(counts):
+        out_path.unlink(missing_ok=True)
+        raise OutputError(f"{out_path}: joined {packets} frames, expected {sum(counts)}")
+    return packets
 
 
 def _versions() -> dict[str, str]:
@@ -66,7 +223,9 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
         written += write_plots(run.timeline, out, run.path.name)
     annotated_frames = None
     if settings.video:
-        annotated_frames = write_annotated(run, out / ANNOTATED_MP4, settings.every)
+        annotated_frames = write_annotated(
+            run, out / ANNOTATED_MP4, settings.every, context.get("pool")
+        )
         written.append(out / ANNOTATED_MP4)
     info = run.info
     model = model_path(settings.model or EMOTION_FILE)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from videmo.train.train import TrainConfig
 
 
 def _require_tf() -> None:
@@ -23,8 +26,11 @@ def _require_tf() -> None:
 
 
 @click.command("train")
-@click.option("--job", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML job file (keys of TrainConfig); command-line options override it.")
+@click.option(
+    "--job",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML job file (keys of TrainConfig); command-line options override it.",
+)
 @click.option("--data", help="FER2013 CSV (.csv/.csv.gz) or image-folder root.")
 @click.option("--out", help="Output folder for checkpoints, history and the ONNX model.")
 @click.option("--epochs", type=int)
@@ -35,15 +41,21 @@ def _require_tf() -> None:
 @click.option("--width", type=float, help="Filter-count multiplier (1 = paper's mini-Xception).")
 @click.option("--limit-per-split", type=int, help="Use a seeded subset per split (tiny runs).")
 @click.option("--threads", type=int, help="CPU threads for TensorFlow.")
-@click.option("--export/--no-export", default=True, show_default=True,
-              help="Export the best checkpoint to <out>/model.onnx with a parity check.")
+@click.option(
+    "--export/--no-export",
+    default=True,
+    show_default=True,
+    help="Export the best checkpoint to <out>/model.onnx with a parity check.",
+)
 def train_command(job: Path | None, export: bool, **options: object) -> None:
     """Train the emotion model on FER2013 (PublicTest is validation, never trained on)."""
     _require_tf()
     from videmo.train.train import TrainConfig, train
 
-    config = TrainConfig.from_toml(job, **options) if job else TrainConfig(
-        **{k: v for k, v in options.items() if v is not None}
+    config = (
+        TrainConfig.from_toml(job, **options)
+        if job
+        else TrainConfig(**{k: v for k, v in options.items() if v is not None})
     )
     summary = train(config)
     click.echo(
@@ -56,16 +68,18 @@ def train_command(job: Path | None, export: bool, **options: object) -> None:
         click.echo(f"exported {onnx_path}")
 
 
-def _export_run(config: object) -> Path:
-    from videmo.train.data import load_fer2013
-    from videmo.train.export import export_onnx
+def _export_run(config: TrainConfig) -> Path:
+    from videmo.train.export import export_checkpoint
     from videmo.train.train import BEST_FILE, default_spec
 
     out = Path(config.out)
-    splits = load_fer2013(config.data, limit_per_split=256, seed=0)
-    faces = (splits.get("PublicTest") or splits["Training"]).images
-    result = export_onnx(out / BEST_FILE, out / "model.onnx", default_spec(config), faces)
-    click.echo(f"parity max abs diff {result['max_abs_diff']:.2e} on {len(faces)} real faces")
+    note = f"trained by videmo on FER2013 Training; config {out / 'config.json'}"
+    result = export_checkpoint(
+        out / BEST_FILE, out / "model.onnx", config.data, default_spec(config), note
+    )
+    click.echo(
+        f"parity max abs diff {result['max_abs_diff']:.2e} on {result['parity_images']} real faces"
+    )
     return Path(result["path"])
 
 
@@ -74,12 +88,31 @@ def _export_run(config: object) -> Path:
 @click.option("--data", required=True, help="FER2013 CSV (.csv/.csv.gz) or image-folder root.")
 @click.option("--flip-tta", is_flag=True, help="Average predictions with the mirrored face.")
 @click.option("--limit-per-split", type=int, help="Evaluate a seeded subset per split.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the full results as JSON.")
-@click.option("--confusion-png", type=click.Path(dir_okay=False, path_type=Path),
-              help="Save the confusion matrix of PublicTest (else the first split) as PNG.")
-def evaluate_command(model: str | None, data: str, flip_tta: bool, limit_per_split: int | None,
-                     json_out: Path | None, confusion_png: Path | None) -> None:
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the full results as JSON.",
+)
+@click.option(
+    "--confusion-png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the confusion matrix of PublicTest (else the first split) as PNG.",
+)
+@click.option(
+    "--bench",
+    is_flag=True,
+    help="Also measure CPU throughput (faces/s, batch 32, 2 threads) with onnxruntime.",
+)
+def evaluate_command(
+    model: str | None,
+    data: str,
+    flip_tta: bool,
+    limit_per_split: int | None,
+    json_out: Path | None,
+    confusion_png: Path | None,
+    bench: bool,
+) -> None:
     """Evaluate an ONNX emotion model (default: the shipped one) on every FER2013 split.
 
     Uses onnxruntime only and the preprocessing stored in the model's metadata.
@@ -87,11 +120,14 @@ def evaluate_command(model: str | None, data: str, flip_tta: bool, limit_per_spl
     import json
 
     from videmo.models import EMOTION_FILE, model_path
-    from videmo.train.evaluate import evaluate, save_confusion_png
+    from videmo.train.evaluate import bench_faces_per_second, evaluate, save_confusion_png
 
     path = model_path(model or EMOTION_FILE)
     results = evaluate(path, data, flip_tta=flip_tta, limit_per_split=limit_per_split)
     _print_results(results)
+    if bench:
+        results["faces_per_second_batch32_threads2"] = fps = bench_faces_per_second(path)
+        click.echo(f"CPU throughput: {fps:,.0f} faces/s (batch 32, 2 threads, model only)")
     if json_out:
         json_out.write_text(json.dumps(results, indent=2) + "\n")
     if confusion_png and results["splits"]:
@@ -110,7 +146,7 @@ def _print_results(results: dict) -> None:
     console = Console()
     tta = " (flip TTA)" if results["flip_tta"] else ""
     for name, split in results["splits"].items():
-        table = Table(title=f"{name}{tta}: {split['n']} faces, accuracy {split['accuracy']:.4f}")
+        table = Table(title=f"{name}{tta}", caption=f"accuracy {split['accuracy']:.4f}")
         table.add_column("class")
         table.add_column("support", justify="right")
         table.add_column("accuracy", justify="right")
@@ -125,13 +161,24 @@ def _print_results(results: dict) -> None:
 @click.command("import-keras")
 @click.argument("h5_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--mean", type=float, default=0.5, show_default=True,
-              help="Normalisation mean on the 0-1 scale (mini-Xception: 0.5).")
-@click.option("--std", type=float, default=0.5, show_default=True,
-              help="Normalisation std on the 0-1 scale (mini-Xception: 0.5).")
+@click.option(
+    "--mean",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Normalisation mean on the 0-1 scale (mini-Xception: 0.5).",
+)
+@click.option(
+    "--std",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Normalisation std on the 0-1 scale (mini-Xception: 0.5).",
+)
 @click.option("--data", help="FER2013 data for the parity check on real faces (else random).")
-def import_keras_command(h5_path: Path, out_path: Path, mean: float, std: float,
-                         data: str | None) -> None:
+def import_keras_command(
+    h5_path: Path, out_path: Path, mean: float, std: float, data: str | None
+) -> None:
     """Convert a Keras emotion model (e.g. _mini_XCEPTION.*.hdf5) to a videmo ONNX model."""
     _require_tf()
     from videmo.train.keras_import import import_keras

@@ -116,8 +116,10 @@ def split_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...
 
 
 def save_confusion_png(
-    confusion: list[list[int]] | np.ndarray, classes: tuple[str, ...] | list[str],
-    path: str | Path, title: str = "",
+    confusion: list[list[int]] | np.ndarray,
+    classes: tuple[str, ...] | list[str],
+    path: str | Path,
+    title: str = "",
 ) -> Path:
     """Row-normalised confusion matrix with counts, as a PNG."""
     import matplotlib
@@ -136,8 +138,15 @@ def save_confusion_png(
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             color = "white" if norm[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center",
-                    fontsize=7, color=color)
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=color,
+            )
     if title:
         ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -167,7 +176,7 @@ def save_curves_png(history_csv: str | Path, path: str | Path, title: str = "") 
     hist = read_history(history_csv)
     epochs = [int(e) + 1 for e in hist.get("epoch", [])]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
-    for ax, key in zip(axes[:2], ("loss", "accuracy")):
+    for ax, key in zip(axes[:2], ("loss", "accuracy"), strict=True):
         ax.plot(epochs, hist.get(key, []), label=f"train {key}")
         ax.plot(epochs, hist.get(f"val_{key}", []), label=f"PublicTest {key}")
         ax.set_xlabel("epoch")

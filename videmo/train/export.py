@@ -45,9 +45,7 @@ def export_onnx(
 
     model = load_keras(model) if isinstance(model, (str, Path)) else model
     _check_io(model, spec)
-    signature = [
-        tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)
-    ]
+    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET)
     proto = _rename_output(proto, onnx)
     _set_metadata(proto, spec, producer_note, tf.__version__, tf2onnx.__version__)
@@ -140,3 +138,37 @@ def _set_metadata(proto: Any, spec: ModelSpec, note: str, tf_version: str, t2o: 
         proto.metadata_props.add(key=p.key, value=p.value)
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_path: str | Path,
+    data: str | Path,
+    spec: ModelSpec | None = None,
+    note: str = "",
+) -> dict[str, Any]:
+    """Export a training checkpoint, checking parity on 256 real faces from ``data``."""
+    from videmo.train.data import load_fer2013
+
+    splits = load_fer2013(data, limit_per_split=256, seed=0)
+    faces = (splits.get("PublicTest") or next(iter(splits.values()))).images
+    spec = spec or ModelSpec(extra={"arch": "mini_xception", "width": 1.0, "dataset": "FER2013"})
+    return export_onnx(checkpoint, out_path, spec, faces, producer_note=note)
+
+
+if __name__ == "__main__":  # pragma: no cover - used to export a (possibly killed) run
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Export a videmo training run to ONNX.")
+    parser.add_argument("run_dir", type=Path, help="training output folder (best.h5, config.json)")
+    parser.add_argument("out_path", type=Path)
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    from videmo.train.train import BEST_FILE, TrainConfig, default_spec
+
+    config = TrainConfig(**json.loads((args.run_dir / "config.json").read_text()))
+    info = export_checkpoint(
+        args.run_dir / BEST_FILE, args.out_path, config.data, default_spec(config), args.note
+    )
+    print(json.dumps(info))

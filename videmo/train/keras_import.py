@@ -38,8 +38,13 @@ def import_keras(
     if parity_faces is None:
         rng = np.random.default_rng(0)
         parity_faces = rng.integers(0, 256, (64, spec.input_size, spec.input_size), np.uint8)
-    result = export_onnx(model, out_path, spec, parity_faces,
-                         producer_note=f"imported from Keras file {Path(h5_path).name}")
+    result = export_onnx(
+        model,
+        out_path,
+        spec,
+        parity_faces,
+        producer_note=f"imported from Keras file {Path(h5_path).name}",
+    )
     result["spec"] = spec.to_json()
     return result
 
@@ -53,8 +58,9 @@ def spec_from_keras(model: Any, mean: float, std: float, source: str = "") -> Mo
     if n_out != (len(EMOTIONS),):
         raise ModelError(f"expected {len(EMOTIONS)} outputs (FER2013 classes), got {n_out}")
     extra = {"imported_from": source, "arch": model.name} if source else {"arch": model.name}
-    return ModelSpec(input_size=int(shape[1]), channels=int(shape[3]), mean=mean, std=std,
-                     extra=extra)
+    return ModelSpec(
+        input_size=int(shape[1]), channels=int(shape[3]), mean=mean, std=std, extra=extra
+    )
 
 
 def _check_probabilities(model: Any, spec: ModelSpec) -> None:

@@ -88,7 +88,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         for key in table:
             if key not in known:
-                raise SettingsError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+                raise SettingsError(
+                    f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})"
+                )
         values = {**table, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**values)
 
@@ -121,8 +123,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         callbacks=_callbacks(keras, config, out),
         verbose=config.verbose,
     )
-    return _write_summary(out, config, model, history.history, time.time() - started,
-                          len(train_split), len(val_split))
+    return _write_summary(
+        out, config, model, history.history, time.time() - started, len(train_split), len(val_split)
+    )
 
 
 def default_spec(config: TrainConfig) -> ModelSpec:
@@ -169,14 +172,20 @@ def _load_splits(config: TrainConfig) -> tuple[Split, Split]:
     )
 
 
-def _dataset(tf: Any, keras: Any, spec: ModelSpec, split: Split, config: TrainConfig,
-             augment: bool) -> Any:
-    x = spec.normalize(np.stack([spec.resize(im) for im in split.images])
-                       if split.images.shape[1] != spec.input_size else split.images)
+def _dataset(
+    tf: Any, keras: Any, spec: ModelSpec, split: Split, config: TrainConfig, augment: bool
+) -> Any:
+    x = spec.normalize(
+        np.stack([spec.resize(im) for im in split.images])
+        if split.images.shape[1] != spec.input_size
+        else split.images
+    )
     ds = tf.data.Dataset.from_tensor_slices((x, split.labels.astype(np.int32)))
     if augment:
         ds = ds.shuffle(len(split), seed=config.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(config.batch_size)
+    # Training drops the last partial batch: besides keeping batch statistics
+    # even, TF 2.21 on this CPU segfaulted on a 37-row final training batch.
+    ds = ds.batch(config.batch_size, drop_remainder=augment and len(split) > config.batch_size)
     if augment:
         aug = _augmenter(keras, config.seed)
         ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=1)
@@ -212,9 +221,14 @@ def _callbacks(keras: Any, config: TrainConfig, out: Path) -> list[Any]:
     if config.schedule == "cosine":
         cbs.append(keras.callbacks.LearningRateScheduler(lambda e, _lr: cosine_lr(e, config)))
     else:
-        cbs.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", mode="max", factor=0.5, patience=max(2, config.patience // 4)
-        ))
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_accuracy",
+                mode="max",
+                factor=0.5,
+                patience=max(2, config.patience // 4),
+            )
+        )
     cbs += [
         keras.callbacks.ModelCheckpoint(
             str(out / BEST_FILE), monitor="val_accuracy", mode="max", save_best_only=True
@@ -241,8 +255,15 @@ def _EpochTimer(keras: Any) -> Any:  # noqa: N802 - factory standing in for a cl
     return EpochTimer()
 
 
-def _write_summary(out: Path, config: TrainConfig, model: Any, history: dict[str, list],
-                   seconds: float, n_train: int, n_val: int) -> dict[str, Any]:
+def _write_summary(
+    out: Path,
+    config: TrainConfig,
+    model: Any,
+    history: dict[str, list],
+    seconds: float,
+    n_train: int,
+    n_val: int,
+) -> dict[str, Any]:
     val_acc = history.get("val_accuracy", [])
     best = int(np.argmax(val_acc)) if val_acc else -1
     summary = {

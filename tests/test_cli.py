@@ -1,0 +1,330 @@
+"""End-to-end CLI tests in real subprocesses: outputs, determinism, bad input, resume.
+
+Every user error must end as exactly one stderr line ``videmo: error: ...``, a
+non-zero exit and no traceback, and must never leave a folder that claims to be
+complete (a ``run.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import (
+    FAST,
+    NO_FACE,
+    SHARED,
+    SINGLE,
+    catalog_frames,
+    complete_run_jsons,
+    copy_clip,
+    requires_data,
+    run_cli,
+)
+
+from videmo.outputs.timeline import FACES_COLUMNS, TIMELINE_COLUMNS, read_timeline
+from videmo.video import index_packets, probe
+
+pytestmark = requires_data
+
+CLASSROOM = SHARED / "multi_face" / "saumyajha_classroom.mp4"  # moov first
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+OUTPUT_FILES = {"timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "run.json"}
+
+
+def _decoded_pts(path: Path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [f.pts for f in container.decode(container.streams.video[0])]
+
+
+def _check_pngs(folder: Path) -> list[Path]:
+    pngs = sorted((folder / "plots").glob("*.png"))
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == PNG_MAGIC, png
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width >= 100 and height >= 100, (png, width, height)
+        import matplotlib.image
+
+        assert matplotlib.image.imread(png).ndim == 3  # decodes
+    return pngs
+
+
+# --------------------------------------------------------------------------- full outputs
+
+
+def test_no_face_video_writes_every_output_empty(cli_once) -> None:
+    result, out = cli_once(NO_FACE, "-q")
+    assert "Traceback" not in result.stderr
+    n = catalog_frames(NO_FACE)  # 95 (the header says 98; an edit list hides 3)
+    for name in ("timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "run.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    # timelines: zero rows, full schema, both formats
+    for name in ("timeline.parquet", "timeline.csv"):
+        tl = read_timeline(out / name)
+        assert len(tl) == 0
+        assert {c: tl[c].dtype for c in tl.columns} == TIMELINE_COLUMNS
+    schema = pq.read_schema(out / "timeline.parquet")
+    assert schema.names == list(TIMELINE_COLUMNS)
+    assert (out / "timeline.csv").read_text().strip() == ",".join(TIMELINE_COLUMNS)
+    # faces.csv: header only
+    assert (out / "faces.csv").read_text().strip() == ",".join(FACES_COLUMNS)
+    assert len(pd.read_csv(out / "faces.csv")) == 0
+    # plots exist and are valid PNGs even without faces
+    assert len(_check_pngs(out)) >= 1
+    # annotated video: decodes, same frame count and timestamps as the source
+    src = probe(NO_FACE)
+    assert len(_decoded_pts(out / "annotated.mp4")) == n
+    annotated = probe(out / "annotated.mp4")
+    assert (annotated.width, annotated.height) == (src.width, src.height)
+    # run.json: the completion marker, last
+    report = json.loads((out / "run.json").read_text())
+    assert report["status"] == "complete"
+    assert report["counts"] == {
+        "frames_analysed": n,
+        "annotated_frames": n,
+        "faces": 0,
+        "timeline_rows": 0,
+    }
+    assert report["execution"]["executor"] == "serial"
+    assert set(report["outputs"]) >= {"timeline.parquet", "timeline.csv", "faces.csv",
+                                      "annotated.mp4"}  # fmt: skip
+    for rel in report["outputs"]:
+        assert (out / rel).is_file(), rel
+    newest = max((out / rel).stat().st_mtime_ns for rel in report["outputs"])
+    assert (out / "run.json").stat().st_mtime_ns >= newest
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def test_single_face_outputs_and_annotated_video(cli_once) -> None:
+    """pyfeat_single_face.mp4 with video and plots on."""
+    _, out = cli_once(SINGLE)
+    n = catalog_frames(SINGLE)
+    src_pts = index_packets(SINGLE).pts.tolist()
+    assert len(src_pts) == n == 72
+    # annotated.mp4: same frame count and the same timestamps (pts in seconds)
+    ann_pts = _decoded_pts(out / "annotated.mp4")
+    assert len(ann_pts) == n
+    src_info, ann_info = probe(SINGLE), probe(out / "annotated.mp4")
+    src_t = (np.array(src_pts) - src_info.start_pts) * float(src_info.time_base)
+    ann_t = (np.array(ann_pts) - ann_info.start_pts) * float(ann_info.time_base)
+    np.testing.assert_allclose(ann_t, src_t, atol=1e-6)
+    assert (ann_info.width, ann_info.height) == (src_info.width, src_info.height)
+    # the annotation is drawn: frames differ from the source where the face is
+    with av.open(str(out / "annotated.mp4")) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    from videmo.video import read_frames
+
+    source = next(read_frames(SINGLE)).image
+    assert np.abs(first.astype(int) - source.astype(int)).max() > 100
+    # timeline: one face in every frame
+    tl = read_timeline(out)
+    assert tl.equals(read_timeline(out / "timeline.csv"))
+    assert tl["face_id"].unique().tolist() == [1]
+    assert tl["frame"].tolist() == list(range(n))
+    assert tl["time_s"].iloc[0] == 0.0
+    assert (np.diff(tl["time_s"]) > 0).all()
+    np.testing.assert_allclose(tl[[c for c in tl.columns if c.startswith("prob_")]].sum(axis=1),
+                               1.0, atol=1e-4)  # fmt: skip
+    faces = pd.read_csv(out / "faces.csv")
+    assert faces["face_id"].tolist() == [1] and faces["n_frames"].tolist() == [n]
+    assert faces["first_frame"].tolist() == [0] and faces["last_frame"].tolist() == [n - 1]
+    names = {p.name for p in _check_pngs(out)}
+    assert "face_001.png" in names
+    report = json.loads((out / "run.json").read_text())
+    assert report["status"] == "complete"
+    assert report["counts"]["annotated_frames"] == n
+    assert report["counts"]["timeline_rows"] == n
+    assert report["video"]["frames_indexed"] == n
+
+
+def test_same_input_twice_is_byte_identical(cli_once, tmp_path: Path) -> None:
+    _, first = cli_once(SINGLE)
+    run_cli("run", SINGLE, "-o", tmp_path, *FAST).assert_ok()
+    second = tmp_path / SINGLE.stem
+    for name in ("timeline.parquet", "timeline.csv", "faces.csv"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    a = json.loads((first / "run.json").read_text())
+    b = json.loads((second / "run.json").read_text())
+    assert a["fingerprint"] == b["fingerprint"]  # video/plots do not change the analysis
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _audio_only(path: Path) -> Path:
+    """A real AAC-only file (no video stream), written with PyAV."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate = 44100
+            frame.pts = i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (input path, text the error must contain)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = folder / "text.mp4"
+    text.write_text("this is not a video\n")
+    data = SINGLE.read_bytes()  # moov atom at the end: the 30% head has no index
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) * 30 // 100])
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    return {
+        "missing": (folder / "missing.mp4", "no such file"),
+        "text": (text, "not a readable video"),
+        "truncated": (truncated, "truncated.mp4"),
+        "empty": (empty, "empty"),
+        "audio_only": (_audio_only(folder / "audio.mp4"), "no video stream"),
+        "folder_without_videos": (folder / "nothing", "no video files"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "text", "truncated", "empty", "audio_only", "folder_without_videos"]
+)
+def test_bad_input_one_line_error(tmp_path: Path, case: str) -> None:
+    inputs = _bad_inputs(tmp_path / "in")
+    (tmp_path / "in" / "nothing").mkdir()
+    path, expected = inputs[case]
+    out = tmp_path / "out"
+    line = run_cli("run", path, "-o", out, *FAST).assert_one_line_error(rc=2)
+    assert expected in line, line
+    assert complete_run_jsons(out) == []
+
+
+def test_truncated_mp4_with_index_first_is_clean(tmp_path: Path) -> None:
+    """A 30% head of a 'fast start' mp4 (moov first): demuxable, but the tail is gone.
+
+    Either outputs for the readable part, or one clean error line; never a traceback,
+    never a run.json for partial outputs. (Measured: clean failure, "decoding failed after
+    frame 57 (58 of 60 frames ... read, 2 lost ...)").
+    """
+    src = CLASSROOM
+    data = src.read_bytes()
+    assert b"moov" in data[:4096]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 30 // 100])
+    out = tmp_path / "out"
+    result = run_cli("run", cut, "-o", out, *FAST)
+    assert "Traceback" not in result.stderr
+    if result.rc == 0:
+        tl = read_timeline(out / "cut")
+        report = json.loads((out / "cut" / "run.json").read_text())
+        assert report["status"] == "complete"
+        assert 0 < report["counts"]["frames_analysed"] < catalog_frames(src)
+        assert len(tl) > 0
+    else:
+        line = result.assert_one_line_error(rc=2)
+        assert "cut.mp4" in line
+        assert complete_run_jsons(out) == []
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    line = run_cli("run", SINGLE, "-o", blocker / "out", *FAST).assert_one_line_error(rc=2)
+    assert "a_file" in line
+    assert blocker.read_text() == "x"
+    # the output root itself is a regular file
+    line = run_cli("run", SINGLE, "-o", blocker, *FAST).assert_one_line_error(rc=2)
+    assert "a_file" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "name"),
+    [
+        ("--every", "0", "every"),
+        ("--detector", "foo", "detector"),
+        ("--det-size", "-1", "det"),
+        ("--device", "tpu", "device"),
+        ("--workers", "-1", "workers"),
+        ("--chunk-s", "0", "chunk"),
+        ("--every", "two", "every"),
+    ],
+)
+def test_bad_option_values(tmp_path: Path, option: str, value: str, name: str) -> None:
+    out = tmp_path / "out"
+    line = run_cli("run", SINGLE, "-o", out, option, value, *FAST).assert_one_line_error(rc=2)
+    assert name in line.replace("_", "-").lower() or name in line, line
+    assert not out.exists()
+
+
+def test_unknown_option_and_missing_argument(tmp_path: Path) -> None:
+    run_cli("run", SINGLE, "--frobnicate", *FAST).assert_one_line_error(rc=2)
+    run_cli("run").assert_one_line_error(rc=2)
+    run_cli("nosuchcommand").assert_one_line_error(rc=2)
+
+
+def test_help_and_version() -> None:
+    result = run_cli("run", "--help").assert_ok()
+    for flag in ("--every", "--detector", "--workers", "--chunk-s", "--overwrite", "--no-video"):
+        assert flag in result.stdout
+    assert run_cli("--version").assert_ok().stdout.strip().startswith("videmo")
+
+
+# --------------------------------------------------------------------------- existing outputs
+
+
+def test_existing_outputs_refused_overwritten_and_skipped(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    folder = out / SINGLE.stem
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
+    first = (folder / "run.json").read_bytes()
+    first_mtime = (folder / "run.json").stat().st_mtime_ns
+
+    # the same command again: skipped, nothing rewritten
+    again = run_cli("run", SINGLE, "-o", out, "--no-video", "--no-plots").assert_ok()
+    assert "skipped" in again.stderr, again
+    assert (folder / "run.json").stat().st_mtime_ns == first_mtime
+
+    # different analysis settings into the same folder: refused, outputs untouched
+    line = run_cli("run", SINGLE, "-o", out, "--every", "2", *FAST).assert_one_line_error(rc=2)
+    assert "--overwrite" in line and str(SINGLE.stem) in line
+    assert (folder / "run.json").read_bytes() == first
+
+    # a different input with the same name: refused too
+    other = copy_clip(NO_FACE, tmp_path / "other", SINGLE.name)
+    line = run_cli("run", other, "-o", out, *FAST).assert_one_line_error(rc=2)
+    assert "--overwrite" in line
+    assert (folder / "run.json").read_bytes() == first
+
+    # with --overwrite: accepted, and the outputs now describe the new run
+    run_cli("run", SINGLE, "-o", out, "--every", "2", "--overwrite", *FAST).assert_ok()
+    report = json.loads((folder / "run.json").read_text())
+    assert report["status"] == "complete" and report["settings"]["every"] == 2
+    tl = read_timeline(folder)
+    assert (tl["frame"] % 2 == 0).all() and len(tl) == 36
+
+    # and a rerun of that command (without --overwrite) skips
+    again = run_cli("run", SINGLE, "-o", out, "--every", "2", "--no-video", "--no-plots")
+    assert "skipped" in again.assert_ok().stderr
+
+
+def test_api_rerun_reports_skipped(tmp_path: Path) -> None:
+    from videmo.runner import run_videos
+    from videmo.settings import Settings
+
+    settings = Settings(video=False, plots=False)
+    [first] = run_videos([SINGLE], tmp_path, settings)
+    assert first.status == "done" and first.frames == 72 and first.faces == 1
+    assert len(first.timeline) == 72
+    [second] = run_videos([SINGLE], tmp_path, settings)
+    assert second.status == "skipped" and second.error == ""
+    [failed] = run_videos([tmp_path / "nope.mp4"], tmp_path, settings)
+    assert failed.status == "failed" and "no such file" in failed.error
+    assert "\n" not in failed.error

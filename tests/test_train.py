@@ -1,0 +1,302 @@
+"""Emotion-model training, export, evaluation and Keras import.
+
+The TF test is a tiny but real run on FER2013 rows (one epoch on a few
+hundred faces) through export, the parity check and onnxruntime evaluation.
+Bad-data tests check the one-line DataError messages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from videmo.errors import DataError, ModelError, SettingsError
+from videmo.spec import EMOTIONS, METADATA_KEY, ModelSpec
+from videmo.train.data import load_fer2013, require_split
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FER_CSV = SHARED / "data" / "fer2013" / "fer2013.csv.gz"
+SHIPPED = REPO / "models" / "emotion_minixception.onnx"
+
+needs_fer = pytest.mark.skipif(not FER_CSV.is_file(), reason=f"FER2013 not at {FER_CSV}")
+
+
+def _pixels(n: int = 48 * 48, value: int = 7) -> str:
+    return " ".join([str(value)] * n)
+
+
+def _write_csv(path: Path, rows: list[str], header: str = "emotion,pixels,Usage") -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _one_line_data_error(path: Path, match: str, **kwargs: object) -> str:
+    with pytest.raises(DataError, match=match) as info:
+        load_fer2013(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------- data loading
+
+
+def test_csv_plain_and_gz(tmp_path: Path) -> None:
+    rows = [f'3,"{_pixels()}",Training', f'6,"{_pixels(value=200)}",PublicTest']
+    plain = _write_csv(tmp_path / "fer.csv", rows)
+    gz = tmp_path / "fer.csv.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    for path in (plain, gz):
+        splits = load_fer2013(path)
+        assert set(splits) == {"Training", "PublicTest"}
+        assert splits["Training"].images.shape == (1, 48, 48)
+        assert splits["Training"].images.dtype == np.uint8
+        assert splits["PublicTest"].labels.tolist() == [6]
+        assert int(splits["PublicTest"].images[0, 0, 0]) == 200
+
+
+def test_missing_column(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "x.csv", [f'"{_pixels()}",Training'], header="pixels,Usage")
+    _one_line_data_error(path, "missing column.*emotion")
+
+
+def test_wrong_pixel_count(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "x.csv", [f'0,"{_pixels(100)}",Training'])
+    _one_line_data_error(path, "row 1: 100 pixel values, expected 2304")
+
+
+def test_label_out_of_range(tmp_path: Path) -> None:
+    path = _write_csv(
+        tmp_path / "x.csv", [f'0,"{_pixels()}",Training', f'9,"{_pixels()}",Training']
+    )
+    _one_line_data_error(path, "row 2: emotion label .*9.* outside 0-6")
+
+
+def test_non_numeric_pixels(tmp_path: Path) -> None:
+    bad = _pixels(48 * 48 - 1) + " x"
+    path = _write_csv(tmp_path / "x.csv", [f'0,"{bad}",Training'])
+    _one_line_data_error(path, "non-numeric pixel")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _one_line_data_error(tmp_path / "nope.csv.gz", "not found")
+
+
+def test_empty_training_split(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "x.csv", [f'0,"{_pixels()}",PublicTest'])
+    splits = load_fer2013(path)
+    with pytest.raises(DataError, match="no Training rows") as info:
+        require_split(splits, "Training", "training")
+    assert "\n" not in str(info.value)
+
+
+def test_training_needs_training_rows(tmp_path: Path) -> None:
+    from videmo.train.train import TrainConfig, _load_splits
+
+    path = _write_csv(tmp_path / "x.csv", [f'0,"{_pixels()}",PublicTest'])
+    with pytest.raises(DataError, match="no Training rows") as info:
+        _load_splits(TrainConfig(data=str(path), out=str(tmp_path / "run")))
+    assert "\n" not in str(info.value)
+
+
+def test_cosine_schedule_warms_up_then_decays() -> None:
+    from videmo.train.train import TrainConfig, cosine_lr
+
+    config = TrainConfig(epochs=10, lr=1e-3, warmup_epochs=2, min_lr_ratio=0.01)
+    lrs = [cosine_lr(e, config) for e in range(10)]
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    assert lrs[-1] == pytest.approx(1e-5)
+
+
+def test_image_folder_layout(tmp_path: Path) -> None:
+    face = np.full((48, 48), 90, np.uint8)
+    for folder, cls, name in [
+        ("train", "happy", "Training_1.jpg"),
+        ("train", "sad", "im2.png"),  # no prefix: train/ -> Training
+        ("test", "angry", "PrivateTest_3.jpg"),  # prefix wins over the folder
+        ("test", "neutral", "x.png"),  # no prefix: test/ -> PublicTest
+    ]:
+        (tmp_path / folder / cls).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / folder / cls / name), face)
+    splits = load_fer2013(tmp_path)
+    assert sorted(splits["Training"].labels.tolist()) == [3, 4]
+    assert splits["PrivateTest"].labels.tolist() == [0]
+    assert splits["PublicTest"].labels.tolist() == [6]
+
+
+# ----------------------------------------------------------------- job file
+
+
+def test_job_file_unknown_key(tmp_path: Path) -> None:
+    from videmo.train.train import TrainConfig
+
+    job = tmp_path / "job.toml"
+    job.write_text("epochs = 3\nlearning_rate = 0.1\n")
+    with pytest.raises(SettingsError, match="unknown key 'learning_rate'"):
+        TrainConfig.from_toml(job)
+
+
+def test_shipped_job_file_parses() -> None:
+    from videmo.train.train import TrainConfig
+
+    config = TrainConfig.from_toml(REPO / "jobs" / "train-minixception.toml", epochs=2)
+    assert config.epochs == 2 and config.width > 0
+
+
+# ------------------------------------------------------- tiny real training run
+
+
+@pytest.fixture(scope="module")
+def tiny_fer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """320 real Training + 320 real PublicTest rows, parsed once from the shared CSV."""
+    if not FER_CSV.is_file():
+        pytest.skip(f"FER2013 not at {FER_CSV}")
+    splits = load_fer2013(FER_CSV, limit_per_split=320, seed=0)
+    rows = [
+        f'{label},"{" ".join(map(str, image.ravel()))}",{name}'
+        for name in ("Training", "PublicTest")
+        for image, label in zip(splits[name].images, splits[name].labels, strict=True)
+    ]
+    return _write_csv(tmp_path_factory.mktemp("fer") / "tiny.csv", rows)
+
+
+@pytest.mark.train
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5")
+def test_tiny_train_export_evaluate(tmp_path: Path, tiny_fer_csv: Path) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    import onnxruntime as ort
+
+    from videmo.train.evaluate import bench_faces_per_second, evaluate, save_curves_png
+    from videmo.train.export import export_onnx
+    from videmo.train.train import HISTORY_FILE, TrainConfig, default_spec, train
+
+    config = TrainConfig(
+        data=str(tiny_fer_csv),
+        out=str(tmp_path / "run"),
+        epochs=1,
+        limit_per_split=320,
+        batch_size=64,
+        verbose=0,
+    )
+    summary = train(config)
+    assert summary["epochs_run"] == 1 and summary["n_train"] == 320
+    best = Path(summary["best_checkpoint"])
+    assert best.is_file()
+
+    faces = load_fer2013(tiny_fer_csv)["PublicTest"].images[:64]
+    onnx_path = tmp_path / "emotion.onnx"
+    result = export_onnx(best, onnx_path, default_spec(config), faces)
+    assert result["max_abs_diff"] <= 1e-4
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    spec = ModelSpec.from_json(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    assert spec.classes == EMOTIONS and spec.input_size == 48
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["probs"]
+    probs = session.run(["probs"], {"input": spec.normalize(faces[:5])})[0]
+    assert probs.shape == (5, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    dyn = session.run(["probs"], {"input": spec.normalize(faces[:3])})[0]
+    assert dyn.shape == (3, 7)  # dynamic batch dimension
+
+    results = evaluate(onnx_path, tiny_fer_csv, flip_tta=True, limit_per_split=200)
+    public = results["splits"]["PublicTest"]
+    assert public["n"] == 200 and 0.0 <= public["accuracy"] <= 1.0
+    assert np.asarray(public["confusion"]).sum() == 200
+    assert set(public["per_class"]) == set(EMOTIONS)
+
+    png = save_curves_png(tmp_path / "run" / HISTORY_FILE, tmp_path / "curves.png")
+    assert png.stat().st_size > 1000
+    assert bench_faces_per_second(onnx_path, batch=32, threads=2, seconds=0.3) > 0
+
+
+@pytest.mark.train
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5")
+def test_import_keras(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    import tf_keras as keras
+
+    from videmo.train.evaluate import load_session
+    from videmo.train.keras_import import import_keras
+
+    # A small mini-Xception-like model with oarriaga's 64x64 grayscale input.
+    inputs = keras.Input((64, 64, 1))
+    x = keras.layers.Conv2D(8, 3, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.SeparableConv2D(7, 3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Activation("softmax", name="predictions")(x)
+    h5 = tmp_path / "_mini_XCEPTION.00-0.50.hdf5"
+    keras.Model(inputs, outputs).save(str(h5))
+
+    result = import_keras(h5, tmp_path / "imported.onnx")
+    assert result["max_abs_diff"] <= 1e-4
+    session, spec = load_session(tmp_path / "imported.onnx")
+    assert spec.input_size == 64 and spec.mean == 0.5 and spec.std == 0.5
+    assert spec.extra["imported_from"] == h5.name
+    face = np.full((2, 48, 48), 100, np.uint8)  # evaluation resizes to the model's size
+    x = spec.normalize(np.stack([spec.resize(f) for f in face]))
+    assert session.run(["probs"], {"input": x})[0].shape == (2, 7)
+
+
+@pytest.mark.train
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5")
+def test_import_keras_rejects_wrong_outputs(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    import tf_keras as keras
+
+    from videmo.train.keras_import import import_keras
+
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    h5 = tmp_path / "bad.h5"
+    keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x)).save(str(h5))
+    with pytest.raises(ModelError, match="expected 7 outputs"):
+        import_keras(h5, tmp_path / "bad.onnx")
+
+
+# ------------------------------------------------------------- shipped model
+
+
+@needs_fer
+def test_shipped_model_publictest_accuracy() -> None:
+    from videmo.train.evaluate import evaluate
+
+    results = evaluate(SHIPPED, FER_CSV)
+    assert results["splits"]["PublicTest"]["accuracy"] >= 0.66
+    assert "Training" in results["splits"]
+
+
+def test_shipped_model_metadata_and_speed() -> None:
+    from videmo.train.evaluate import bench_faces_per_second, load_session
+
+    session, spec = load_session(SHIPPED)
+    assert spec.classes == EMOTIONS and spec.input_size == 48
+    batch_dim = session.get_inputs()[0].shape[0]
+    assert batch_dim is None or isinstance(batch_dim, str)  # dynamic batch
+    assert bench_faces_per_second(SHIPPED, batch=32, threads=2, seconds=0.5) > 200
+
+
+def test_evaluate_cli_table(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from videmo.train.commands import evaluate_command
+
+    rows = [f'{i % 7},"{_pixels(value=i * 30)}",PublicTest' for i in range(7)]
+    data = _write_csv(tmp_path / "tiny.csv", rows)
+    out_json = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        evaluate_command, [str(SHIPPED), "--data", str(data), "--json", str(out_json)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "PublicTest" in result.output and "overall" in result.output
+    assert json.loads(out_json.read_text())["splits"]["PublicTest"]["n"] == 7
