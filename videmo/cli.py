@@ -151,12 +151,10 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
 
 
 def _register_model_tools() -> None:
-    try:
-        from videmo.train.commands import evaluate, import_keras, train
-    except ImportError:  # pragma: no cover - only while the training tools are being built
-        return
+    """Add train, evaluate and import-keras (they import TensorFlow only when run)."""
+    from videmo.train.commands import evaluate_command, import_keras_command, train_command
 
-    for command in (train, evaluate, import_keras):
+    for command in (train_command, evaluate_command, import_keras_command):
         cli.add_command(command)
 
 
