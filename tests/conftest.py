@@ -89,7 +89,8 @@ class CliResult:
     args: list[str]
 
     def __str__(self) -> str:
-        return f"videmo {' '.join(self.args)} -> rc={self.rc}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+        head = f"videmo {' '.join(self.args)} -> rc={self.rc}"
+        return f"{head}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
     def assert_ok(self) -> CliResult:
         assert self.rc == 0, str(self)

@@ -303,7 +303,9 @@ def test_plan_chunks_cover_every_frame_once(path: Path, chunk_s: float) -> None:
     keyframes = np.flatnonzero(index.keyframe)
     for (prev, _), (a, _) in zip(chunks[:-1], chunks[1:], strict=True):
         # a cut off a keyframe only where no keyframe after the previous cut was near
-        near = keyframes[(keyframes > prev) & (np.abs(times[keyframes] - times[a]) <= 0.25 * chunk_s)]
+        near = keyframes[
+            (keyframes > prev) & (np.abs(times[keyframes] - times[a]) <= 0.25 * chunk_s)
+        ]
         assert index.keyframe[a] or len(near) == 0, (prev, a, near)
 
 

@@ -9,6 +9,7 @@ trusted and :class:`ModelError` is raised.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import tempfile
@@ -63,6 +64,21 @@ def export_onnx(
         result["max_abs_diff"] = parity_check(model, out_path, spec, parity_images)
         result["parity_images"] = int(len(parity_images))
     return result
+
+
+def with_flip_tta(model: Any) -> Any:
+    """Wrap a classifier so it averages its output on the face and its mirror image.
+
+    Baking the flip into the graph buys FER2013 accuracy (typically +0.5-1.5
+    points) at twice the compute, with no change to the pipeline's code.
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    inputs = keras.Input(model.input_shape[1:], name=INPUT_NAME)
+    mirrored = keras.layers.Lambda(lambda t: tf.reverse(t, axis=[2]), name="hflip")(inputs)
+    outputs = keras.layers.Average(name=OUTPUT_NAME)([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_fliptta")
 
 
 def load_keras(path: str | Path) -> Any:
@@ -146,14 +162,23 @@ def export_checkpoint(
     data: str | Path,
     spec: ModelSpec | None = None,
     note: str = "",
+    flip_tta: bool = False,
 ) -> dict[str, Any]:
-    """Export a training checkpoint, checking parity on 256 real faces from ``data``."""
+    """Export a training checkpoint, checking parity on 256 real faces from ``data``.
+
+    ``flip_tta`` bakes horizontal-flip test-time augmentation into the graph
+    (recorded in the spec's ``extra``).
+    """
     from videmo.train.data import load_fer2013
 
     splits = load_fer2013(data, limit_per_split=256, seed=0)
     faces = (splits.get("PublicTest") or next(iter(splits.values()))).images
     spec = spec or ModelSpec(extra={"arch": "mini_xception", "width": 1.0, "dataset": "FER2013"})
-    return export_onnx(checkpoint, out_path, spec, faces, producer_note=note)
+    model = load_keras(checkpoint)
+    if flip_tta:
+        model = with_flip_tta(model)
+        spec = dataclasses.replace(spec, extra={**spec.extra, "flip_tta_in_graph": True})
+    return export_onnx(model, out_path, spec, faces, producer_note=note)
 
 
 if __name__ == "__main__":  # pragma: no cover - used to export a (possibly killed) run
@@ -164,11 +189,17 @@ if __name__ == "__main__":  # pragma: no cover - used to export a (possibly kill
     parser.add_argument("run_dir", type=Path, help="training output folder (best.h5, config.json)")
     parser.add_argument("out_path", type=Path)
     parser.add_argument("--note", default="")
+    parser.add_argument("--flip-tta", action="store_true", help="bake flip TTA into the graph")
     args = parser.parse_args()
     from videmo.train.train import BEST_FILE, TrainConfig, default_spec
 
     config = TrainConfig(**json.loads((args.run_dir / "config.json").read_text()))
     info = export_checkpoint(
-        args.run_dir / BEST_FILE, args.out_path, config.data, default_spec(config), args.note
+        args.run_dir / BEST_FILE,
+        args.out_path,
+        config.data,
+        default_spec(config),
+        args.note,
+        flip_tta=args.flip_tta,
     )
     print(json.dumps(info))
