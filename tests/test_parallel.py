@@ -416,11 +416,6 @@ def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
     assert len(read_timeline(folder)) == 24
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.collect_inputs uses Path().glob(spec), which raises NotImplementedError "
-    "for absolute patterns (Python < 3.13); `videmo job` always makes inputs absolute",
-)
 def test_job_glob_inputs(tmp_path: Path) -> None:
     copy_clip(SINGLE, tmp_path / "clips", "one.mp4")
     job = tmp_path / "job.toml"
@@ -432,11 +427,6 @@ def test_job_glob_inputs(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "one" / "run.json").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.collect_inputs: Path().glob() with an absolute pattern raises "
-    "NotImplementedError (traceback) on Python < 3.13",
-)
 def test_run_absolute_glob(tmp_path: Path) -> None:
     copy_clip(SINGLE, tmp_path / "clips", "one.mp4")
     result = run_cli("run", str(tmp_path / "clips" / "*.mp4"), "-o", tmp_path / "out", *FAST)

@@ -58,7 +58,7 @@ def settings_from(options: dict, base: dict | None = None) -> Settings:
     """Settings from CLI options that were given, over a job file's values."""
     values = dict(base or {})
     values.update({k: v for k, v in options.items() if v is not None})
-    return Settings.from_mapping(values, "options")
+    return Settings.from_mapping(values)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

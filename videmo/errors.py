@@ -25,3 +25,9 @@ class OutputError(VidemoError):
 
 class SettingsError(VidemoError):
     """A setting or job-file key has an invalid value."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error, prefixed with its type unless it is a user error."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if isinstance(exc, VidemoError) else f"{type(exc).__name__}: {text}"

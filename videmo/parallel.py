@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from videmo.detections import FaceDetections
+from videmo.errors import VidemoError, one_line
 from videmo.pipeline import Analyzer, ChunkResult
 from videmo.settings import Settings
 from videmo.video import PacketIndex, VideoInfo
@@ -155,7 +158,12 @@ class RayExecutor:
             configure_logging=True,
         )
         if address:
-            self._ray.init(address=address, **kwargs)
+            _check_reachable(address)
+            try:
+                self._ray.init(address=address, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - Ray raises many types here
+                reason = one_line(exc)
+                raise VidemoError(f"cannot connect to Ray at {address}: {reason}") from None
             return
         self._temp_dir = tempfile.mkdtemp(prefix="videmo-ray-")
         self._ray.init(
@@ -231,6 +239,20 @@ class RayExecutor:
             ray.shutdown()
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when nothing listens at a host:port address.
+
+    Ray itself retries a dead address for minutes before giving up.
+    """
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if match is None:  # "auto" and other forms: let Ray resolve them
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=timeout_s).close()
+    except OSError as exc:
+        raise VidemoError(f"no Ray cluster reachable at {address}: {exc.strerror or exc}") from None
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -11,6 +11,7 @@ stops the others.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 import videmo
-from videmo.errors import OutputError, VidemoError
+from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import ChunkTask, RayExecutor, SerialExecutor, merge, plan_chunks
@@ -124,7 +125,7 @@ def collect_inputs(specs: list[str]) -> list[Path]:
                 p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
             )
         elif any(ch in spec for ch in "*?[") and not path.exists():
-            found += sorted(p for p in Path().glob(spec) if p.is_file())
+            found += sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         else:
             found.append(path)
     unique = list(dict.fromkeys(p.resolve() if p.exists() else p for p in found))
@@ -169,20 +170,22 @@ def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
     run.info = probe(run.path)
     run.index = index_packets(run.path)
     run.chunks = plan_chunks(run.index, run.index.times_s(run.info), settings.chunk_s)
-    ensure_dir(run.out_dir)
-    (run.out_dir / RUN_JSON).unlink(missing_ok=True)  # outputs are partial from here on
+    if run.out_dir.is_dir():  # outputs are partial from here on
+        (run.out_dir / RUN_JSON).unlink(missing_ok=True)
+        _remove_temp_files(run.out_dir)
+
+
+def _remove_temp_files(out_dir: Path) -> None:
+    """Delete temp files a killed run may have left (all are named ``*.tmp*``)."""
+    for leftover in (*out_dir.glob("*.tmp*"), *out_dir.glob(".*.tmp*")):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def _fail(run: VideoRun, exc: BaseException) -> None:
     run.status = "failed"
     run.error = one_line(exc)
     run.results = []
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an error, prefixed with its type unless it is a user error."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if isinstance(exc, VidemoError) else f"{type(exc).__name__}: {text}"
 
 
 def choose_executor(settings: Settings, runs: list[VideoRun]) -> SerialExecutor | RayExecutor:

@@ -109,14 +109,17 @@ class Settings:
         return asdict(self)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], source: str = "settings") -> Settings:
+    def from_mapping(cls, values: dict[str, Any], source: str = "") -> Settings:
         """Build from a dict (e.g. a job file's table), naming unknown or mistyped keys."""
         known = {f.name: f for f in fields(cls)}
         for key, value in values.items():
             if key not in known:
-                raise SettingsError(f"{source}: unknown key {key!r}")
+                raise SettingsError(f"{source or 'settings'}: unknown key {key!r}")
             _check_type(key, value, known[key].type, source)
-        return replace(cls(), **values)
+        try:
+            return replace(cls(), **values)
+        except SettingsError as exc:
+            raise SettingsError(f"{source}: {exc}" if source else str(exc)) from None
 
 
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
@@ -129,7 +132,8 @@ def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
         return
     expected = _TYPES[base]
     if isinstance(value, bool) and base != "bool" or not isinstance(value, expected):
-        raise SettingsError(f"{source}: key {key!r} must be {base}, not {type(value).__name__}")
+        where = source or "settings"
+        raise SettingsError(f"{where}: key {key!r} must be {base}, not {type(value).__name__}")
 
 
 def load_toml(path: Path) -> dict[str, Any]:
