@@ -17,7 +17,7 @@ import click
 
 from videmo import __version__
 from videmo.errors import SettingsError, VidemoError
-from videmo.settings import Settings, load_toml
+from videmo.settings import DETECTORS, DEVICES, Settings, load_toml
 
 DEFAULT_OUT = Path("videmo_out")
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
@@ -43,7 +43,7 @@ def settings_options(command: typing.Callable, skip: tuple[str, ...] = ()) -> ty
                 f"--{flag}", f.name, flag_value=True, default=None, help=help_text
             )
         else:
-            choices = {"detector": ("yunet", "haar"), "device": ("auto", "cpu", "gpu")}.get(f.name)
+            choices = {"detector": DETECTORS, "device": DEVICES}.get(f.name)
             kind = click.Choice(choices) if choices else _CLICK_TYPES[base]
             shown = getattr(defaults, f.name)
             option = click.option(

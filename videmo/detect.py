@@ -16,8 +16,7 @@ import numpy as np
 
 from videmo.errors import ModelError, SettingsError
 from videmo.models import HAAR_FILE, YUNET_FILE, model_path
-
-DETECTORS = ("yunet", "haar")
+from videmo.settings import DETECTORS
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import onnxruntime as ort
 
 from videmo.errors import ModelError, SettingsError
 from videmo.models import EMOTION_FILE, model_path
+from videmo.settings import DEVICES
 from videmo.spec import EMOTIONS, METADATA_KEY, ModelSpec
 
-DEVICES = ("auto", "cpu", "gpu")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 

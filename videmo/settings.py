@@ -11,17 +11,22 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from videmo.detect import DETECTORS, DetectorConfig
-from videmo.emotion import DEVICES
 from videmo.errors import SettingsError
-from videmo.track import TrackerConfig
+
+if TYPE_CHECKING:
+    from videmo.detect import DetectorConfig
+    from videmo.track import TrackerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+#: Choices of ``--detector`` and ``--device``.
+DETECTORS = ("yunet", "haar")
+DEVICES = ("auto", "cpu", "gpu")
 
 #: Settings that change the timeline; the rest only change speed or which files are written.
 ANALYSIS_KEYS = (
@@ -89,6 +94,8 @@ class Settings:
 
     @property
     def detector_config(self) -> DetectorConfig:
+        from videmo.detect import DetectorConfig  # lazy: keeps `videmo --help` fast
+
         return DetectorConfig(
             name=self.detector,
             det_size=self.det_size,
@@ -98,6 +105,8 @@ class Settings:
 
     @property
     def tracker_config(self) -> TrackerConfig:
+        from videmo.track import TrackerConfig
+
         return TrackerConfig(self.iou_threshold, self.min_hits, self.max_gap_s)
 
     def analysis_fingerprint(self) -> str:
