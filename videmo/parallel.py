@@ -173,63 +173,59 @@ class RayExecutor:
             **kwargs,
         )
 
+    def _dispatch(self, calls: list[Callable]) -> Iterator[tuple[int, object]]:
+        """Run ``call(actor) -> ObjectRef`` on idle actors; yield (k, result or error) as done.
+
+        Each actor has one call in flight, so work is balanced as chunks finish.
+        """
+        ray = self._ray
+        queue, idle, pending = list(enumerate(calls)), list(self.actors), {}
+        while queue or pending:
+            while queue and idle:
+                (k, call), actor = queue.pop(0), idle.pop(0)
+                pending[call(actor)] = (k, actor)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            k, actor = pending.pop(done[0])
+            idle.append(actor)
+            try:
+                yield k, ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - the caller decides what fails
+                yield k, _unwrap(exc)
+
     def run(
         self,
         tasks: list[ChunkTask],
         indexes: dict[int, PacketIndex],
         progress: Callable[[ChunkTask, int], None],
     ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
-        ray = self._ray
-        index_refs = {video: ray.put(index) for video, index in indexes.items()}
-        pending: dict = {}
-        queue = list(tasks)
-        idle = list(self.actors)
-        while queue or pending:
-            while queue and idle:
-                task, actor = queue.pop(0), idle.pop(0)
-                ref = actor.run_chunk.remote(
-                    task.path, task.start, task.stop, index_refs[task.video]
-                )
-                pending[ref] = (task, actor)
-            done, _ = ray.wait(list(pending), num_returns=1)
-            task, actor = pending.pop(done[0])
-            idle.append(actor)
-            try:
-                result = ray.get(done[0])
-            except Exception as exc:  # noqa: BLE001 - a failed chunk fails its video only
-                yield task, _unwrap(exc)
-            else:
-                progress(task, result.frames_decoded)
-                yield task, result
+        refs = {video: self._ray.put(index) for video, index in indexes.items()}
+        calls = [
+            lambda actor, t=task: actor.run_chunk.remote(t.path, t.start, t.stop, refs[t.video])
+            for task in tasks
+        ]
+        for k, result in self._dispatch(calls):
+            if isinstance(result, ChunkResult):
+                progress(tasks[k], result.frames_decoded)
+            yield tasks[k], result
 
     def annotate(
         self, tasks: list[AnnotateTask], index: PacketIndex, info: VideoInfo, every: int
     ) -> list[int]:
         """Write the annotated segments of one video on the actors; frames written per task.
 
-        Tasks go to idle actors as they free up (an actor still busy with another video's
-        chunk takes its share afterwards). All tasks are awaited before the first error is
-        raised, so no worker is still writing a segment when the caller cleans up.
+        All tasks are awaited before the first error is raised, so no worker is still
+        writing a segment when the caller cleans up.
         """
-        ray = self._ray
-        index_ref, info_ref = ray.put(index), ray.put(info)
-        counts: list[int | None] = [None] * len(tasks)
-        errors: list[BaseException] = []
-        queue, idle, pending = list(enumerate(tasks)), list(self.actors), {}
-        while queue or pending:
-            while queue and idle:
-                (k, task), actor = queue.pop(0), idle.pop(0)
-                pending[actor.annotate.remote(task, index_ref, info_ref, every)] = (k, actor)
-            done, _ = ray.wait(list(pending), num_returns=1)
-            k, actor = pending.pop(done[0])
-            idle.append(actor)
-            try:
-                counts[k] = ray.get(done[0])
-            except Exception as exc:  # noqa: BLE001 - raised once all tasks are done
-                errors.append(_unwrap(exc))
+        index_ref, info_ref = self._ray.put(index), self._ray.put(info)
+        calls = [
+            lambda actor, t=task: actor.annotate.remote(t, index_ref, info_ref, every)
+            for task in tasks
+        ]
+        results = dict(self._dispatch(calls))
+        errors = [r for r in results.values() if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-        return [int(c) for c in counts if c is not None]
+        return [int(results[k]) for k in range(len(tasks))]
 
     def close(self) -> None:
         ray = self._ray

@@ -57,6 +57,9 @@ def export_onnx(
     # Write atomically: the video pipeline may be reading the shipped model.
     with tempfile.NamedTemporaryFile(dir=out_path.parent, suffix=".tmp", delete=False) as tmp:
         tmp.write(proto.SerializeToString())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)  # NamedTemporaryFile creates 0600
     os.replace(tmp.name, out_path)
 
     result: dict[str, Any] = {"path": str(out_path), "opset": OPSET}
