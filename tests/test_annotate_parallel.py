@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from videmo.errors import OutputError
+from videmo.outputs.annotate import rows_by_frame
 from videmo.outputs.writer import (
     ANNOTATED_MP4,
-    PackedRows,
     annotate_frames,
     rows_for_range,
     write_annotated,
@@ -98,7 +98,7 @@ def test_chunks_starting_on_unanalysed_frames_draw_like_one_pass(chunked) -> Non
     """Drawn frames (before encoding) are identical for any chunking, `every` included."""
     run, _ = chunked
     assert any(a % EVERY for a, _ in run.chunks)
-    rows = PackedRows.from_timeline(run.timeline)
+    rows = rows_by_frame(run.timeline)
     assert len(rows.frames) > 0
     one = [f.image for f in annotate_frames(run.path, run.index, rows, EVERY)]
     parts = [

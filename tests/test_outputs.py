@@ -262,13 +262,16 @@ def test_write_plots_empty(tmp_path: Path) -> None:
 
 def test_rows_by_frame(timeline: pd.DataFrame) -> None:
     rows = rows_by_frame(timeline)
-    assert sorted(rows) == list(range(30))
-    assert rows[12].face_id.tolist() == [1]
-    assert rows[0].face_id.tolist() == [1, 2]
-    assert rows[0].xywh.dtype == np.float32 and rows[0].xywh.shape == (2, 4)
+    assert rows.frames.tolist() == list(range(30)) and len(rows) == 30
+    assert rows.get(12).face_id.tolist() == [1]
+    assert rows.get(0).face_id.tolist() == [1, 2]
+    assert rows.get(0).xywh.dtype == np.float32 and rows.get(0).xywh.shape == (2, 4)
     expected = pd.Categorical(timeline["emotion"], dtype=EMOTION_DTYPE).codes[:2]
-    assert rows[0].emotion_idx.tolist() == expected.tolist()
-    assert rows_by_frame(timeline.iloc[:0]) == {}
+    assert rows.get(0).emotion_idx.tolist() == expected.tolist()
+    assert rows.get(30) is None and 30 not in rows and 29 in rows
+    assert rows.select(10, 12).frames.tolist() == [10, 11]
+    assert rows.select(10, 12).get(11).face_id.tolist() == rows.get(11).face_id.tolist()
+    assert len(rows_by_frame(timeline.iloc[:0])) == 0
 
 
 def test_draw_faces_marks_box_only(tmp_path: Path) -> None:

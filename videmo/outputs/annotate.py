@@ -1,13 +1,15 @@
 """Draw face boxes and emotion labels onto video frames.
 
 This runs once per frame of the annotated video, so it works on plain numpy
-arrays (no pandas per call): :func:`rows_by_frame` splits the timeline once,
+arrays (no pandas per call): :func:`rows_by_frame` splits the timeline once
+into a :class:`FrameRows`,
 and :func:`draw_faces` draws one frame's rows in place with OpenCV. Colours
 are the plots' palette, converted to BGR once at import.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
@@ -37,25 +39,77 @@ class FaceRows(NamedTuple):
     confidence: np.ndarray  # (n,) float32, 0..1
 
 
-def rows_by_frame(df: pd.DataFrame) -> dict[int, FaceRows]:
-    """Split a timeline into per-frame arrays once, so each frame is a dict lookup.
+@dataclass(frozen=True)
+class FrameRows:
+    """The timeline's per-frame rows as a few flat arrays, built once per video.
 
-    Frames without faces are absent: use ``.get(frame)`` and skip ``None``.
+    Frame ``frames[i]`` owns rows ``bounds[i]:bounds[i + 1]`` of the other arrays;
+    frames without faces are absent. Compact to pickle, so chunks of it travel to
+    the workers that annotate video segments (``select``).
     """
-    if len(df) == 0:
-        return {}
-    order = np.argsort(df["frame"].to_numpy(), kind="stable")
-    frames = df["frame"].to_numpy()[order]
-    xywh = df[["x", "y", "w", "h"]].to_numpy(np.float32)[order]
-    face_id = df["face_id"].to_numpy(np.int64)[order]
-    codes = pd.Categorical(df["emotion"], dtype=EMOTION_DTYPE).codes.astype(np.int64)[order]
-    conf = df["confidence"].to_numpy(np.float32)[order]
-    starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]])
-    ends = np.r_[starts[1:], len(frames)]
-    return {
-        int(frames[s]): FaceRows(xywh[s:e], face_id[s:e], codes[s:e], conf[s:e])
-        for s, e in zip(starts, ends, strict=True)
-    }
+
+    frames: np.ndarray  # (m,) int64, ascending
+    bounds: np.ndarray  # (m + 1,) int64
+    xywh: np.ndarray  # (n, 4) float32
+    face_id: np.ndarray  # (n,) int64
+    emotion_idx: np.ndarray  # (n,) int64
+    confidence: np.ndarray  # (n,) float32
+
+    def __len__(self) -> int:
+        return int(self.frames.size)
+
+    def __contains__(self, frame: int) -> bool:
+        return self.get(frame) is not None
+
+    def get(self, frame: int) -> FaceRows | None:
+        """The faces of ``frame``, or None when it has none."""
+        i = int(np.searchsorted(self.frames, frame))
+        if i >= self.frames.size or self.frames[i] != frame:
+            return None
+        a, b = self.bounds[i], self.bounds[i + 1]
+        return FaceRows(self.xywh[a:b], self.face_id[a:b], self.emotion_idx[a:b],
+                        self.confidence[a:b])  # fmt: skip
+
+    def select(self, start: int, stop: int) -> FrameRows:
+        """The rows of frames in ``[start, stop)`` only."""
+        lo, hi = np.searchsorted(self.frames, [start, stop])
+        a, b = self.bounds[lo], self.bounds[hi]
+        return FrameRows(
+            self.frames[lo:hi], self.bounds[lo : hi + 1] - a, self.xywh[a:b],
+            self.face_id[a:b], self.emotion_idx[a:b], self.confidence[a:b],
+        )  # fmt: skip
+
+
+def rows_by_frame(df: pd.DataFrame | None) -> FrameRows:
+    """Split a timeline into per-frame arrays once, so each frame is a cheap lookup."""
+    df = (
+        df
+        if df is not None
+        else pd.DataFrame(
+            {
+                "frame": [],
+                "x": [],
+                "y": [],
+                "w": [],
+                "h": [],
+                "face_id": [],
+                "emotion": [],
+                "confidence": [],
+            }
+        )
+    )
+    order = np.argsort(df["frame"].to_numpy(np.int64), kind="stable")
+    frames = df["frame"].to_numpy(np.int64)[order]
+    starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]]) if frames.size else frames
+    codes = pd.Categorical(df["emotion"], dtype=EMOTION_DTYPE).codes.astype(np.int64)
+    return FrameRows(
+        frames=frames[starts],
+        bounds=np.r_[starts, frames.size].astype(np.int64),
+        xywh=df[["x", "y", "w", "h"]].to_numpy(np.float32).reshape(-1, 4)[order],
+        face_id=df["face_id"].to_numpy(np.int64)[order],
+        emotion_idx=codes[order],
+        confidence=df["confidence"].to_numpy(np.float32)[order],
+    )
 
 
 def _style(height: int) -> tuple[float, int, int]:

@@ -14,13 +14,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from videmo import __version__
 from videmo.errors import OutputError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
-from videmo.outputs.annotate import FaceRows, draw_faces, rows_by_frame
+from videmo.outputs.annotate import FrameRows, draw_faces, rows_by_frame
 from videmo.outputs.atomic import write_json_atomic
 from videmo.outputs.plots import write_plots
 from videmo.outputs.timeline import write_faces, write_timeline
@@ -36,61 +33,7 @@ _PACKAGES = ("av", "numpy", "pandas", "pyarrow", "onnxruntime-gpu", "onnxruntime
              "opencv-python-headless", "ray", "matplotlib")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class PackedRows:
-    """Per-frame face rows as a few flat arrays: compact to pickle and send to a worker.
-
-    Frame ``frames[i]`` owns rows ``bounds[i]:bounds[i + 1]`` of the other arrays (the
-    :class:`FaceRows` fields); frames without faces are absent. ``get`` works like the dict
-    from :func:`rows_by_frame`.
-    """
-
-    frames: np.ndarray  # (m,) int64, ascending
-    bounds: np.ndarray  # (m + 1,) int64
-    xywh: np.ndarray  # (n, 4) float32
-    face_id: np.ndarray  # (n,) int64
-    emotion_idx: np.ndarray  # (n,) int64
-    confidence: np.ndarray  # (n,) float32
-
-    @classmethod
-    def from_timeline(cls, timeline: pd.DataFrame | None) -> PackedRows:
-        lookup = rows_by_frame(timeline) if timeline is not None else {}
-        frames = np.array(sorted(lookup), dtype=np.int64)
-        rows = [lookup[int(f)] for f in frames]
-        sizes = np.array([len(r.face_id) for r in rows], dtype=np.int64)
-
-        def cat(field: str, dtype: type, shape: tuple[int, ...] = ()) -> np.ndarray:
-            parts = [getattr(r, field) for r in rows]
-            return np.concatenate(parts).astype(dtype) if parts else np.zeros((0, *shape), dtype)
-
-        return cls(
-            frames=frames,
-            bounds=np.r_[0, np.cumsum(sizes)].astype(np.int64),
-            xywh=cat("xywh", np.float32, (4,)),
-            face_id=cat("face_id", np.int64),
-            emotion_idx=cat("emotion_idx", np.int64),
-            confidence=cat("confidence", np.float32),
-        )
-
-    def select(self, start: int, stop: int) -> PackedRows:
-        """The rows of frames in ``[start, stop)`` only."""
-        lo, hi = np.searchsorted(self.frames, [start, stop])
-        a, b = self.bounds[lo], self.bounds[hi]
-        return PackedRows(
-            self.frames[lo:hi], self.bounds[lo : hi + 1] - a, self.xywh[a:b],
-            self.face_id[a:b], self.emotion_idx[a:b], self.confidence[a:b],
-        )  # fmt: skip
-
-    def get(self, frame: int) -> FaceRows | None:
-        i = int(np.searchsorted(self.frames, frame))
-        if i >= self.frames.size or self.frames[i] != frame:
-            return None
-        a, b = self.bounds[i], self.bounds[i + 1]
-        return FaceRows(self.xywh[a:b], self.face_id[a:b], self.emotion_idx[a:b],
-                        self.confidence[a:b])  # fmt: skip
-
-
-def rows_for_range(rows: PackedRows, every: int, start: int, stop: int) -> PackedRows:
+def rows_for_range(rows: FrameRows, every: int, start: int, stop: int) -> FrameRows:
     """What frames ``[start, stop)`` need: their rows and those of the analysed frame before.
 
     A range may start on a frame that was not analysed (``start % every != 0``); it shows
@@ -102,7 +45,7 @@ def rows_for_range(rows: PackedRows, every: int, start: int, stop: int) -> Packe
 def annotate_frames(
     path: Path,
     index: PacketIndex,
-    rows: PackedRows | dict[int, FaceRows],
+    rows: FrameRows,
     every: int,
     start: int = 0,
     stop: int | None = None,
@@ -130,7 +73,7 @@ class AnnotateTask:
     start: int
     stop: int
     segment: Path
-    rows: PackedRows  # from rows_for_range()
+    rows: FrameRows  # from rows_for_range()
 
     def run(self, index: PacketIndex, info: VideoInfo, every: int) -> int:
         """Do it here (in a worker); returns the frames written."""
@@ -143,7 +86,7 @@ def annotate_range(
     path: Path,
     index: PacketIndex,
     info: VideoInfo,
-    lookup_rows: PackedRows | dict[int, FaceRows],
+    lookup_rows: FrameRows,
     every: int,
     start: int,
     stop: int,
@@ -181,7 +124,7 @@ def write_annotated(
     Otherwise the video is encoded here in one piece. Both ways give the source's frames
     and times and the same encoder settings.
     """
-    rows = PackedRows.from_timeline(run.timeline)
+    rows = rows_by_frame(run.timeline)
     if executor is None or len(run.chunks) < 2:
         with VideoWriter(out_path, run.info, copy_audio_from=run.path) as writer:
             for frame in annotate_frames(run.path, run.index, rows, every):
