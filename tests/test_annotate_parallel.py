@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+from videmo.encode import VideoWriter, concat_segments
 from videmo.errors import OutputError
 from videmo.outputs.annotate import rows_by_frame
 from videmo.outputs.writer import (
@@ -24,7 +25,7 @@ from videmo.outputs.writer import (
 )
 from videmo.runner import VideoRun, run_videos
 from videmo.settings import Settings
-from videmo.video import VideoWriter, concat_segments, index_packets, probe, read_frames
+from videmo.video import index_packets, probe, read_frames
 
 DATA = Path("/work/shared/data/videos")
 HAMILTON = DATA / "multi_face" / "face_recognition_short_hamilton_clip.mp4"

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 import videmo.video as video_module
+from videmo.encode import VideoWriter
 from videmo.errors import VideoError
 from videmo.video import (
     DecodeReport,
     Frame,
-    VideoWriter,
     index_packets,
     probe,
     read_frames,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from videmo import __version__
+from videmo.encode import VideoWriter, concat_segments
 from videmo.errors import OutputError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.outputs.annotate import FrameRows, draw_faces, rows_by_frame
@@ -22,7 +23,7 @@ from videmo.outputs.atomic import write_json_atomic
 from videmo.outputs.plots import write_plots
 from videmo.outputs.timeline import write_faces, write_timeline
 from videmo.settings import Settings
-from videmo.video import Frame, PacketIndex, VideoInfo, VideoWriter, concat_segments, read_frames
+from videmo.video import Frame, PacketIndex, VideoInfo, read_frames
 
 if TYPE_CHECKING:
     from videmo.parallel import RayExecutor, SerialExecutor
