@@ -26,6 +26,7 @@ from conftest import (
 
 from videmo.detect import DetectorConfig, create_detector
 from videmo.detections import FaceDetections
+from videmo.errors import VideoError
 from videmo.outputs.timeline import PROB_COLUMNS, SMOOTH_COLUMNS, TIMELINE_COLUMNS
 from videmo.parallel import plan_chunks
 from videmo.pipeline import reduce_detections
@@ -314,3 +315,34 @@ def test_plan_chunks_empty_index() -> None:
 
     empty = PacketIndex(np.zeros(0, np.int64), np.zeros(0, bool))
     assert plan_chunks(empty, np.zeros(0), 1.0) == []
+
+
+# --- decode prefetching ----------------------------------------------------------------------
+
+
+def test_prefetch_keeps_order_and_reraises_where_it_failed() -> None:
+    from videmo.pipeline import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield from range(5)
+        raise VideoError("decoding failed after frame 4")
+
+    seen = []
+    with pytest.raises(VideoError, match="after frame 4"):
+        for item in prefetch(failing(), depth=2):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops() -> None:
+    import threading
+
+    from videmo.pipeline import prefetch
+
+    before = threading.active_count()
+    items = prefetch(iter(range(10_000)), depth=2)
+    assert next(items) == 0
+    items.close()
+    assert threading.active_count() == before

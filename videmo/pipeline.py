@@ -8,9 +8,13 @@ No output files are written here; see ``videmo.runner``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -25,6 +29,7 @@ from videmo.track import smooth, track
 from videmo.video import PacketIndex, read_frames
 
 ProgressFn = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,6 +71,46 @@ class _CropBatcher:
         return np.concatenate(self.probs)
 
 
+def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
+    """Produce ``items`` in a background thread, up to ``depth`` ahead, in order.
+
+    Decoding and pixel conversion (FFmpeg) and detection (OpenCV) both release
+    the GIL, so reading the next frames overlaps with analysing this one. Errors
+    in the producer are re-raised here, at the position where they happened.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            buffer.put(_Failure(exc))
+        buffer.put(done)
+
+    worker = threading.Thread(target=produce, name="videmo-decode", daemon=True)
+    worker.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full buffer
+            with contextlib.suppress(queue.Empty):
+                buffer.get(timeout=0.05)
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
 class Analyzer:
     """A loaded detector and emotion model, reused for every chunk a worker runs."""
 
@@ -90,7 +135,7 @@ class Analyzer:
         batcher = _CropBatcher(self.model)
         parts: list[FaceDetections] = []
         decoded = 0
-        for frame in read_frames(path, start, stop, self.settings.every, index):
+        for frame in prefetch(read_frames(path, start, stop, self.settings.every, index)):
             small, scale = frame.resized(self.settings.det_size)
             xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()

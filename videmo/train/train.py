@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 1337
     width: float = 1.0
     l2: float = 0.01
+    separable_l2: float = 0.0
     dropout: float = 0.0
     limit_per_split: int | None = None
     threads: int = 2
@@ -109,7 +110,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_ds = _dataset(tf, keras, spec, train_split, config, augment=True)
     val_ds = _dataset(tf, keras, spec, val_split, config, augment=False)
 
-    model = build_mini_xception(spec, width=config.width, l2=config.l2, dropout=config.dropout)
+    model = build_mini_xception(
+        spec,
+        width=config.width,
+        l2=config.l2,
+        dropout=config.dropout,
+        separable_l2=config.separable_l2,
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(config.lr),
         loss="sparse_categorical_crossentropy",
