@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from videmo.detect import create_detector
+from videmo.pipeline import prefetch
 from videmo.runner import run_videos
 from videmo.settings import Settings
 from videmo.video import index_packets, probe, read_frames
@@ -34,12 +35,13 @@ def decode_fps(path: Path, convert: bool = True) -> tuple[int, float]:
 
 
 def detect_fps(path: Path, settings: Settings) -> float:
-    """Decode plus face detection only (no classification, no outputs)."""
+    """Decode plus face detection only (no classification, no outputs), as the pipeline does."""
     detector = create_detector(settings.detector_config)
     index = index_packets(path)
     started = time.perf_counter()
-    for frame in read_frames(path, every=settings.every, index=index):
-        detector.detect(frame.image)
+    for frame in prefetch(read_frames(path, every=settings.every, index=index)):
+        small, scale = frame.resized(settings.det_size)
+        detector.detect_scaled(small, scale, frame.image.shape)
     return _timed_fps(len(index), time.perf_counter() - started)
 
 
