@@ -133,7 +133,14 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, settings: Settings, workers: int, address: str | None) -> None:
+    def __init__(
+        self, settings: Settings, workers: int | None, address: str | None, max_useful: int = 1
+    ) -> None:
+        """Start (or join) Ray and one actor per worker.
+
+        ``workers=None`` means one per CPU of the cluster, but no more than
+        ``max_useful`` (the number of chunks to run).
+        """
         import ray
 
         _quiet_ray_env()
@@ -141,7 +148,10 @@ class RayExecutor:
         self._temp_dir: str | None = None
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            self._init(address, workers)
+            self._init(address, workers or min(os.cpu_count() or 1, max(1, max_useful)))
+        if workers is None:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            workers = max(1, min(cpus, max_useful))
         gpus = ray.cluster_resources().get("GPU", 0.0) if settings.device != "cpu" else 0.0
         actor_cls = ray.remote(_AnalyzerActor).options(
             num_cpus=1, num_gpus=min(1.0, gpus / workers) if gpus else 0

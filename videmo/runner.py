@@ -194,14 +194,11 @@ def choose_executor(settings: Settings, runs: list[VideoRun]) -> SerialExecutor 
     chunks = sum(len(r.chunks) for r in runs)
     duration = sum(float(r.index.times_s(r.info)[-1]) for r in runs if r.expected_frames)
     workers = settings.workers
-    if workers is None and not address:
-        if chunks <= 1 or duration < SERIAL_BELOW_S:
-            workers = 0
-        else:
-            workers = min(os.cpu_count() or 1, chunks)
+    if workers is None and not address and (chunks <= 1 or duration < SERIAL_BELOW_S):
+        workers = 0
     if workers == 0:
         return SerialExecutor(settings)
-    return RayExecutor(settings, max(1, workers or min(os.cpu_count() or 1, chunks)), address)
+    return RayExecutor(settings, workers, address, max_useful=chunks)
 
 
 def run_videos(
@@ -231,11 +228,9 @@ def run_videos(
     fingerprints = {}
     for run in runs:
         try:
-            fingerprints[run.position] = (
-                run_fingerprint(run.path, settings, model_sha) if run.path.is_file() else {}
-            )
             if not run.path.is_file():
-                probe(run.path)  # raises the one-line "not found" error
+                probe(run.path)  # raises the one-line "no such file" / "not a file" error
+            fingerprints[run.position] = run_fingerprint(run.path, settings, model_sha)
             _prepare(run, settings, fingerprints[run.position])
         except VidemoError as exc:
             _fail(run, exc)
