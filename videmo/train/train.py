@@ -64,6 +64,7 @@ class TrainConfig:
     limit_per_split: int | None = None
     threads: int = 2
     deterministic: bool = True
+    flip_tta: bool = False  # export: average the face and its mirror image in the graph
     verbose: int = 2
 
     def __post_init__(self) -> None:
