@@ -67,27 +67,19 @@ def _residual_module(x: Any, filters: int, reg: Any) -> Any:
     residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
     residual = layers.BatchNormalization()(residual)
 
-    x = layers.SeparableConv2D(
-        filters,
-        3,
-        padding="same",
-        depthwise_regularizer=reg,
-        pointwise_regularizer=reg,
-        use_bias=False,
-    )(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.Activation("relu")(x)
-    x = layers.SeparableConv2D(
-        filters,
-        3,
-        padding="same",
-        depthwise_regularizer=reg,
-        pointwise_regularizer=reg,
-        use_bias=False,
-    )(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(_separable_bn(x, filters, reg))
+    x = _separable_bn(x, filters, reg)
     x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
     return layers.add([x, residual])
+
+
+def _separable_bn(x: Any, filters: int, reg: Any) -> Any:
+    """3x3 depthwise-separable convolution (no bias) followed by batch normalisation."""
+    x = layers.SeparableConv2D(
+        filters, 3, padding="same", depthwise_regularizer=reg, pointwise_regularizer=reg,
+        use_bias=False,
+    )(x)  # fmt: skip
+    return layers.BatchNormalization()(x)
 
 
 def _f(filters: int, width: float) -> int:
