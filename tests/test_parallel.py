@@ -368,6 +368,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
 
 
 JOBS = REPO / "jobs"
+INVALID_JOBS = Path(__file__).resolve().parent / "invalid_jobs"
 
 
 def test_example_job_file_resolves_and_runs(tmp_path: Path) -> None:
@@ -447,13 +448,13 @@ INVALID = {
 
 @pytest.mark.parametrize("name", sorted(INVALID))
 def test_invalid_job_files(name: str, tmp_path: Path) -> None:
-    job = JOBS / "invalid" / name
+    job = INVALID_JOBS / name
     assert job.is_file()
     line = run_cli("job", job, "-q").assert_one_line_error(rc=2)
     assert INVALID[name] in line, line
     assert name in line or "every" in line, line
     # nothing was run: the invalid files' output folder was never created
-    assert not (JOBS / "invalid" / "never-written").exists()
+    assert not (INVALID_JOBS / "never-written").exists()
 
 
 def test_missing_job_file(tmp_path: Path) -> None:
