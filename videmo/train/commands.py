@@ -75,7 +75,11 @@ def _export_run(config: TrainConfig) -> Path:
     out = Path(config.out)
     note = f"trained by videmo on FER2013 Training; config {out / 'config.json'}"
     result = export_checkpoint(
-        out / BEST_FILE, out / "model.onnx", config.data, default_spec(config), note,
+        out / BEST_FILE,
+        out / "model.onnx",
+        config.data,
+        default_spec(config),
+        note,
         flip_tta=config.flip_tta,
     )
     click.echo(
