@@ -168,11 +168,19 @@ def _csv_text_columns(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: Rows formatted at a time: the text of a long video's timeline never sits in memory at once.
+_CSV_BLOCK_ROWS = 20_000
+
+
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    """UTF-8 CSV, ``\\n`` newlines, fixed decimals, header even when there are no rows."""
-    text = _csv_text_columns(df)
-    with atomic_write(path) as tmp:
-        text.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8")
+    """UTF-8 CSV, ``\\n`` newlines, fixed decimals, header even when there are no rows.
+
+    Written block by block (same bytes as one go) so memory stays flat with video length.
+    """
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        for start in range(0, max(len(df), 1), _CSV_BLOCK_ROWS):
+            block = _csv_text_columns(df.iloc[start : start + _CSV_BLOCK_ROWS])
+            block.to_csv(fh, index=False, header=start == 0, lineterminator="\n")
     return path
 
 
