@@ -213,9 +213,46 @@ def test_tiny_train_export_evaluate(tmp_path: Path, tiny_fer_csv: Path) -> None:
     assert np.asarray(public["confusion"]).sum() == 200
     assert set(public["per_class"]) == set(EMOTIONS)
 
+    _check_ensemble_export(tmp_path / "run", onnx_path, faces)
+
     png = save_curves_png(tmp_path / "run" / HISTORY_FILE, tmp_path / "curves.png")
     assert png.stat().st_size > 1000
     assert bench_faces_per_second(onnx_path, batch=32, threads=2, seconds=0.3) > 0
+
+
+def _check_ensemble_export(run: Path, single_onnx: Path, faces: np.ndarray) -> None:
+    """`videmo export RUN RUN --flip-tta`: a two-member ensemble of one run must give
+    exactly the single model's mirror-averaged output, and say so in its spec."""
+    from click.testing import CliRunner
+
+    from videmo.train.commands import export_command
+    from videmo.train.evaluate import load_session
+
+    out = run.parent / "ensemble.onnx"
+    result = CliRunner().invoke(export_command, [str(run), str(run), "-o", str(out), "--flip-tta"])
+    assert result.exit_code == 0, result.output
+    assert "parity max abs diff" in result.output
+    session, spec = load_session(out)
+    assert spec.extra["ensemble"] == 2 and spec.extra["flip_tta_in_graph"] is True
+    single, _ = load_session(single_onnx)
+    x = spec.normalize(faces[:16])
+    expected = (
+        single.run(["probs"], {"input": x})[0] + single.run(["probs"], {"input": x[:, :, ::-1]})[0]
+    ) / 2
+    np.testing.assert_allclose(session.run(["probs"], {"input": x})[0], expected, atol=1e-5)
+
+
+def test_export_rejects_a_folder_that_is_not_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videmo.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["export", str(tmp_path), "-o", str(tmp_path / "m.onnx")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videmo: error:") and "no config.json" in err and "\n" not in err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.train

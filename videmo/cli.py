@@ -151,10 +151,15 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
 
 
 def _register_model_tools() -> None:
-    """Add train, evaluate and import-keras (they import TensorFlow only when run)."""
-    from videmo.train.commands import evaluate_command, import_keras_command, train_command
+    """Add train, export, evaluate and import-keras (they import TensorFlow only when run)."""
+    from videmo.train.commands import (
+        evaluate_command,
+        export_command,
+        import_keras_command,
+        train_command,
+    )
 
-    for command in (train_command, evaluate_command, import_keras_command):
+    for command in (train_command, export_command, evaluate_command, import_keras_command):
         cli.add_command(command)
 
 
