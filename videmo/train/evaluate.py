@@ -166,28 +166,35 @@ def read_history(history_csv: str | Path) -> dict[str, list[float]]:
     return {key: [float(r[key]) for r in rows if r.get(key) not in (None, "")] for key in rows[0]}
 
 
-def save_curves_png(history_csv: str | Path, path: str | Path, title: str = "") -> Path:
-    """Loss and accuracy (train vs. validation) and the learning rate per epoch."""
+def save_curves_png(
+    history_csv: str | Path | list[str | Path], path: str | Path, title: str = ""
+) -> Path:
+    """Loss and accuracy (train vs. validation) and the learning rate per epoch.
+
+    Several histories (the members of an ensemble) are drawn on the same axes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hist = read_history(history_csv)
-    epochs = [int(e) + 1 for e in hist.get("epoch", [])]
+    files = [history_csv] if isinstance(history_csv, (str, Path)) else list(history_csv)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
-    for ax, key in zip(axes[:2], ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, hist.get(key, []), label=f"train {key}")
-        ax.plot(epochs, hist.get(f"val_{key}", []), label=f"PublicTest {key}")
+    for n, file in enumerate(files):
+        hist = read_history(file)
+        epochs = [int(e) + 1 for e in hist.get("epoch", [])]
+        member = f"run {n + 1} " if len(files) > 1 else ""
+        for ax, key in zip(axes[:2], ("loss", "accuracy"), strict=True):
+            ax.plot(epochs, hist.get(key, []), label=f"{member}train")
+            ax.plot(epochs, hist.get(f"val_{key}", []), label=f"{member}PublicTest")
+        if "lr" in hist and n == 0:
+            axes[2].plot(epochs, hist["lr"])
+    for ax, name in zip(axes, ("loss", "accuracy", "learning rate"), strict=True):
+        ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.set_title(key)
         ax.grid(alpha=0.3)
+    for ax in axes[:2]:
         ax.legend()
-    if "lr" in hist:
-        axes[2].plot(epochs, hist["lr"])
-    axes[2].set_title("learning rate")
-    axes[2].set_xlabel("epoch")
-    axes[2].grid(alpha=0.3)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
