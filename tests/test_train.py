@@ -309,9 +309,10 @@ def test_shipped_model_publictest_accuracy() -> None:
     from videmo.train.evaluate import evaluate
 
     results = evaluate(SHIPPED, FER_CSV)
-    # The shipped model measures 0.6364 (models/emotion_minixception.md). That is below the
-    # 0.66 floor of issue 4, which stays open; this guards what we ship against regressions.
-    assert results["splits"]["PublicTest"]["accuracy"] >= 0.63
+    # The shipped model measures 0.6450 (models/emotion_minixception.md). That is below the
+    # 0.66 floor of issue 4, which stays open; this guards what we ship against regressions
+    # (the previous single-net model measured 0.6364 and would fail here).
+    assert results["splits"]["PublicTest"]["accuracy"] >= 0.644
     assert "Training" in results["splits"]
 
 
