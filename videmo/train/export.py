@@ -216,20 +216,18 @@ def export_runs(
     import json
 
     from videmo.errors import SettingsError
-    from videmo.train.train import BEST_FILE, TrainConfig, default_spec
+    from videmo.train.train import BEST_FILE, CONFIG_FILE, TrainConfig, default_spec
 
+    config_files = [Path(run) / CONFIG_FILE for run in run_dirs]
     configs = []
-    for run in run_dirs:
-        config_file = Path(run) / "config.json"
+    for run, config_file in zip(run_dirs, config_files, strict=True):
         if not config_file.is_file():
-            raise SettingsError(f"{run}: not a training run (no config.json)")
+            raise SettingsError(f"{run}: not a training run (no {CONFIG_FILE})")
         configs.append(TrainConfig(**json.loads(config_file.read_text())))
     if len({c.width for c in configs}) > 1:
         raise SettingsError("runs of different widths cannot be exported together")
     first = configs[0]
-    note = "trained by videmo on FER2013 Training; configs " + ", ".join(
-        str(Path(run) / "config.json") for run in run_dirs
-    )
+    note = "trained by videmo on FER2013 Training; configs " + ", ".join(map(str, config_files))
     return export_checkpoint(
         [Path(run) / BEST_FILE for run in run_dirs],
         out_path,

@@ -41,6 +41,7 @@ BEST_FILE = "best.h5"
 LAST_FILE = "last.h5"
 HISTORY_FILE = "history.csv"
 SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -104,7 +105,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
 
     spec = default_spec(config)
     train_split, val_split = _load_splits(config)
