@@ -209,9 +209,10 @@ def export_runs(
 ) -> dict[str, Any]:
     """Export the best checkpoints of one or more ``videmo train`` runs as one ONNX model.
 
-    The runs must share an architecture (width); ``flip_tta`` and ``data`` (for the
-    parity check) default to the first run's settings. The note in the model's
-    metadata names every run's config file.
+    Runs may differ in width: the spec's ``extra["width"]`` is then the list of the
+    members' widths, in the order given. ``flip_tta`` and ``data`` (for the parity
+    check) default to the first run's settings. The note in the model's metadata
+    names every run's config file.
     """
     import json
 
@@ -224,15 +225,17 @@ def export_runs(
         if not config_file.is_file():
             raise SettingsError(f"{run}: not a training run (no {CONFIG_FILE})")
         configs.append(TrainConfig(**json.loads(config_file.read_text())))
-    if len({c.width for c in configs}) > 1:
-        raise SettingsError("runs of different widths cannot be exported together")
     first = configs[0]
+    spec = default_spec(first)
+    widths = [c.width for c in configs]
+    if len(set(widths)) > 1:
+        spec = dataclasses.replace(spec, extra={**spec.extra, "width": widths})
     note = "trained by videmo on FER2013 Training; configs " + ", ".join(map(str, config_files))
     return export_checkpoint(
         [Path(run) / BEST_FILE for run in run_dirs],
         out_path,
         data or first.data,
-        default_spec(first),
+        spec,
         note,
         flip_tta=first.flip_tta if flip_tta is None else flip_tta,
     )
