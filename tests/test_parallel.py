@@ -377,7 +377,8 @@ def test_example_job_file_resolves_and_runs(tmp_path: Path) -> None:
     data = tomllib.loads(example.read_text())
     assert set(data) <= {"inputs", "output", "settings"}
     inputs = [(example.parent / i).resolve() for i in data["inputs"]]
-    assert inputs and all(p.is_file() and p.is_relative_to(SHARED) for p in inputs), inputs
+    shared = SHARED.resolve()  # ../shared may be a symlink
+    assert inputs and all(p.is_file() and p.is_relative_to(shared) for p in inputs), inputs
     assert (example.parent / data["output"]).resolve().name == "example-job"
     Settings.from_mapping(data.get("settings", {}))
     # same job, absolute inputs, output in tmp (the tests never write into the repository)
