@@ -103,9 +103,9 @@ def export_command(
 ) -> None:
     """Export the best checkpoint of RUN_DIRS (videmo train outputs) to one ONNX model.
 
-    Several runs (e.g. the same job with different --seed, or different widths) are
-    exported as an ensemble: the graph averages their probabilities. tf2onnx converts it and the
-    ONNX outputs must match Keras to 1e-4 on 256 real faces.
+    Several runs (e.g. the same job with different --seed, or different widths)
+    are exported as an ensemble: the graph averages their probabilities. tf2onnx
+    converts it and the ONNX outputs must match Keras to 1e-4 on 256 real faces.
     """
     _require_tf()
     from videmo.train.export import export_runs
