@@ -19,12 +19,12 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from videmo.crop import face_crop
 from videmo.detect import create_detector
 from videmo.detections import FaceDetections
 from videmo.emotion import EmotionModel
 from videmo.outputs.timeline import build_timeline
 from videmo.settings import Settings
-from videmo.spec import face_crop
 from videmo.track import smooth, track
 from videmo.video import PacketIndex, read_frames
 
@@ -118,6 +118,7 @@ class Analyzer:
         self.settings = settings
         self.detector = create_detector(settings.detector_config)
         self.model = EmotionModel(settings.model, settings.device, settings.batch_size, threads)
+        self.crop = self.model.spec.crop_for(settings.detector)
 
     @property
     def provider(self) -> str:
@@ -140,7 +141,8 @@ class Analyzer:
             xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
             if len(dets):
-                batcher.add([face_crop(frame.image, box, self.model.spec) for box in dets.xywh])
+                spec = self.model.spec
+                batcher.add([face_crop(frame.image, box, self.crop, spec) for box in dets.xywh])
                 parts.append(dets)
             decoded += 1
             if progress is not None:

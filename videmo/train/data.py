@@ -30,10 +30,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 @dataclass(frozen=True)
 class Split:
-    """One split: ``images`` (N, 48, 48) uint8 and ``labels`` (N,) int64 in EMOTIONS order."""
+    """One split: ``images`` (N, 48, 48) uint8 and ``labels`` (N,) int64 in EMOTIONS order.
+
+    ``rows`` are the 0-based data-row numbers in the source CSV (None for image
+    folders): the key that joins FER+ votes to their images.
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -72,7 +77,8 @@ def _subset(split: Split, limit: int, seed: int) -> Split:
     if len(split) <= limit:
         return split
     idx = np.sort(np.random.default_rng(seed).choice(len(split), size=limit, replace=False))
-    return Split(split.images[idx], split.labels[idx])
+    rows = split.rows[idx] if split.rows is not None else None
+    return Split(split.images[idx], split.labels[idx], rows)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -96,8 +102,9 @@ def _load_csv(path: Path) -> dict[str, Split]:
     unknown = sorted(set(usage) - set(SPLITS))
     if unknown:
         raise DataError(f"{path.name}: unknown Usage value(s) {unknown[:3]} (expected {SPLITS})")
+    rows = np.arange(len(frame), dtype=np.int64)
     return {
-        name: Split(images[mask], labels[mask])
+        name: Split(images[mask], labels[mask], rows[mask])
         for name in SPLITS
         if (mask := (usage == name).to_numpy()).any()
     }
@@ -186,3 +193,75 @@ def _read_gray48(file: Path) -> np.ndarray:
         interp = cv2.INTER_AREA if min(image.shape) >= SIDE else cv2.INTER_LINEAR
         image = cv2.resize(image, (SIDE, SIDE), interpolation=interp)
     return image
+
+
+# ------------------------------------------------------------------------- FER+
+
+
+#: FER+ vote columns in FER2013 class order (``contempt`` has no FER2013 class).
+FERPLUS_COLUMNS: tuple[str, ...] = (
+    "anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral",
+)  # fmt: skip
+#: Where ``ferplus_votes.csv.gz`` sits next to ``fer2013.csv.gz`` in ``../shared``.
+FERPLUS_DEFAULT = Path("../ferplus/ferplus_votes.csv.gz")
+
+
+@dataclass(frozen=True)
+class FerPlusVotes:
+    """FER+ crowd votes for FER2013 rows, indexed by data-row number.
+
+    ``votes`` (rows, 7) holds the counts for the 7 FER2013 classes (contempt,
+    unknown and not-a-face dropped); rows without FER+ votes are all zero.
+    ``majority`` is FER+'s own majority label (-1 where FER+ drops the image).
+    """
+
+    votes: np.ndarray
+    majority: np.ndarray
+
+    def distribution(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vote shares (N, 7) for ``rows`` and a mask of the rows that have any vote."""
+        counts = self.votes[rows].astype(np.float32)
+        total = counts.sum(axis=1, keepdims=True)
+        has = total[:, 0] > 0
+        return np.divide(counts, np.maximum(total, 1.0)), has
+
+
+def ferplus_path_for(fer2013_csv: str | Path) -> Path:
+    """The FER+ votes file beside a FER2013 CSV in the ``shared/data`` layout."""
+    return (Path(fer2013_csv).parent / FERPLUS_DEFAULT).resolve()
+
+
+def load_ferplus(path: str | Path, n_rows: int | None = None) -> FerPlusVotes:
+    """Read ``ferplus_votes.csv.gz`` into per-row vote counts and FER+ majority labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"FER+ votes not found: {path}")
+    try:
+        frame = pd.read_csv(path, compression="infer")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read FER+ votes {path}: {exc}") from None
+    needed = ("row", *FERPLUS_COLUMNS, "contempt", "unknown", "NF")
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path.name}: missing column(s) {', '.join(missing)}")
+    size = int(frame["row"].max()) + 1 if n_rows is None else n_rows
+    rows = frame["row"].to_numpy(np.int64)
+    votes = np.zeros((size, len(FERPLUS_COLUMNS)), np.int16)
+    votes[rows] = frame[list(FERPLUS_COLUMNS)].to_numpy(np.int16)
+    majority = np.full(size, -1, np.int64)
+    majority[rows] = _ferplus_majority(frame[[*FERPLUS_COLUMNS, "contempt", "unknown", "NF"]])
+    return FerPlusVotes(votes, majority)
+
+
+def _ferplus_majority(counts: pd.DataFrame) -> np.ndarray:
+    """FER+'s majority rule: drop single votes, then a class needs over half of the rest.
+
+    Returns the FER2013 class index, or -1 where FER+ drops the image (no
+    majority, or the majority is contempt, unknown or not-a-face).
+    """
+    c = counts.to_numpy(np.float64)
+    c[c == 1] = 0
+    total = c.sum(axis=1)
+    top = c.argmax(axis=1)
+    has_majority = c[np.arange(len(c)), top] > total / 2
+    return np.where(has_majority & (top < len(FERPLUS_COLUMNS)), top, -1)

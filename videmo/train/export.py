@@ -239,3 +239,24 @@ def export_runs(
         note,
         flip_tta=first.flip_tta if flip_tta is None else flip_tta,
     )
+
+
+def restamp_spec(source: str | Path, target: str | Path, spec: ModelSpec) -> Path:
+    """Copy an ONNX model with a new ``videmo.spec`` (e.g. another crop geometry), atomically.
+
+    The weights are untouched; only the metadata changes. Used to store the
+    calibrated crop geometry in an existing model and to compare crops.
+    """
+    import onnx
+
+    proto = onnx.load(str(source))
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    for p in kept:
+        proto.metadata_props.add(key=p.key, value=p.value)
+    proto.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, target)
+    return target

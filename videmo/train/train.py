@@ -12,6 +12,14 @@ Design choices, and why:
   schedule; ``schedule="plateau"`` is kept for comparison.
 * The best model (by validation accuracy) is checkpointed every epoch, so a
   killed run can still be exported; the history is appended to a CSV log.
+* A run whose folder already holds ``last.h5`` and ``history.csv`` resumes
+  from the last finished epoch (same config required): hours-long CPU runs
+  survive a stopped session.
+* ``ferplus_weight`` mixes FER+'s crowd-vote distribution into the target
+  (soft labels): FER2013's single labels are noisy, and the votes say how
+  ambiguous a face is.
+* ``video_augment`` degrades faces the way video crops differ from FER2013:
+  lost resolution (small faces upscaled), contrast, brightness and noise.
 """
 
 from __future__ import annotations
@@ -29,8 +37,14 @@ from typing import Any
 import numpy as np
 
 from videmo.errors import SettingsError
-from videmo.spec import ModelSpec
-from videmo.train.data import Split, load_fer2013, require_split
+from videmo.spec import EMOTIONS, ModelSpec
+from videmo.train.data import (
+    Split,
+    ferplus_path_for,
+    load_fer2013,
+    load_ferplus,
+    require_split,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,6 +80,9 @@ class TrainConfig:
     threads: int = 2
     deterministic: bool = True
     flip_tta: bool = False  # export: average the face and its mirror image in the graph
+    ferplus_weight: float = 0.0  # share of the target taken from FER+ votes (0: FER2013 only)
+    ferplus: str = ""  # FER+ votes CSV (default: ../ferplus/ferplus_votes.csv.gz beside data)
+    video_augment: bool = False  # resolution loss, contrast, brightness and noise
     verbose: int = 2
 
     def __post_init__(self) -> None:
@@ -76,6 +93,8 @@ class TrainConfig:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.width <= 0:
             raise SettingsError("lr and width must be > 0")
+        if not 0.0 <= self.ferplus_weight <= 1.0:
+            raise SettingsError(f"ferplus_weight must be in [0, 1], got {self.ferplus_weight}")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -105,36 +124,89 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    done_epochs = _resumable_epochs(out, config)
     (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
 
     spec = default_spec(config)
     train_split, val_split = _load_splits(config)
-    train_ds = _dataset(tf, keras, spec, train_split, config, augment=True)
-    val_ds = _dataset(tf, keras, spec, val_split, config, augment=False)
+    train_targets = training_targets(train_split, config)
+    train_ds = _dataset(tf, keras, spec, train_split, train_targets, config, augment=True)
+    val_ds = _dataset(tf, keras, spec, val_split, _one_hot(val_split.labels), config, False)
 
-    model = build_mini_xception(
-        spec,
-        width=config.width,
-        l2=config.l2,
-        dropout=config.dropout,
-        separable_l2=config.separable_l2,
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    if done_epochs:
+        model = keras.models.load_model(str(out / LAST_FILE))
+        print(f"resuming {out} after epoch {done_epochs}", file=sys.stderr)
+    else:
+        model = build_mini_xception(
+            spec,
+            width=config.width,
+            l2=config.l2,
+            dropout=config.dropout,
+            separable_l2=config.separable_l2,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.lr),
+            loss="categorical_crossentropy",
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
     started = time.time()
-    history = model.fit(
+    model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        callbacks=_callbacks(keras, config, out),
+        initial_epoch=done_epochs,
+        callbacks=_callbacks(keras, config, out, _history(out) if done_epochs else None),
         verbose=config.verbose,
     )
     return _write_summary(
-        out, config, model, history.history, time.time() - started, len(train_split), len(val_split)
+        out, config, model, _history(out), time.time() - started, len(train_split), len(val_split)
     )
+
+
+def _history(out: Path) -> dict[str, list]:
+    """The per-epoch log of a run (all epochs, across resumes)."""
+    import pandas as pd
+
+    path = out / HISTORY_FILE
+    if not path.is_file() or path.stat().st_size == 0:
+        return {}
+    return {k: v.tolist() for k, v in pd.read_csv(path).items()}
+
+
+def _resumable_epochs(out: Path, config: TrainConfig) -> int:
+    """Epochs already finished in ``out`` by a run with the same config (0: start fresh)."""
+    if not (out / LAST_FILE).is_file() or not (out / CONFIG_FILE).is_file():
+        return 0
+    stored = json.loads((out / CONFIG_FILE).read_text())
+    mine = asdict(config)
+    changed = [k for k in mine if k not in ("verbose", "threads") and stored.get(k) != mine[k]]
+    if changed:
+        raise SettingsError(
+            f"{out} holds a run with other settings ({', '.join(changed)}): "
+            "choose another --out or delete it"
+        )
+    return len(_history(out).get("epoch", []))
+
+
+def _one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+
+
+def training_targets(split: Split, config: TrainConfig) -> np.ndarray:
+    """Per-row target distributions: FER2013 one-hot mixed with FER+ vote shares.
+
+    Rows without FER+ votes keep their FER2013 label alone.
+    """
+    targets = _one_hot(split.labels)
+    if config.ferplus_weight == 0:
+        return targets
+    if split.rows is None:
+        raise SettingsError("ferplus_weight needs the FER2013 CSV (its rows key the FER+ votes)")
+    votes = load_ferplus(config.ferplus or ferplus_path_for(config.data))
+    shares, has = votes.distribution(split.rows)
+    w = config.ferplus_weight
+    targets[has] = (1 - w) * targets[has] + w * shares[has]
+    return targets
 
 
 def default_spec(config: TrainConfig) -> ModelSpec:
@@ -182,14 +254,20 @@ def _load_splits(config: TrainConfig) -> tuple[Split, Split]:
 
 
 def _dataset(
-    tf: Any, keras: Any, spec: ModelSpec, split: Split, config: TrainConfig, augment: bool
+    tf: Any,
+    keras: Any,
+    spec: ModelSpec,
+    split: Split,
+    targets: np.ndarray,
+    config: TrainConfig,
+    augment: bool,
 ) -> Any:
     x = spec.normalize(
         np.stack([spec.resize(im) for im in split.images])
         if split.images.shape[1] != spec.input_size
         else split.images
     )
-    ds = tf.data.Dataset.from_tensor_slices((x, split.labels.astype(np.int32)))
+    ds = tf.data.Dataset.from_tensor_slices((x, targets.astype(np.float32)))
     if augment:
         ds = ds.shuffle(len(split), seed=config.seed, reshuffle_each_iteration=True)
     # Training drops the last partial batch: besides keeping batch statistics
@@ -198,7 +276,27 @@ def _dataset(
     if augment:
         aug = _augmenter(keras, config.seed)
         ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=1)
+        if config.video_augment:
+            ds = ds.map(lambda a, b: (_video_degrade(tf, a), b), num_parallel_calls=1)
     return ds.prefetch(2)
+
+
+def _video_degrade(tf: Any, x: Any) -> Any:
+    """Batch ops that make FER2013 faces look like face crops cut from video.
+
+    Half the faces lose resolution (shrunk to 14-40 px and scaled back, as a
+    small face in a frame is), and every face gets its own contrast,
+    brightness and sensor noise. ``x`` is normalised to [-1, 1].
+    """
+    n = tf.shape(x)[0]
+    size = tf.shape(x)[1]
+    side = tf.random.uniform([], 14, 41, dtype=tf.int32)
+    low = tf.image.resize(tf.image.resize(x, [side, side], method="area"), [size, size])
+    x = tf.where(tf.random.uniform([n, 1, 1, 1]) < 0.5, low, x)
+    contrast = tf.random.uniform([n, 1, 1, 1], 0.6, 1.4)
+    brightness = tf.random.uniform([n, 1, 1, 1], -0.25, 0.25)
+    noise = tf.random.uniform([n, 1, 1, 1], 0.0, 0.06) * tf.random.normal(tf.shape(x))
+    return tf.clip_by_value(x * contrast + brightness + noise, -1.0, 1.0)
 
 
 def _augmenter(keras: Any, seed: int) -> Any:
@@ -225,7 +323,15 @@ def cosine_lr(epoch: int, config: TrainConfig) -> float:
     return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * t))
 
 
-def _callbacks(keras: Any, config: TrainConfig, out: Path) -> list[Any]:
+def _callbacks(
+    keras: Any, config: TrainConfig, out: Path, previous: dict[str, list] | None = None
+) -> list[Any]:
+    """Schedule, checkpoints (best and last), early stop and the CSV log.
+
+    ``previous`` is the history of a resumed run: the best checkpoint must then
+    beat its best epoch, and the log is appended to.
+    """
+    best_so_far = max(previous.get("val_accuracy", [None]) or [None]) if previous else None
     cbs: list[Any] = [_EpochTimer(keras)]
     if config.schedule == "cosine":
         cbs.append(keras.callbacks.LearningRateScheduler(lambda e, _lr: cosine_lr(e, config)))
@@ -240,11 +346,16 @@ def _callbacks(keras: Any, config: TrainConfig, out: Path) -> list[Any]:
         )
     cbs += [
         keras.callbacks.ModelCheckpoint(
-            str(out / BEST_FILE), monitor="val_accuracy", mode="max", save_best_only=True
+            str(out / BEST_FILE),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.ModelCheckpoint(str(out / LAST_FILE)),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience),
-        keras.callbacks.CSVLogger(str(out / HISTORY_FILE)),
+        # The log row is written before last.h5, so a resume never skips an epoch's log.
+        keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=previous is not None),
+        keras.callbacks.ModelCheckpoint(str(out / LAST_FILE)),
     ]
     return cbs
 
@@ -281,7 +392,7 @@ def _write_summary(
         "best_val_accuracy": float(val_acc[best]) if val_acc else None,
         "epochs_run": len(val_acc),
         "train_seconds": round(seconds, 1),
-        "seconds_per_epoch": round(seconds / max(1, len(val_acc)), 1),
+        "seconds_per_epoch": round(float(np.mean(history.get("epoch_seconds", [0.0]))), 1),
         "params": int(model.count_params()),
         "n_train": n_train,
         "n_val": n_val,
