@@ -250,8 +250,6 @@ def test_smoothing_on_hamilton(hamilton) -> None:
     np.testing.assert_allclose(smoothed.sum(axis=1), 1.0, atol=1e-4)
     for face in np.unique(dets.face_id[dets.face_id > 0]):
         rows = np.flatnonzero(dets.face_id == face)
-        # a face starts with its raw probabilities
-        np.testing.assert_allclose(smoothed[rows[0]], dets.probs[rows[0]], atol=1e-6)
         if len(rows) > 5:  # smoothing reduces frame-to-frame jitter
             jitter_raw = np.abs(np.diff(dets.probs[rows], axis=0)).sum()
             jitter_smooth = np.abs(np.diff(smoothed[rows], axis=0)).sum()

@@ -224,3 +224,58 @@ def bench(
     Console(width=160).print(table)
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+@cli.command("evaluate-clips")
+@click.argument(
+    "folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write the per-clip table as CSV")  # fmt: skip
+@click.option("--confusion-png", type=click.Path(dir_okay=False, path_type=Path),
+              help="save the confusion matrix of all clips as PNG")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="no per-clip progress on stderr")
+@functools.partial(
+    settings_options,
+    skip=("workers", "video", "plots", "overwrite", "chunk_s", "address", "smooth_s"),
+)
+def evaluate_clips_command(
+    folders: tuple[Path, ...],
+    csv_path: Path | None,
+    confusion_png: Path | None,
+    quiet: bool,
+    **options,
+) -> None:
+    """Accuracy on labeled clips, through the same path as `videmo run`.
+
+    \b
+    Each FOLDER holds clips and a labels.csv with columns file and fer2013_class.
+    A clip's prediction is the class with the highest mean raw probability of its
+    main face (the face in most frames); a clip with no face counts as wrong.
+    Prints the per-clip table and the accuracy per folder (stdout).
+      videmo evaluate-clips ../shared/data/videos/labeled/*/
+    """
+    from videmo.evaluation.clips import accuracy_table, confusion, evaluate_clips
+
+    settings = settings_from({**options, "workers": 0})
+
+    def progress(clip) -> None:
+        if not quiet:
+            click.echo(f"{clip.folder}/{clip.path.name}", err=True)
+
+    per_clip = evaluate_clips(list(folders), settings, progress)
+    shown = ["folder", "file", "label", "predicted", "correct", "face_rows"]
+    click.echo(per_clip[shown].to_string(index=False))
+    click.echo("")
+    click.echo(accuracy_table(per_clip).to_string())
+    if csv_path:
+        from videmo.outputs.atomic import write_text_atomic
+
+        write_text_atomic(csv_path, per_clip.to_csv(index=False))
+    if confusion_png:
+        from videmo.spec import EMOTIONS
+        from videmo.train.evaluate import save_confusion_png
+
+        right, total = int(per_clip["correct"].sum()), len(per_clip)
+        title = f"labeled clips: {right}/{total} right"
+        save_confusion_png(confusion(per_clip), list(EMOTIONS), confusion_png, title)

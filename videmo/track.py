@@ -114,11 +114,15 @@ def track(dets: FaceDetections, config: TrackerConfig = TrackerConfig()) -> Face
 
 
 def smooth(dets: FaceDetections, time_constant_s: float) -> np.ndarray:
-    """Exponentially smoothed probabilities per face, with a time constant in seconds.
+    """Zero-phase exponential smoothing of the probabilities per face, in seconds.
 
-    The weight of each new frame is ``1 - exp(-dt / tau)``, so smoothing is the
-    same at any frame rate or ``--every`` step, and a face seen again after a
-    long gap starts almost fresh. Rows without a face keep their raw values.
+    videmo reads whole files, so it can smooth without lag: an exponential
+    filter runs forward in time and then backward over its own output (as
+    ``scipy.signal.filtfilt`` does), and the smoothed label changes when the
+    face changes, not ``time_constant_s`` later. Each step's weight is
+    ``1 - exp(-dt / tau)``, so smoothing is the same at any frame rate or
+    ``--every`` step, and a face seen again after a long gap starts almost
+    fresh. Rows without a face keep their raw values.
     """
     out = dets.probs.astype(np.float64).copy()
     if time_constant_s <= 0:
@@ -126,7 +130,15 @@ def smooth(dets: FaceDetections, time_constant_s: float) -> np.ndarray:
     for face in np.unique(dets.face_id[dets.face_id > 0]):
         rows = np.flatnonzero(dets.face_id == face)
         times = dets.time_s[rows]
-        for prev, cur, dt in zip(rows[:-1], rows[1:], np.diff(times), strict=True):
-            alpha = 1.0 - np.exp(-dt / time_constant_s)
-            out[cur] = out[prev] + alpha * (dets.probs[cur] - out[prev])
+        forward = _exponential(out[rows], times, time_constant_s)
+        out[rows] = _exponential(forward[::-1], times[::-1], time_constant_s)[::-1]
     return out.astype(np.float32)
+
+
+def _exponential(values: np.ndarray, times: np.ndarray, time_constant_s: float) -> np.ndarray:
+    """Causal exponential filter over rows of ``values`` at ``times`` (either direction)."""
+    out = values.copy()
+    alphas = 1.0 - np.exp(-np.abs(np.diff(times)) / time_constant_s)
+    for i, alpha in enumerate(alphas, start=1):
+        out[i] = out[i - 1] + alpha * (values[i] - out[i - 1])
+    return out

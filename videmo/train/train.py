@@ -173,13 +173,18 @@ def _history(out: Path) -> dict[str, list]:
     return {k: v.tolist() for k, v in pd.read_csv(path).items()}
 
 
+#: Settings a resumed run may change: output and speed, and the epoch budget (extending a
+#: run stretches the cosine schedule from the epoch it stands at).
+_RESUME_MAY_CHANGE = ("verbose", "threads", "epochs", "patience")
+
+
 def _resumable_epochs(out: Path, config: TrainConfig) -> int:
     """Epochs already finished in ``out`` by a run with the same config (0: start fresh)."""
     if not (out / LAST_FILE).is_file() or not (out / CONFIG_FILE).is_file():
         return 0
     stored = json.loads((out / CONFIG_FILE).read_text())
     mine = asdict(config)
-    changed = [k for k in mine if k not in ("verbose", "threads") and stored.get(k) != mine[k]]
+    changed = [k for k in mine if k not in _RESUME_MAY_CHANGE and stored.get(k) != mine[k]]
     if changed:
         raise SettingsError(
             f"{out} holds a run with other settings ({', '.join(changed)}): "
