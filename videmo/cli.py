@@ -90,7 +90,7 @@ def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None
     from videmo.runner import collect_inputs
 
     settings = settings_from(options)
-    _run_and_report(collect_inputs(list(inputs)), out_root, settings, quiet)
+    _run_and_report(collect_inputs(list(inputs), out_root), out_root, settings, quiet)
 
 
 JOB_KEYS = {"inputs", "output", "settings"}
@@ -128,8 +128,8 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     Settings.from_mapping(data.get("settings", {}), f"{job_file} [settings]")
     settings = settings_from(options, data.get("settings", {}))
     here = job_file.resolve().parent
-    paths = collect_inputs([str(here / i) for i in inputs])
     out_root = here / data.get("output", str(DEFAULT_OUT))
+    paths = collect_inputs([str(here / i) for i in inputs], out_root)
     _run_and_report(paths, out_root, settings, quiet)
 
 
@@ -143,6 +143,9 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     failed = [r for r in runs if r.status == "failed"]
     if not quiet:
         print_summary(runs, batch_csv)
+    for run in runs:  # results on stdout (scripts read it), everything else on stderr
+        if run.status in ("done", "skipped"):
+            click.echo(run.out_dir)
     if len(runs) == 1 and failed:
         raise VidemoError(failed[0].error)
     if failed:

@@ -27,13 +27,19 @@ def models_dir() -> Path:
 
 
 def model_path(name_or_path: str | Path) -> Path:
-    """Resolve a shipped model's file name, or check a user-given path exists."""
+    """Resolve a shipped model's bare file name, or check a user-given path exists.
+
+    Only a bare name (no folder) may mean a shipped model: a mistyped path must
+    fail, never fall back silently to the shipped file of the same name.
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path
     shipped = models_dir() / path.name
-    if shipped.is_file():
+    if str(path) == path.name and shipped.is_file():
         return shipped
+    if path.exists():
+        raise ModelError(f"model path is not a file: {name_or_path}")
     raise ModelError(f"model file not found: {name_or_path}")
 
 

@@ -77,6 +77,12 @@ def merge(results: Iterable[ChunkResult]) -> tuple[FaceDetections, int]:
     return dets, sum(r.frames_decoded for r in ordered)
 
 
+def analysed_times(results: Iterable[ChunkResult]) -> np.ndarray:
+    """Times of every analysed frame of a video, in frame order (chunks in any order)."""
+    ordered = sorted(results, key=lambda r: r.start)
+    return np.concatenate([np.zeros(0, np.float64), *[r.analysed_times for r in ordered]])
+
+
 class SerialExecutor:
     """Runs chunks one after another in this process (``--workers 0``; short inputs)."""
 

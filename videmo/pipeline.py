@@ -12,7 +12,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +40,10 @@ class ChunkResult:
     stop: int
     detections: FaceDetections
     frames_decoded: int
+    #: Index and time of every frame analysed, faces or not: the tracker needs the empty
+    #: ones too (a tentative face dies on a frame without it).
+    analysed_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    analysed_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
 
 class _CropBatcher:
@@ -136,6 +140,7 @@ class Analyzer:
         batcher = _CropBatcher(self.model)
         parts: list[FaceDetections] = []
         decoded = 0
+        analysed: list[tuple[int, float]] = []
         for frame in prefetch(read_frames(path, start, stop, self.settings.every, index)):
             small, scale = frame.resized(self.settings.det_size)
             xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
@@ -145,19 +150,28 @@ class Analyzer:
                 batcher.add([face_crop(frame.image, box, self.crop, spec) for box in dets.xywh])
                 parts.append(dets)
             decoded += 1
+            analysed.append((frame.index, frame.time_s))
             if progress is not None:
                 progress(1)
         found = FaceDetections.concat(parts)
         found.probs = batcher.result()
-        return ChunkResult(start, stop if stop is not None else -1, found, decoded)
+        frames = np.array([i for i, _ in analysed], np.int64)
+        times = np.array([t for _, t in analysed], np.float64)
+        return ChunkResult(start, stop if stop is not None else -1, found, decoded, frames, times)
 
 
-def reduce_detections(dets: FaceDetections, settings: Settings) -> pd.DataFrame:
+def reduce_detections(
+    dets: FaceDetections,
+    settings: Settings,
+    analysed_times: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Track faces and smooth their emotions over the whole video: the timeline.
 
-    Detections that never became a confirmed face (``face_id == -1``) are dropped.
+    ``analysed_times`` (one per analysed frame, in order) lets the tracker see
+    frames without faces as well. Detections that never became a confirmed
+    face (``face_id == -1``) are dropped.
     """
-    tracked = track(dets.sorted(), settings.tracker_config)
+    tracked = track(dets.sorted(), settings.tracker_config, analysed_times)
     smoothed = smooth(tracked, settings.smooth_s)
     keep = tracked.face_id > 0
     return build_timeline(tracked[keep], smoothed[keep])

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from videmo.runner import Reporter, VideoRun
 
@@ -63,7 +64,8 @@ class RichReporter(Reporter):
     def video_done(self, run: VideoRun) -> None:
         self.videos_done += 1
         if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run
-            console.print(f"[red]failed:[/red] {run.error}", highlight=False, soft_wrap=True)
+            # file names and errors are text, never Rich markup (`clip [final].mp4`)
+            console.print(Text.assemble(("failed: ", "red"), run.error), soft_wrap=True)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
 
@@ -79,8 +81,8 @@ def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
         run = runs[0]
         if run.status != "failed":
             console.print(
-                f"{run.status}: {run.out_dir}  ({run.frames} frames, {run.faces} faces, "
-                f"{run.seconds:.1f} s)", highlight=False, soft_wrap=True,
+                Text(f"{run.status}: {run.out_dir}  ({run.frames} frames, {run.faces} faces, "
+                     f"{run.seconds:.1f} s)"), highlight=False, soft_wrap=True,
             )  # fmt: skip
         return
     table = Table(show_edge=False, pad_edge=False)
@@ -91,9 +93,9 @@ def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
     for run in runs:
         style = {"failed": "red", "skipped": "dim"}.get(run.status, "")
         table.add_row(
-            run.path.name, f"[{style}]{run.status}[/{style}]" if style else run.status,
-            str(run.frames), str(run.faces), f"{run.seconds:.1f}", str(run.out_dir),
+            Text(run.path.name), Text(run.status, style=style),
+            str(run.frames), str(run.faces), f"{run.seconds:.1f}", Text(str(run.out_dir or "")),
         )  # fmt: skip
     console.print(table)
     if batch_csv is not None:
-        console.print(f"batch summary: {batch_csv}", highlight=False)
+        console.print(Text(f"batch summary: {batch_csv}"), highlight=False)

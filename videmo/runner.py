@@ -25,8 +25,16 @@ import pandas as pd
 import videmo
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
+from videmo.naming import claim_output_dir
 from videmo.outputs.atomic import ensure_dir
-from videmo.parallel import ChunkTask, RayExecutor, SerialExecutor, merge, plan_chunks
+from videmo.parallel import (
+    ChunkTask,
+    RayExecutor,
+    SerialExecutor,
+    analysed_times,
+    merge,
+    plan_chunks,
+)
 from videmo.pipeline import ChunkResult, reduce_detections
 from videmo.settings import Settings
 from videmo.video import PacketIndex, VideoInfo, index_packets, probe
@@ -43,7 +51,7 @@ class VideoRun:
 
     position: int
     path: Path
-    out_dir: Path
+    out_dir: Path | None  # None until claimed (see videmo.naming)
     status: str = "pending"  # pending, running, done, skipped, failed
     error: str = ""
     info: VideoInfo | None = None
@@ -115,34 +123,39 @@ VIDEO_SUFFIXES = frozenset(
 )
 
 
-def collect_inputs(specs: list[str]) -> list[Path]:
-    """Expand files, folders (searched recursively for videos) and glob patterns, in order."""
+def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
+    """Expand files, folders (searched recursively for videos) and glob patterns, in order.
+
+    Paths keep the form the user gave (a symlink is named after the link, not
+    its target); duplicates are dropped by their resolved file. Files under
+    ``exclude`` (the output root) are skipped when folders and globs are
+    expanded, so a rerun never analyses its own outputs.
+    """
+    skip = exclude.resolve() if exclude is not None else None
     found: list[Path] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
             found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not _under(p, skip)
             )
         elif any(ch in spec for ch in "*?[") and not path.exists():
-            found += sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            matches = (Path(p) for p in glob.glob(spec, recursive=True))
+            found += sorted(p for p in matches if p.is_file() and not _under(p, skip))
         else:
             found.append(path)
-    unique = list(dict.fromkeys(p.resolve() if p.exists() else p for p in found))
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve() if p.exists() else p, p)
     if not unique:
         raise VidemoError(f"no video files found in {' '.join(specs)}")
-    return unique
+    return list(unique.values())
 
 
-def output_dirs(paths: list[Path], out_root: Path) -> list[Path]:
-    """One folder per video named after the file; repeated names get -2, -3..."""
-    seen: dict[str, int] = {}
-    dirs = []
-    for path in paths:
-        stem = path.stem or "video"
-        seen[stem] = seen.get(stem, 0) + 1
-        dirs.append(out_root / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
-    return dirs
+def _under(path: Path, root: Path | None) -> bool:
+    return root is not None and path.resolve().is_relative_to(root)
 
 
 class Reporter:
@@ -201,6 +214,12 @@ def choose_executor(settings: Settings, runs: list[VideoRun]) -> SerialExecutor 
     return RayExecutor(settings, workers, address, max_useful=chunks)
 
 
+def check_output_root(out_root: Path) -> None:
+    """Refuse an output root that is a file before any work is done."""
+    if out_root.exists() and not out_root.is_dir():
+        raise OutputError(f"output root {out_root} exists and is not a folder")
+
+
 def run_videos(
     paths: list[Path],
     out_root: Path,
@@ -219,21 +238,22 @@ def run_videos(
     reporter = reporter or Reporter()
     finish = finish or write_video_outputs
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
-    runs = [
-        VideoRun(i, p, d)
-        for i, (p, d) in enumerate(
-            zip(paths, out_dirs or output_dirs(paths, out_root), strict=True)
-        )
-    ]
+    check_output_root(out_root)
+    given = out_dirs or [None] * len(paths)
+    runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, given, strict=True))]
     fingerprints = {}
     for run in runs:
         try:
             if not run.path.is_file():
                 probe(run.path)  # raises the one-line "no such file" / "not a file" error
+            if run.out_dir is None:
+                run.out_dir = claim_output_dir(out_root, run.path)
             fingerprints[run.position] = run_fingerprint(run.path, settings, model_sha)
             _prepare(run, settings, fingerprints[run.position])
         except VidemoError as exc:
             _fail(run, exc)
+        except OSError as exc:  # unreadable input, unusable folder: this video only
+            _fail(run, OutputError(f"{run.path}: {exc.strerror or exc}"))
         if run.status in ("skipped", "failed"):
             reporter.video_done(run)
     todo = [r for r in runs if r.status == "pending"]
@@ -252,7 +272,7 @@ def run_videos(
     def complete(run: VideoRun) -> None:
         try:
             dets, run.frames = merge(run.results)
-            run.timeline = reduce_detections(dets, settings)
+            run.timeline = reduce_detections(dets, settings, analysed_times(run.results))
             run.faces = int(run.timeline["face_id"].nunique())
             finish(run, settings, {**context, "fingerprint": fingerprints[run.position]})
             run.status = "done"
@@ -294,7 +314,7 @@ def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
     rows = pd.DataFrame(
         {
             "video": [str(r.path) for r in runs],
-            "output": [str(r.out_dir) for r in runs],
+            "output": [str(r.out_dir) if r.out_dir is not None else "" for r in runs],
             "status": [r.status for r in runs],
             "frames": [r.frames for r in runs],
             "faces": [r.faces for r in runs],

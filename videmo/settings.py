@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -72,6 +73,10 @@ class Settings:
 
     def validate(self) -> None:
         """Raise a one-line ``SettingsError`` naming the first bad option."""
+        for f in fields(self):  # inf and nan pass every range check below: refuse them first
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"invalid {f.name} = {value!r}: must be a finite number")
         checks = [
             ("detector", self.detector in DETECTORS, f"one of {', '.join(DETECTORS)}"),
             ("device", self.device in DEVICES, f"one of {', '.join(DEVICES)}"),

@@ -97,17 +97,30 @@ class _Tracker:
         return face_id
 
 
-def track(dets: FaceDetections, config: TrackerConfig = TrackerConfig()) -> FaceDetections:
+def track(
+    dets: FaceDetections,
+    config: TrackerConfig = TrackerConfig(),
+    analysed_times: np.ndarray | None = None,
+) -> FaceDetections:
     """Assign ``face_id`` (1-based, in order of first appearance) to every row.
 
+    The tracker is updated once per analysed frame, in time order, as norfair's
+    and supervision's are: ``analysed_times`` lists every analysed frame's time,
+    so a frame without detections counts as a miss (a tentative face dies, a
+    confirmed face's gap grows). Without it only frames with detections are seen.
     Rows that never joined a confirmed track keep ``face_id == -1``.
     Expects rows in canonical order (``FaceDetections.sorted``).
     """
     tracker = _Tracker(config)
-    if len(dets):
-        starts = np.flatnonzero(np.diff(dets.frame)) + 1
-        for rows in np.split(np.arange(len(dets)), starts):
-            tracker.update(rows, dets.xywh[rows], float(dets.time_s[rows[0]]))
+    times = np.unique(dets.time_s) if analysed_times is None else np.asarray(analysed_times)
+    order = np.searchsorted(times, dets.time_s) if len(dets) else np.zeros(0, int)
+    if len(dets) and not np.array_equal(times[np.minimum(order, len(times) - 1)], dets.time_s):
+        raise ValueError("detections at times that are not analysed frames")
+    bounds = np.searchsorted(order, np.arange(len(times) + 1))
+    no_boxes = np.zeros((0, 4), np.float32)
+    for k, now in enumerate(times):
+        rows = np.arange(bounds[k], bounds[k + 1])
+        tracker.update(rows, dets.xywh[rows] if len(rows) else no_boxes, float(now))
     out = dets[:]
     out.face_id = tracker.face_ids(len(dets))
     return out

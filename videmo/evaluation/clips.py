@@ -80,7 +80,7 @@ def evaluate_clips(
             progress(clip)
         try:
             chunk = analyzer.run_chunk(clip.path, 0, None)
-            timeline = reduce_detections(chunk.detections, settings)
+            timeline = reduce_detections(chunk.detections, settings, chunk.analysed_times)
             error = ""
         except VidemoError as exc:
             timeline, error = pd.DataFrame(columns=["face_id", *PROB_COLUMNS]), str(exc)
@@ -95,7 +95,10 @@ def evaluate_clips(
                 "correct": predicted == clip.label,
                 "main_face": face,
                 "face_rows": n_rows,
-                **{f"mean_{name}": round(float(p), 4) for name, p in zip(EMOTIONS, probs)},
+                **{
+                    f"mean_{name}": round(float(p), 4)
+                    for name, p in zip(EMOTIONS, probs, strict=True)
+                },
                 "error": error,
             }
         )

@@ -189,6 +189,9 @@ def _print_results(results: dict) -> None:
             table.add_row(cls, str(split["support"][cls]), "-" if acc is None else f"{acc:.4f}")
         table.add_section()
         table.add_row("overall", str(split["n"]), f"{split['accuracy']:.4f}")
+        if split.get("ferplus_accuracy") is not None:
+            ferplus = f"{split['ferplus_accuracy']:.4f}"
+            table.add_row("FER+ majority", str(split["ferplus_n"]), ferplus)
         console.print(table)
 
 

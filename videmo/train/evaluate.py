@@ -90,10 +90,30 @@ def evaluate(
         "classes": list(spec.classes),
         "splits": {},
     }
+    votes = _ferplus_beside(data_path)
     for name, split in splits.items():
         probs = predict_probs(session, spec, split.images, flip_tta=flip_tta)
-        results["splits"][name] = split_metrics(split.labels, probs.argmax(axis=1), spec.classes)
+        metrics = split_metrics(split.labels, probs.argmax(axis=1), spec.classes)
+        if votes is not None and split.rows is not None:
+            majority = votes.majority[split.rows]
+            has = majority >= 0
+            right = probs.argmax(axis=1)[has] == majority[has]
+            metrics["ferplus_n"] = int(has.sum())
+            metrics["ferplus_accuracy"] = float(right.mean()) if has.any() else None
+        results["splits"][name] = metrics
     return results
+
+
+def _ferplus_beside(data_path: str | Path) -> Any:
+    """FER+ votes when they sit beside the FER2013 CSV (``../ferplus/``), else None.
+
+    Accuracy against the FER+ majority vote is then reported next to the
+    accuracy against the original labels.
+    """
+    from videmo.train.data import ferplus_path_for, load_ferplus
+
+    path = ferplus_path_for(data_path)
+    return load_ferplus(path) if Path(data_path).is_file() and path.is_file() else None
 
 
 def split_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...]) -> dict:

@@ -1,0 +1,157 @@
+"""Faults found by probing (issue 10): nothing lost, nothing silently wrong.
+
+Each test reproduces one probe on the real clips and fails on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST, SINGLE, copy_clip, requires_data, run_cli
+
+from videmo.detections import FaceDetections
+from videmo.errors import ModelError, SettingsError
+from videmo.naming import CLAIM_FILE, claim_output_dir, safe_name
+from videmo.runner import collect_inputs
+from videmo.settings import Settings
+from videmo.track import TrackerConfig, track
+
+# --------------------------------------------------------------------------- output names
+
+
+def test_same_named_inputs_never_share_a_folder(tmp_path: Path) -> None:
+    a, b, c = (tmp_path / d for d in ("a", "b", "c"))
+    for folder in (a, b, c):
+        folder.mkdir()
+    out = tmp_path / "out"
+    first = claim_output_dir(out, a / "clip.mp4")
+    second = claim_output_dir(out, b / "clip.mp4")
+    third = claim_output_dir(out, c / "clip-2.mp4")
+    assert first == out / "clip" and third == out / "clip-2"
+    assert second.parent == out and second.name.startswith("clip-") and second != third
+    assert len({first, second, third}) == 3
+    # stable: asking again, alone or in another order, gives the same folders
+    assert claim_output_dir(out, b / "clip.mp4") == second
+    assert claim_output_dir(out, a / "clip.mp4") == first
+    assert (second / CLAIM_FILE).read_text().strip() == str(b / "clip.mp4")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("...mp4", "video"), ("..mp4", "video"), (".hidden.mp4", "hidden.mp4"[:-4]),
+     ("a\nb.mp4", "a_b"), ("interview [final].mp4", "interview [final]")],
+)  # fmt: skip
+def test_folder_names_stay_inside_the_root(name: str, expected: str) -> None:
+    assert safe_name(Path(name)) == expected
+
+
+def test_invalid_utf8_name_gets_a_valid_folder_name() -> None:
+    raw = os.fsdecode(b"clip-\xff\xfe.mp4")
+    name = safe_name(Path(raw))
+    name.encode("utf-8")  # does not raise
+    assert name.startswith("clip-")
+
+
+@requires_data
+def test_collisions_end_to_end(tmp_path: Path) -> None:
+    """`videmo run a/clip.mp4 b/clip.mp4 c/clip-2.mp4`: three folders, three timelines."""
+    clips = [
+        copy_clip(SINGLE, tmp_path / d, n)
+        for d, n in (("a", "clip"), ("b", "clip"), ("c", "clip-2"))
+    ]  # noqa: E501
+    out = tmp_path / "out"
+    result = run_cli("run", *clips, "-o", out, *FAST).assert_ok()
+    folders = sorted(p.parent for p in out.rglob("run.json"))
+    assert len(folders) == 3, result
+    # stdout lists the three output folders, one per line
+    assert sorted(Path(line) for line in result.stdout.split()) == folders
+
+
+def test_output_root_is_skipped_when_expanding_folders(tmp_path: Path) -> None:
+    clips = tmp_path / "clips"
+    (clips / "results" / "x").mkdir(parents=True)
+    (clips / "a.mp4").write_bytes(b"0")
+    (clips / "results" / "x" / "annotated.mp4").write_bytes(b"0")
+    found = collect_inputs([str(clips)], clips / "results")
+    assert found == [clips / "a.mp4"]
+
+
+def test_symlinked_input_is_named_after_the_link(tmp_path: Path) -> None:
+    target = tmp_path / "target.mp4"
+    target.write_bytes(b"0")
+    link = tmp_path / "given.mp4"
+    link.symlink_to(target)
+    assert collect_inputs([str(link)]) == [link]
+    assert claim_output_dir(tmp_path / "out", link).name == "given"
+
+
+@requires_data
+def test_output_root_that_is_a_file_fails_before_work(tmp_path: Path) -> None:
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    line = run_cli("run", SINGLE, "-o", bad, *FAST).assert_one_line_error()
+    assert "is not a folder" in line
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("key", ["smooth_s", "max_gap_s", "chunk_s", "score_threshold"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_floats_are_rejected(key: str, value: float) -> None:
+    with pytest.raises(SettingsError, match=f"invalid {key} .* finite"):
+        Settings(**{key: value})
+
+
+def test_mistyped_model_path_does_not_fall_back(tmp_path: Path) -> None:
+    from videmo.models import model_path
+
+    with pytest.raises(ModelError, match="not found"):
+        model_path(tmp_path / "typo" / "emotion_minixception.onnx")
+    assert model_path("emotion_minixception.onnx").is_file()  # a bare shipped name still works
+
+
+# --------------------------------------------------------------------------- tracker
+
+
+def _dets(rows: list[tuple[int, float, float]], fps: float = 30.0) -> FaceDetections:
+    """Detections (frame, x, y) of 40x40 boxes."""
+    frames = np.array([r[0] for r in rows])
+    return FaceDetections(
+        frame=frames,
+        time_s=frames / fps,
+        xywh=np.array([[x, y, 40, 40] for _, x, y in rows]),
+        score=np.ones(len(rows)),
+        probs=np.full((len(rows), 7), 1 / 7),
+        face_id=np.full(len(rows), -1),
+    ).sorted()
+
+
+def test_isolated_false_detections_never_become_a_face() -> None:
+    """Three boxes at frames 10, 100 and 200 of a 300-frame clip are not a face."""
+    dets = _dets([(10, 50, 50), (100, 50, 50), (200, 50, 50)])
+    all_frames = np.arange(300) / 30.0
+    assert (track(dets, TrackerConfig(min_hits=3), all_frames).face_id == -1).all()
+
+
+def test_gap_longer_than_max_gap_starts_a_new_face() -> None:
+    rows = [(f, 50, 50) for f in range(0, 10)] + [(f, 52, 50) for f in range(40, 50)]
+    times = np.arange(60) / 30.0
+    ids = track(_dets(rows), TrackerConfig(max_gap_s=0.5), times).face_id
+    assert set(ids[:10]) == {1} and set(ids[10:]) == {2}  # 1 s gap > 0.5 s
+    ids = track(_dets(rows), TrackerConfig(max_gap_s=2.0), times).face_id
+    assert set(ids) == {1}
+
+
+def test_two_crossing_faces_keep_their_ids() -> None:
+    rows = []
+    for f in range(30):
+        rows += [(f, 10 + 4 * f, 100), (f, 130 - 4 * f, 120)]  # boxes overlap as they pass
+    dets = _dets(rows)
+    ids = track(dets, TrackerConfig(), np.arange(30) / 30.0).face_id
+    left_start = ids[(dets.frame == 0) & (dets.xywh[:, 0] == 10)][0]
+    at_end = ids[(dets.frame == 29) & (dets.xywh[:, 0] == 10 + 4 * 29)][0]
+    assert left_start == at_end and set(ids) == {1, 2}

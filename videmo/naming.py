@@ -1,0 +1,83 @@
+"""Output folder names: safe, unique, and stable for an input whatever else is in the batch.
+
+Rule (also in the README): a video's folder is ``OUT/<name>``, where ``<name>``
+is its file name without the extension, made safe (no path separators or
+control characters, no leading dot, invalid UTF-8 replaced, ``video`` when
+nothing is left). The first input to claim ``<name>`` keeps it; another input
+with the same name gets ``<name>-<8 hex digits of its absolute path's sha256>``.
+A folder is claimed by writing its input's absolute path into
+``.videmo-input`` with an exclusive create, so two inputs, or two processes
+writing into the same root, can never share a folder, and rerunning a batch
+with more or fewer inputs never renames anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from videmo.errors import OutputError
+
+CLAIM_FILE = ".videmo-input"
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def input_key(path: Path) -> str:
+    """The identity of an input: its absolute path as the user named it (links not followed)."""
+    return os.path.abspath(os.fsdecode(path))
+
+
+def safe_name(path: Path) -> str:
+    """A folder name from the file name: printable, valid UTF-8, never ``.``/``..``/hidden."""
+    stem = path.stem if path.suffix else path.name
+    text = stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = _UNSAFE.sub("_", text.replace("\ufffd", "_")).strip()
+    text = text.lstrip(".")
+    return text or "video"
+
+
+def _hashed(name: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{name}-{digest}"
+
+
+def _owner(folder: Path) -> str | None:
+    try:
+        return os.fsdecode((folder / CLAIM_FILE).read_bytes().rstrip(b"\n"))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot read {CLAIM_FILE}: {exc.strerror}") from None
+
+
+def _try_claim(folder: Path, key: str) -> bool:
+    """Claim ``folder`` for ``key``; True if it is (now or already) ``key``'s."""
+    owner = _owner(folder)
+    if owner is not None:
+        return owner == key
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:  # another process claimed it a moment ago
+        return _owner(folder) == key
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(os.fsencode(key) + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def claim_output_dir(out_root: Path, path: Path) -> Path:
+    """The output folder of ``path`` under ``out_root``, claimed for it (see module doc)."""
+    key = input_key(path)
+    name = safe_name(path)
+    for candidate in (name, _hashed(name, key)):
+        folder = out_root / candidate
+        if _try_claim(folder, key):
+            return folder
+    raise OutputError(f"{out_root}: both {name} and {_hashed(name, key)} belong to other inputs")
