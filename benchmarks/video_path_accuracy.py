@@ -40,6 +40,7 @@ def main() -> None:
     )
     parser.add_argument("--keep", type=Path, help="keep pasted.mp4 in this folder")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--csv", type=Path, help="also write the per-face table as CSV")
     args = parser.parse_args()
 
     public = load_fer2013(args.data)["PublicTest"]
@@ -49,7 +50,7 @@ def main() -> None:
         pick = np.sort(rng.choice(len(public), args.faces, replace=False))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="videmo-path-") as tmp:
-        result, _ = evaluate_path(
+        result, scored = evaluate_path(
             public.images[pick],
             public.labels[pick],
             Path(args.background),
@@ -65,6 +66,8 @@ def main() -> None:
         f"{result.direct_accuracy:.1%}  gap {100 * result.gap:+.1f} points  "
         f"direct (all faces) {result.direct_accuracy_all:.1%}"
     )
+    if args.csv:
+        scored.assign(row=pick[scored["item"]]).to_csv(args.csv, index=False)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -297,10 +297,12 @@ def test_existing_outputs_refused_overwritten_and_skipped(tmp_path: Path) -> Non
     assert "--overwrite" in line and str(SINGLE.stem) in line
     assert (folder / "run.json").read_bytes() == first
 
-    # a different input with the same name: refused too
+    # a different input with the same name: its own folder (name + hash), this one untouched
     other = copy_clip(NO_FACE, tmp_path / "other", SINGLE.name)
-    line = run_cli("run", other, "-o", out, *FAST).assert_one_line_error(rc=2)
-    assert "--overwrite" in line
+    result = run_cli("run", other, "-o", out, *FAST).assert_ok()
+    [other_folder] = [Path(line) for line in result.stdout.split()]
+    assert other_folder.parent == out and other_folder.name.startswith(SINGLE.stem + "-")
+    assert (other_folder / "run.json").is_file()
     assert (folder / "run.json").read_bytes() == first
 
     # with --overwrite: accepted, and the outputs now describe the new run

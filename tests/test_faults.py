@@ -155,3 +155,76 @@ def test_two_crossing_faces_keep_their_ids() -> None:
     left_start = ids[(dets.frame == 0) & (dets.xywh[:, 0] == 10)][0]
     at_end = ids[(dets.frame == 29) & (dets.xywh[:, 0] == 10 + 4 * 29)][0]
     assert left_start == at_end and set(ids) == {1, 2}
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@requires_data
+def test_failed_video_close_is_an_error_and_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    """A disk-full error while writing the mp4 trailer must not publish a broken file."""
+    import av
+
+    from videmo.encode import VideoWriter
+    from videmo.errors import OutputError
+    from videmo.video import probe, read_frames
+
+    original = VideoWriter._close
+
+    def close_then_fail(self, failing: bool) -> None:
+        original(self, failing)
+        raise av.FFmpegError(28, "No space left on device")
+
+    monkeypatch.setattr(VideoWriter, "_close", close_then_fail)
+    out = tmp_path / "annotated.mp4"
+    with pytest.raises(OutputError, match="No space left"), VideoWriter(out, probe(SINGLE)) as w:
+        for frame in read_frames(SINGLE, stop=3):
+            w.write(frame)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_fsync_before_rename(tmp_path: Path, monkeypatch) -> None:
+    from videmo.outputs import atomic
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(
+        atomic.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))
+    )
+    atomic.write_text_atomic(tmp_path / "run.json", "{}\n")
+    assert events[:2] == ["fsync", "rename"]
+    assert (tmp_path / "run.json").read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("kind", ["folder", "binary"])
+def test_job_file_that_is_a_folder_or_binary(tmp_path: Path, kind: str) -> None:
+    job = tmp_path / "job.toml"
+    if kind == "folder":
+        job.mkdir()
+    else:
+        job.write_bytes(bytes(range(256)) * 4)
+    line = run_cli("job", job).assert_one_line_error()
+    assert str(job) in line
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@requires_data
+def test_rerun_adds_outputs_an_earlier_run_skipped_and_overwrite_leaves_nothing_stale(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    folder = out / SINGLE.stem
+    run_cli("run", SINGLE, "-o", out, "--no-video", "--no-plots", "-q").assert_ok()
+    assert not (folder / "annotated.mp4").exists() and not (folder / "plots").exists()
+    # the same video again, now with the video and plots: they are added, not "skipped"
+    again = run_cli("run", SINGLE, "-o", out, "--no-video").assert_ok()
+    assert "skipped" not in again.stderr and (folder / "plots" / "overview.png").is_file()
+    # a stale per-face plot and an old video do not survive an --overwrite run
+    (folder / "plots" / "face_099.png").write_bytes(b"old")
+    (folder / "annotated.mp4").write_bytes(b"old")
+    run_cli("run", SINGLE, "-o", out, "--every", "2", "--overwrite", *FAST).assert_ok()
+    assert not (folder / "plots").exists() and not (folder / "annotated.mp4").exists()
+    assert (folder / "run.json").is_file()

@@ -305,7 +305,9 @@ def test_batch_folder_with_bad_files(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- resume after kill
 
 
-OUTPUT_NAMES = {"timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "run.json"}
+OUTPUT_NAMES = {
+    "timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "run.json", ".videmo-input",
+}  # fmt: skip
 
 
 def test_resume_after_kill(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from videmo.errors import OutputError
+from videmo.outputs.atomic import publish
 from videmo.video import Frame, VideoInfo, _check_path, _ffmpeg_reason, _open, _video_stream
 
 __all__ = ["VideoWriter", "concat_segments"]
@@ -213,26 +214,36 @@ class VideoWriter:
         tb: TracebackType | None,
     ) -> None:
         """Flush and rename into place on success; delete the partial file on any error."""
+        failing = exc_type is not None
         try:
-            if exc_type is None:
+            if not failing:
                 self._finish()
         except BaseException:
-            exc_type = Exception
+            failing = True
             raise
         finally:
-            self._close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-            else:
+            try:
+                self._close(failing)
+            except (av.FFmpegError, OSError) as close_error:  # e.g. disk full on the trailer
+                failing = True
                 self._tmp.unlink(missing_ok=True)
+                raise OutputError(f"cannot write {self.path}: {close_error}") from None
+            if failing:
+                self._tmp.unlink(missing_ok=True)
+            else:
+                publish(self._tmp, self.path)
 
-    def _close(self) -> None:
+    def _close(self, failing: bool) -> None:
+        """Close the file; its errors count unless another error is already on its way."""
         if self._audio is not None:
             self._audio.close()
         if self._container is not None:
-            with contextlib.suppress(av.FFmpegError):  # already failing; keep that error
-                self._container.close()
-            self._container = None
+            container, self._container = self._container, None
+            if failing:
+                with contextlib.suppress(av.FFmpegError):  # keep the first error
+                    container.close()
+            else:
+                container.close()
 
 
 # --------------------------------------------------------------------------- joining segments
@@ -317,5 +328,5 @@ def concat_segments(
     finally:
         if audio is not None:
             audio.close()
-    os.replace(tmp, out_path)
+    publish(tmp, out_path)
     return count

@@ -15,6 +15,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,15 +91,31 @@ def run_fingerprint(path: Path, settings: Settings, model_sha: str) -> dict:
     }
 
 
-def existing_state(out_dir: Path, fingerprint: dict) -> str:
-    """'complete' (same fingerprint), 'different' (complete, other input), or 'absent'."""
+#: Settings that choose which output files are written (not what they contain).
+OUTPUT_KEYS = ("video", "plots")
+#: Every file and folder videmo writes in a video's folder besides run.json.
+OUTPUT_FILES = ("timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "plots")
+
+
+def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None = None) -> str:
+    """'complete' (same fingerprint), 'different' (complete, other input), or 'absent'.
+
+    A complete folder that lacks an output now asked for (the annotated video
+    or the plots of an earlier ``--no-video``/``--no-plots`` run) is 'absent':
+    the rerun adds it.
+    """
     try:
         data = json.loads((out_dir / RUN_JSON).read_text())
     except (OSError, ValueError):
         return "absent"
     if not isinstance(data, dict) or data.get("status") != "complete":
         return "absent"
-    return "complete" if data.get("fingerprint") == fingerprint else "different"
+    if data.get("fingerprint") != fingerprint:
+        return "different"
+    done = data.get("settings", {})
+    if settings is not None and any(getattr(settings, k) and not done.get(k) for k in OUTPUT_KEYS):
+        return "absent"
+    return "complete"
 
 
 VIDEO_SUFFIXES = frozenset(
@@ -172,7 +189,7 @@ class Reporter:
 
 def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
     """Probe and index one input, and decide whether it needs work at all."""
-    state = existing_state(run.out_dir, fingerprint)
+    state = existing_state(run.out_dir, fingerprint, settings)
     if state == "complete" and not settings.overwrite:
         run.status = "skipped"
         return
@@ -186,6 +203,21 @@ def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
     if run.out_dir.is_dir():  # outputs are partial from here on
         (run.out_dir / RUN_JSON).unlink(missing_ok=True)
         _remove_temp_files(run.out_dir)
+        _remove_old_outputs(run.out_dir)
+
+
+def _remove_old_outputs(out_dir: Path) -> None:
+    """Delete the outputs of an earlier run, so none outlives the run that replaces it.
+
+    Only names videmo writes are touched (an old ``annotated.mp4`` after a
+    ``--no-video`` rerun, ``plots/face_NNN.png`` of faces that no longer exist).
+    """
+    for name in OUTPUT_FILES:
+        target = out_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
 
 
 def _remove_temp_files(out_dir: Path) -> None:

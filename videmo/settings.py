@@ -159,3 +159,9 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"job file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: not a text file (expected a TOML job file)") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{path} is a folder, not a TOML job file") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read job file {path}: {exc.strerror or exc}") from None

@@ -86,13 +86,39 @@ def atomic_write(path: Path, suffix_keep: bool = True) -> Iterator[Path]:
     tmp = temp_path_for(path, suffix_keep)
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as exc:
         _discard(tmp)
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     except BaseException:
         _discard(tmp)
         raise
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file's data to the disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Make a finished temp file ``path``: fsync the data, rename, fsync the folder.
+
+    Without the first fsync a power loss after the rename can leave ``run.json``
+    next to empty files; without the last one the rename itself can be lost.
+    This is the one rename-into-place of videmo's writers (files and videos).
+    """
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    with suppress(OSError):  # not every filesystem can fsync a folder
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:

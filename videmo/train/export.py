@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from videmo.errors import ModelError
+from videmo.outputs.atomic import atomic_write
 from videmo.spec import METADATA_KEY, ModelSpec
 
 INPUT_NAME = "input"
@@ -54,18 +54,14 @@ def export_onnx(
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    # Write atomically: the video pipeline may be reading the shipped model.
-    with tempfile.NamedTemporaryFile(dir=out_path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(proto.SerializeToString())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)  # NamedTemporaryFile creates 0600
-    os.replace(tmp.name, out_path)
-
     result: dict[str, Any] = {"path": str(out_path), "opset": OPSET}
-    if parity_images is not None:
-        result["max_abs_diff"] = parity_check(model, out_path, spec, parity_images)
-        result["parity_images"] = int(len(parity_images))
+    # Check first, then rename: a failed export never replaces the target (which may be
+    # the shipped model the video pipeline is reading).
+    with atomic_write(out_path) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+        if parity_images is not None:
+            result["max_abs_diff"] = parity_check(model, tmp, spec, parity_images)
+            result["parity_images"] = int(len(parity_images))
     return result
 
 
@@ -256,7 +252,6 @@ def restamp_spec(source: str | Path, target: str | Path, spec: ModelSpec) -> Pat
         proto.metadata_props.add(key=p.key, value=p.value)
     proto.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
     target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, target)
+    with atomic_write(target) as tmp:
+        onnx.save(proto, str(tmp))
     return target
