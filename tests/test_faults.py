@@ -228,3 +228,48 @@ def test_rerun_adds_outputs_an_earlier_run_skipped_and_overwrite_leaves_nothing_
     run_cli("run", SINGLE, "-o", out, "--every", "2", "--overwrite", *FAST).assert_ok()
     assert not (folder / "plots").exists() and not (folder / "annotated.mp4").exists()
     assert (folder / "run.json").is_file()
+
+
+# --------------------------------------------------------------------------- damaged files
+
+PEXELS = SINGLE.parent / "pyfeat_WolfgangLanger_Pexels.mp4"  # 472 frames, 19.7 s
+
+
+def _corrupt_middle(src: Path, dst: Path, share: float = 0.02) -> Path:
+    data = bytearray(src.read_bytes())
+    start = len(data) // 2
+    noise = np.random.default_rng(0).integers(0, 256, int(len(data) * share), dtype=np.uint8)
+    data[start : start + len(noise)] = noise.tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@requires_data
+def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    corrupt = _corrupt_middle(SINGLE, tmp_path / "corrupt.mp4")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(PEXELS.read_bytes()[:979_375])  # 60 %, index at the front
+    out = tmp_path / "out"
+    result = run_cli("run", corrupt, truncated, "-o", out, *FAST)
+    assert result.rc == 0, result
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False).set_index("output")
+    for name, frames_at_least in (("corrupt", 60), ("truncated", 280)):
+        report = json.loads((out / name / "run.json").read_text())
+        assert report["status"] == "damaged", report
+        assert report["counts"]["frames_analysed"] >= frames_at_least  # what decodes is used
+        row = batch.loc[str(out / name)]
+        assert row["status"] == "damaged" and row["error"].startswith("damaged: ")
+    assert "readable until 12.0 s of 19.7 s" in batch.loc[str(out / "truncated"), "error"]
+    corrupt_report = json.loads((out / "corrupt" / "run.json").read_text())
+    assert 0 < corrupt_report["damage"]["frames_lost"] <= 12  # before: 42 of 72 lost, no output
+    # the damaged outputs count as finished: a rerun skips them
+    again = run_cli("run", corrupt, truncated, "-o", out, *FAST).assert_ok()
+    assert set(pd.read_csv(out / "batch.csv")["status"]) == {"skipped"}, again
+    # --strict: a damaged video is a failure, one line, nothing that looks complete
+    strict = run_cli("run", corrupt, "-o", tmp_path / "strict", "--strict", *FAST)
+    assert "lost" in strict.assert_one_line_error(rc=2)
+    assert not list((tmp_path / "strict").rglob("run.json"))

@@ -144,8 +144,10 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     if not quiet:
         print_summary(runs, batch_csv)
     for run in runs:  # results on stdout (scripts read it), everything else on stderr
-        if run.status in ("done", "skipped"):
+        if run.status in ("done", "skipped", "damaged"):
             click.echo(run.out_dir)
+        if run.status == "damaged" and len(runs) == 1:
+            click.echo(f"videmo: warning: {run.path}: {run.error}", err=True)
     if len(runs) == 1 and failed:
         raise VidemoError(failed[0].error)
     if failed:

@@ -23,10 +23,11 @@ from videmo.crop import face_crop
 from videmo.detect import create_detector
 from videmo.detections import FaceDetections
 from videmo.emotion import EmotionModel
+from videmo.errors import VideoError
 from videmo.outputs.timeline import build_timeline
 from videmo.settings import Settings
 from videmo.track import smooth, track
-from videmo.video import PacketIndex, read_frames
+from videmo.video import DecodeReport, Frame, PacketIndex, read_frames
 
 ProgressFn = Callable[[int], None]
 T = TypeVar("T")
@@ -44,6 +45,9 @@ class ChunkResult:
     #: ones too (a tentative face dies on a frame without it).
     analysed_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     analysed_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    #: Frames of the range the decoder could not produce (a damaged file), and why.
+    lost_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    damage: str = ""
 
 
 class _CropBatcher:
@@ -139,9 +143,41 @@ class Analyzer:
         """Decode frames [start, stop), detect faces and classify them in batches."""
         batcher = _CropBatcher(self.model)
         parts: list[FaceDetections] = []
-        decoded = 0
         analysed: list[tuple[int, float]] = []
-        for frame in prefetch(read_frames(path, start, stop, self.settings.every, index)):
+        report = DecodeReport()
+        frames = read_frames(path, start, stop, self.settings.every, index, report=report)
+        try:
+            self._analyse(prefetch(frames), batcher, parts, analysed, progress)
+        except VideoError:
+            # A damaged file: keep what decoded, record what did not (see the README's
+            # damaged-file policy); --strict makes it an error.
+            if self.settings.strict or not report.missing:
+                raise
+        found = FaceDetections.concat(parts)
+        found.probs = batcher.result()
+        frame_index = np.array([i for i, _ in analysed], np.int64)
+        times = np.array([t for _, t in analysed], np.float64)
+        return ChunkResult(
+            start,
+            stop if stop is not None else -1,
+            found,
+            len(analysed),
+            frame_index,
+            times,
+            np.asarray(report.missing, np.int64),
+            report.error or "",
+        )
+
+    def _analyse(
+        self,
+        frames: Iterator[Frame],
+        batcher: _CropBatcher,
+        parts: list[FaceDetections],
+        analysed: list[tuple[int, float]],
+        progress: ProgressFn | None,
+    ) -> None:
+        """Detect, crop and batch-classify every frame; collect detections in ``parts``."""
+        for frame in frames:
             small, scale = frame.resized(self.settings.det_size)
             xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
@@ -149,15 +185,9 @@ class Analyzer:
                 spec = self.model.spec
                 batcher.add([face_crop(frame.image, box, self.crop, spec) for box in dets.xywh])
                 parts.append(dets)
-            decoded += 1
             analysed.append((frame.index, frame.time_s))
             if progress is not None:
                 progress(1)
-        found = FaceDetections.concat(parts)
-        found.probs = batcher.result()
-        frames = np.array([i for i, _ in analysed], np.int64)
-        times = np.array([t for _, t in analysed], np.float64)
-        return ChunkResult(start, stop if stop is not None else -1, found, decoded, frames, times)
 
 
 def reduce_detections(

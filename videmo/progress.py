@@ -66,6 +66,8 @@ class RichReporter(Reporter):
         if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run
             # file names and errors are text, never Rich markup (`clip [final].mp4`)
             console.print(Text.assemble(("failed: ", "red"), run.error), soft_wrap=True)
+        elif run.status == "damaged" and self.inputs > 1:
+            console.print(Text.assemble((f"{run.path.name}: ", "yellow"), run.error))
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
 
@@ -91,7 +93,7 @@ def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
             column, justify="right" if column in ("frames", "faces", "seconds") else "left"
         )
     for run in runs:
-        style = {"failed": "red", "skipped": "dim"}.get(run.status, "")
+        style = {"failed": "red", "damaged": "yellow", "skipped": "dim"}.get(run.status, "")
         table.add_row(
             Text(run.path.name), Text(run.status, style=style),
             str(run.frames), str(run.faces), f"{run.seconds:.1f}", Text(str(run.out_dir or "")),

@@ -67,6 +67,9 @@ class Settings:
     chunk_s: float = _opt(10.0, "target chunk length in seconds for parallel work")
     address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     overwrite: bool = _opt(False, "replace outputs made from other inputs or settings")
+    strict: bool = _opt(
+        False, "fail a damaged video (lost frames, truncated file) instead of marking it damaged"
+    )
 
     def __post_init__(self) -> None:
         self.validate()

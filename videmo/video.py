@@ -331,6 +331,24 @@ class _SeekedTooFar(Exception):
     """The demuxer landed after the start frame; seek again to an earlier keyframe."""
 
 
+def _decode_past_errors(container: _Input, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+    """Decode packet by packet, going on after a packet the decoder rejects.
+
+    One corrupt packet then costs the frames that depend on it, not the rest of
+    the file (FFmpeg's own command line behaves the same way). Errors of the
+    demuxer itself (a truncated file) still end the read.
+    """
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError:
+            continue
+    try:
+        yield from stream.decode(None)
+    except av.error.InvalidDataError:
+        return
+
+
 def _decoded(
     container: _Input, stream: av.VideoStream, index: PacketIndex, start: int, first_check: bool
 ) -> Iterator[tuple[int, av.VideoFrame]]:
@@ -340,7 +358,7 @@ def _decoded(
     arrive out of order are dropped so indices (and times) strictly increase.
     """
     last = -1
-    for frame in container.decode(stream):
+    for frame in _decode_past_errors(container, stream):
         if frame.pts is None:
             i = last + 1
         else:

@@ -174,7 +174,8 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
     info = run.info
     model = model_path(settings.model or EMOTION_FILE)
     report = {
-        "status": "complete",
+        "status": "damaged" if run.damage else "complete",
+        "damage": run.damage,
         "input": str(run.path),
         "fingerprint": context["fingerprint"],
         "versions": _versions(),
