@@ -273,3 +273,23 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     strict = run_cli("run", corrupt, "-o", tmp_path / "strict", "--strict", *FAST)
     assert "lost" in strict.assert_one_line_error(rc=2)
     assert not list((tmp_path / "strict").rglob("run.json"))
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+@requires_data
+def test_failing_ray_actor_is_one_line_and_cleans_up(tmp_path: Path) -> None:
+    """--device gpu without CUDA on Ray: the actors' constructor fails; Ray is shut down."""
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("videmo-ray-*"))
+    result = run_cli(
+        "run", SINGLE, "-o", tmp_path / "out", "--workers", "4", "--device", "gpu", *FAST
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.rc == 2 and "Traceback" not in result.stderr, result
+    # --workers above the number of chunks is capped, and said so
+    assert lines[0] == "videmo: --workers 4: only 1 chunk(s) to run; using that many", result
+    assert lines[-1].startswith("videmo: error: --device gpu: CUDA is not usable"), result
+    assert set(Path(tempfile.gettempdir()).glob("videmo-ray-*")) == before

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -152,9 +153,25 @@ class RayExecutor:
         _quiet_ray_env()
         self._ray = ray
         self._temp_dir: str | None = None
+        self.actors: list = []
+        if workers is not None and workers > max(1, max_useful):
+            note(f"--workers {workers}: only {max(1, max_useful)} chunk(s) to run; using that many")
+            workers = max(1, max_useful)
         self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            self._init(address, workers or min(os.cpu_count() or 1, max(1, max_useful)))
+        try:
+            if self._owns_ray:
+                self._init(address, workers or min(os.cpu_count() or 1, max(1, max_useful)))
+            self._start_actors(settings, workers, max_useful)
+        except BaseException as exc:
+            # Actors whose constructor fails (e.g. --device gpu without CUDA) must not
+            # leave Ray running or its temp folder behind.
+            self.close()
+            if isinstance(exc, VidemoError | KeyboardInterrupt):
+                raise
+            raise VidemoError(one_line(_unwrap(exc))) from None
+
+    def _start_actors(self, settings: Settings, workers: int | None, max_useful: int) -> None:
+        ray = self._ray
         if workers is None:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             workers = max(1, min(cpus, max_useful))
@@ -268,9 +285,21 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """The user-facing error inside a Ray task error, if there is one."""
+    """The user-facing error inside a Ray task or actor error, if there is one."""
     cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
+    if isinstance(cause, BaseException):
+        return cause
+    creation = getattr(exc, "error_msg", None) or ""
+    if "VidemoError" in creation or "ModelError" in creation:  # the actor's constructor
+        last = [line for line in creation.splitlines() if "Error: " in line]
+        if last:
+            return VidemoError(last[-1].split("Error: ", 1)[1])
+    return exc
+
+
+def note(text: str) -> None:
+    """A one-line notice on stderr (never stdout, which carries results)."""
+    print(f"videmo: {text}", file=sys.stderr)
 
 
 class _AnalyzerActor:
