@@ -301,3 +301,24 @@ def test_failing_ray_actor_is_one_line_and_cleans_up(tmp_path: Path) -> None:
     assert lines[0] == "videmo: --workers 4: only 1 chunk(s) to run; using that many", result
     assert lines[-1].startswith("videmo: error: --device gpu: CUDA is not usable"), result
     assert set(Path(tempfile.gettempdir()).glob("videmo-ray-*")) == before
+
+
+# --------------------------------------------------------------------------- one bad video
+
+
+@requires_data
+def test_unusable_folder_and_undecodable_name_fail_or_pass_alone(tmp_path: Path) -> None:
+    """`run.json` that is a folder fails that video only; a non-UTF-8 name is analysed."""
+    import pandas as pd
+
+    clips = tmp_path / "in"
+    copy_clip(SINGLE, clips, "a.mp4")
+    copy_clip(SINGLE, clips, os.fsdecode(b"b\xff.mp4"))
+    out = tmp_path / "out"
+    (out / "a" / "run.json").mkdir(parents=True)
+    result = run_cli("run", clips, "-o", out, *FAST)
+    assert result.rc == 1 and "Traceback" not in result.stderr, result
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False)
+    assert batch["status"].tolist() == ["failed", "done"], batch
+    assert "run.json" in batch["error"][0]
+    assert (out / "b_" / "run.json").is_file() and "\ufffd" in batch["video"][1]

@@ -25,6 +25,11 @@ CLAIM_FILE = ".videmo-input"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
+def printable(path: Path | str) -> str:
+    """A path as valid UTF-8 text (undecodable bytes become U+FFFD), for tables and JSON."""
+    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def input_key(path: Path) -> str:
     """The identity of an input: its absolute path as the user named it (links not followed)."""
     return os.path.abspath(os.fsdecode(path))

@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from videmo.naming import printable
 from videmo.runner import Reporter, VideoRun
 
 console = Console(stderr=True)
@@ -65,9 +66,10 @@ class RichReporter(Reporter):
         self.videos_done += 1
         if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run
             # file names and errors are text, never Rich markup (`clip [final].mp4`)
-            console.print(Text.assemble(("failed: ", "red"), run.error), soft_wrap=True)
+            console.print(Text.assemble(("failed: ", "red"), printable(run.error)), soft_wrap=True)
         elif run.status == "damaged" and self.inputs > 1:
-            console.print(Text.assemble((f"{run.path.name}: ", "yellow"), run.error))
+            name = printable(run.path.name)
+            console.print(Text.assemble((f"{name}: ", "yellow"), printable(run.error)))
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
 
@@ -95,7 +97,7 @@ def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
     for run in runs:
         style = {"failed": "red", "damaged": "yellow", "skipped": "dim"}.get(run.status, "")
         table.add_row(
-            Text(run.path.name), Text(run.status, style=style),
+            Text(printable(run.path.name)), Text(run.status, style=style),
             str(run.frames), str(run.faces), f"{run.seconds:.1f}", Text(str(run.out_dir or "")),
         )  # fmt: skip
     console.print(table)

@@ -27,7 +27,7 @@ import pandas as pd
 import videmo
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
-from videmo.naming import claim_output_dir
+from videmo.naming import claim_output_dir, printable
 from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import (
     ChunkTask,
@@ -355,7 +355,8 @@ def run_videos(
         except VidemoError as exc:
             _fail(run, exc)
         except OSError as exc:  # unreadable input, unusable folder: this video only
-            _fail(run, OutputError(f"{run.path}: {exc.strerror or exc}"))
+            where = exc.filename if exc.filename is not None else run.path
+            _fail(run, OutputError(f"{printable(where)}: {exc.strerror or exc}"))
         if run.status in ("skipped", "failed"):
             reporter.video_done(run)
     todo = [r for r in runs if r.status == "pending"]
@@ -419,13 +420,13 @@ def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
 
     rows = pd.DataFrame(
         {
-            "video": [str(r.path) for r in runs],
-            "output": [str(r.out_dir) if r.out_dir is not None else "" for r in runs],
+            "video": [printable(r.path) for r in runs],
+            "output": [printable(r.out_dir) if r.out_dir is not None else "" for r in runs],
             "status": [r.status for r in runs],
             "frames": [r.frames for r in runs],
             "faces": [r.faces for r in runs],
             "seconds": [round(r.seconds, 3) for r in runs],
-            "error": [r.error for r in runs],
+            "error": [printable(r.error) for r in runs],
         }
     )
     try:

@@ -18,6 +18,7 @@ from videmo import __version__
 from videmo.encode import VideoWriter, concat_segments
 from videmo.errors import OutputError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
+from videmo.naming import printable
 from videmo.outputs.annotate import FrameRows, draw_faces, rows_by_frame
 from videmo.outputs.atomic import write_json_atomic
 from videmo.outputs.plots import write_plots
@@ -164,7 +165,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
     written = write_timeline(run.timeline, out)
     written.append(write_faces(run.timeline, out))
     if settings.plots:
-        written += write_plots(run.timeline, out, run.path.name)
+        written += write_plots(run.timeline, out, printable(run.path.name))
     annotated_frames = None
     if settings.video:
         annotated_frames = write_annotated(
@@ -176,7 +177,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
     report = {
         "status": "damaged" if run.damage else "complete",
         "damage": run.damage,
-        "input": str(run.path),
+        "input": printable(run.path),
         "fingerprint": context["fingerprint"],
         "versions": _versions(),
         "model": {"path": str(model), "sha256": sha256_file(model)},
