@@ -322,3 +322,16 @@ def test_unusable_folder_and_undecodable_name_fail_or_pass_alone(tmp_path: Path)
     assert batch["status"].tolist() == ["failed", "done"], batch
     assert "run.json" in batch["error"][0]
     assert (out / "b_" / "run.json").is_file() and "\ufffd" in batch["video"][1]
+
+
+def test_plots_of_a_cjk_file_name_draw_without_glyph_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    from videmo.outputs.plots import write_plots
+    from videmo.pipeline import reduce_detections
+
+    empty = reduce_detections(FaceDetections.empty(), Settings())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font(s)" would raise
+        written = write_plots(empty, tmp_path, "中文 clip.mp4")
+    assert len(written) == 2 and all(p.stat().st_size > 1000 for p in written)

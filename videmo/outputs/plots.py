@@ -7,6 +7,7 @@ from worker threads. The Agg canvas is attached explicitly.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -176,6 +177,25 @@ def plot_distribution(df: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+@functools.cache
+def _drawable_codepoints() -> frozenset[int]:
+    """Characters the default font can draw."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    path = font_manager.findfont(font_manager.FontProperties())
+    return frozenset(FT2Font(path).get_charmap())
+
+
+def drawable(text: str) -> str:
+    """``text`` with characters the font lacks (e.g. CJK file names) shown as ``?``.
+
+    Matplotlib would draw empty boxes and warn once per glyph instead.
+    """
+    codepoints = _drawable_codepoints()
+    return "".join(c if ord(c) in codepoints or c.isspace() else "?" for c in text)
+
+
 def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     """Write ``overview.png``, ``distribution.png``, ``face_<id:03d>.png`` into ``out_dir/plots``.
 
@@ -183,6 +203,7 @@ def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     the cap is logged. An empty timeline still gives valid PNGs that say so.
     """
     plots_dir = ensure_dir(Path(out_dir) / PLOTS_DIR)
+    title = drawable(title)
     written = [
         _save(plot_overview(df, title), plots_dir / "overview.png"),
         _save(plot_distribution(df, title), plots_dir / "distribution.png"),
