@@ -66,6 +66,7 @@ class VideoRun:
     damage: dict | None = None  # see damage_summary; None for an intact video
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    timed: bool = False  # started has been set to when its first chunk began
 
     @property
     def expected_frames(self) -> int:
@@ -262,6 +263,7 @@ def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
     state = existing_state(run.out_dir, fingerprint, settings)
     if state == "complete" and not settings.overwrite:
         run.status = "skipped"
+        run.frames, run.faces = _previous_counts(run.out_dir)
         return
     if state == "different" and not settings.overwrite:
         raise OutputError(
@@ -274,6 +276,15 @@ def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
         (run.out_dir / RUN_JSON).unlink(missing_ok=True)
         _remove_temp_files(run.out_dir)
         _remove_old_outputs(run.out_dir)
+
+
+def _previous_counts(out_dir: Path) -> tuple[int, int]:
+    """Frames and faces of a finished earlier run (for batch.csv rows of skipped videos)."""
+    try:
+        counts = json.loads((out_dir / RUN_JSON).read_text()).get("counts", {})
+        return int(counts.get("frames_analysed", 0)), int(counts.get("faces", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0, 0
 
 
 def _remove_old_outputs(out_dir: Path) -> None:
@@ -394,21 +405,37 @@ def run_videos(
             if not run.chunks:  # a video with no frames: valid, empty outputs
                 complete(run)
         progress = lambda task, n: reporter.advance(n)  # noqa: E731
+        free_since = time.perf_counter()  # when the executor last handed back a chunk
         for task, result in executor.run(tasks, {r.position: r.index for r in todo}, progress):
             run = runs[task.video]
-            if run.status == "failed":
-                continue
-            if isinstance(result, BaseException):
-                _fail(run, result)
-                reporter.video_done(run)
-                continue
-            run.results.append(result)
-            if len(run.results) == len(run.chunks):
-                complete(run)
+            if not run.results and not run.timed:
+                # A video's time starts when its first chunk could start, not with the batch
+                # (exact when serial; with Ray, videos overlap and this is an estimate).
+                run.started, run.timed = free_since, True
+            _collect(run, result, complete, reporter)
+            free_since = time.perf_counter()
     finally:
         executor.close()
         reporter.close()
     return runs
+
+
+def _collect(
+    run: VideoRun,
+    result: ChunkResult | BaseException,
+    complete: Callable[[VideoRun], None],
+    reporter: Reporter,
+) -> None:
+    """File one chunk's result; a video's last chunk completes it, a failure fails it."""
+    if run.status == "failed":
+        return
+    if isinstance(result, BaseException):
+        _fail(run, result)
+        reporter.video_done(run)
+        return
+    run.results.append(result)
+    if len(run.results) == len(run.chunks):
+        complete(run)
 
 
 BATCH_CSV = "batch.csv"
