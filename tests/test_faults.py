@@ -337,3 +337,37 @@ def test_plots_of_a_cjk_file_name_draw_without_glyph_warnings(tmp_path: Path) ->
         warnings.simplefilter("error")  # "Glyph ... missing from font(s)" would raise
         written = write_plots(empty, tmp_path, "中文 clip.mp4")
     assert len(written) == 2 and all(p.stat().st_size > 1000 for p in written)
+
+
+@requires_data
+def test_names_with_brackets_are_text_not_markup(tmp_path: Path) -> None:
+    """`interview [final].mp4` is shown whole; an error holding `[/x]` does not crash Rich."""
+    good = copy_clip(SINGLE, tmp_path / "in", "interview [final].mp4")
+    missing = tmp_path / "in" / "bad[/x].mp4"
+    result = run_cli("run", good, missing, "-o", tmp_path / "out", "--no-video", "--no-plots")
+    assert result.rc == 1 and "Traceback" not in result.stderr, result
+    assert "interview [final].mp4" in result.stderr and "bad[/x].mp4" in result.stderr
+
+
+def test_progress_counts_every_input_and_every_source_frame(tmp_path: Path) -> None:
+    """The bar reaches its end with --every 3, and 'videos k/N' never passes N."""
+    from videmo.runner import Reporter, run_videos
+
+    class Counting(Reporter):
+        frames = total = videos_total = done = 0
+
+        def start(self, total_frames: int, videos: int) -> None:
+            self.total, self.videos_total = total_frames, videos
+
+        def advance(self, frames: int) -> None:
+            self.frames += frames
+
+        def video_done(self, run) -> None:
+            self.done += 1
+
+    reporter = Counting()
+    settings = Settings(every=3, video=False, plots=False, workers=0)
+    runs = run_videos([SINGLE, tmp_path / "missing.mp4"], tmp_path / "out", settings, reporter)
+    assert [r.status for r in runs] == ["done", "failed"]
+    assert reporter.frames == reporter.total == 72
+    assert reporter.done == reporter.videos_total == 2

@@ -238,7 +238,7 @@ class RayExecutor:
         ]
         for k, result in self._dispatch(calls):
             if isinstance(result, ChunkResult):
-                progress(tasks[k], result.frames_decoded)
+                progress(tasks[k], tasks[k].stop - tasks[k].start)  # source frames, as serial
             yield tasks[k], result
 
     def annotate(

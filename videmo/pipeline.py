@@ -146,13 +146,16 @@ class Analyzer:
         analysed: list[tuple[int, float]] = []
         report = DecodeReport()
         frames = read_frames(path, start, stop, self.settings.every, index, report=report)
+        covered = [start]  # source frames the progress bar has been told about
         try:
-            self._analyse(prefetch(frames), batcher, parts, analysed, progress)
+            self._analyse(prefetch(frames), batcher, parts, analysed, progress, covered)
         except VideoError:
             # A damaged file: keep what decoded, record what did not (see the README's
             # damaged-file policy); --strict makes it an error.
             if self.settings.strict or not report.missing:
                 raise
+        if progress is not None and start + report.expected > covered[0]:
+            progress(start + report.expected - covered[0])  # frames skipped by --every
         found = FaceDetections.concat(parts)
         found.probs = batcher.result()
         frame_index = np.array([i for i, _ in analysed], np.int64)
@@ -175,8 +178,12 @@ class Analyzer:
         parts: list[FaceDetections],
         analysed: list[tuple[int, float]],
         progress: ProgressFn | None,
+        covered: list[int],
     ) -> None:
-        """Detect, crop and batch-classify every frame; collect detections in ``parts``."""
+        """Detect, crop and batch-classify every frame; collect detections in ``parts``.
+
+        Progress counts source frames, so the bar reaches its end with ``--every N`` too.
+        """
         for frame in frames:
             small, scale = frame.resized(self.settings.det_size)
             xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
@@ -187,7 +194,8 @@ class Analyzer:
                 parts.append(dets)
             analysed.append((frame.index, frame.time_s))
             if progress is not None:
-                progress(1)
+                progress(frame.index + 1 - covered[0])
+                covered[0] = frame.index + 1
 
 
 def reduce_detections(

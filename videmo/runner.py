@@ -230,8 +230,10 @@ def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
                 if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not _under(p, skip)
             )
         elif any(ch in spec for ch in "*?[") and not path.exists():
-            matches = (Path(p) for p in glob.glob(spec, recursive=True))
-            found += sorted(p for p in matches if p.is_file() and not _under(p, skip))
+            matches = [Path(p) for p in glob.glob(spec, recursive=True)]
+            # A pattern that matches nothing stays as given, so it fails as "no such file"
+            # in the batch instead of vanishing (it may be a name with brackets).
+            found += sorted(p for p in matches if p.is_file() and not _under(p, skip)) or [path]
         else:
             found.append(path)
     unique: dict[Path, Path] = {}
@@ -380,7 +382,8 @@ def run_videos(
         "provider": executor.provider,
         "pool": executor,  # finish() may hand work to its workers (the annotated video)
     }
-    reporter.start(sum(r.expected_frames for r in todo), len(todo))
+    # videos: all inputs, as skipped and failed ones were already counted done
+    reporter.start(sum(r.expected_frames for r in todo), len(runs))
     tasks = [ChunkTask(r.position, r.path, a, b) for r in todo for a, b in r.chunks]
 
     def complete(run: VideoRun) -> None:
