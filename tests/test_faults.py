@@ -371,3 +371,25 @@ def test_progress_counts_every_input_and_every_source_frame(tmp_path: Path) -> N
     assert [r.status for r in runs] == ["done", "failed"]
     assert reporter.frames == reporter.total == 72
     assert reporter.done == reporter.videos_total == 2
+
+
+def test_stale_ray_temp_folders_of_killed_runs_are_reaped(tmp_path: Path, monkeypatch) -> None:
+    """After `kill -9` the folder stays; the next run removes it once its owner is gone."""
+    import tempfile
+    import time
+
+    from videmo import parallel
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / "videmo-ray-999999999-abc"  # no such pid
+    live = tmp_path / f"videmo-ray-{os.getpid()}-def"
+    young = tmp_path / "videmo-ray-999999998-ghi"
+    other = tmp_path / "videmo-ray-notapid"
+    for folder in (dead, live, young, other):
+        (folder / "session").mkdir(parents=True)
+    old = time.time() - 3600
+    for folder in (dead, live, other):
+        os.utime(folder, (old, old))
+    removed = parallel.reap_stale_ray_dirs()
+    assert removed == [dead] and not dead.exists()
+    assert live.exists() and young.exists() and other.exists()

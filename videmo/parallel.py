@@ -20,6 +20,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,8 @@ class RayExecutor:
                 reason = one_line(exc)
                 raise VidemoError(f"cannot connect to Ray at {address}: {reason}") from None
             return
-        self._temp_dir = tempfile.mkdtemp(prefix="videmo-ray-")
+        reap_stale_ray_dirs()
+        self._temp_dir = tempfile.mkdtemp(prefix=f"{RAY_DIR_PREFIX}{os.getpid()}-")
         self._ray.init(
             num_cpus=workers,
             _node_ip_address="127.0.0.1",
@@ -268,6 +270,45 @@ class RayExecutor:
             ray.shutdown()
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+#: Local Ray temp folders are named ``videmo-ray-<pid of the videmo process>-<random>``.
+RAY_DIR_PREFIX = "videmo-ray-"
+#: Ray's agents notice a killed driver within about a minute; a folder is reaped after that.
+STALE_AFTER_S = 120.0
+
+
+def reap_stale_ray_dirs(now: float | None = None) -> list[Path]:
+    """Delete local Ray temp folders left by videmo processes that no longer exist.
+
+    A run killed with SIGKILL cannot clean up after itself; the next run does,
+    once the owner process is gone and the folder is old enough for Ray's own
+    agents to have exited.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{RAY_DIR_PREFIX}*"):
+        match = re.match(rf"{RAY_DIR_PREFIX}(\d+)-", folder.name)
+        if not match or not folder.is_dir() or _alive(int(match.group(1))):
+            continue
+        try:
+            if now - folder.stat().st_mtime < STALE_AFTER_S:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
