@@ -393,3 +393,27 @@ def test_stale_ray_temp_folders_of_killed_runs_are_reaped(tmp_path: Path, monkey
     removed = parallel.reap_stale_ray_dirs()
     assert removed == [dead] and not dead.exists()
     assert live.exists() and young.exists() and other.exists()
+
+
+@pytest.mark.train
+def test_failed_export_leaves_the_target_untouched(tmp_path: Path, monkeypatch) -> None:
+    """The parity check runs before the rename: a failed export never replaces the model."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from videmo.spec import ModelSpec
+    from videmo.train import export
+    from videmo.train.model import build_mini_xception
+
+    target = tmp_path / "emotion.onnx"
+    target.write_bytes(b"the model users run")
+
+    def failing_parity(*args, **kwargs) -> float:
+        raise ModelError("ONNX parity check failed: max abs diff 1 > 0.0001")
+
+    monkeypatch.setattr(export, "parity_check", failing_parity)
+    model = build_mini_xception(ModelSpec(), width=0.25)
+    faces = np.zeros((4, 48, 48), np.uint8)
+    with pytest.raises(ModelError, match="parity"):
+        export.export_onnx(model, target, ModelSpec(), faces)
+    assert target.read_bytes() == b"the model users run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emotion.onnx"]
