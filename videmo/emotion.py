@@ -28,7 +28,10 @@ def read_spec(session: ort.InferenceSession, path: Path) -> ModelSpec:
         raise ModelError(
             f"{path} has no '{METADATA_KEY}' metadata: convert it with 'videmo import-keras'"
         )
-    spec = ModelSpec.from_json(meta[METADATA_KEY])
+    try:
+        spec = ModelSpec.from_json(meta[METADATA_KEY])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{path.name}: invalid '{METADATA_KEY}' metadata: {exc}") from None
     if tuple(spec.classes) != EMOTIONS:
         raise ModelError(
             f"{path} classes {list(spec.classes)} differ from FER2013's {list(EMOTIONS)}"
@@ -57,6 +60,19 @@ def _create_session(path: Path, providers: list[str], threads: int) -> ort.Infer
         ort.set_default_logger_severity(3)
 
 
+def open_model(
+    path: Path, providers: list[str] | None = None, threads: int = 0
+) -> tuple[ort.InferenceSession, ModelSpec]:
+    """The one ONNX loader: a session (CPU unless told) and the spec stored in the model.
+
+    The pipeline (``EmotionModel``) and ``videmo evaluate`` both load models here.
+    """
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    session = _create_session(path, providers or [_CPU], threads)
+    return session, read_spec(session, path)
+
+
 class EmotionModel:
     """Classifies batches of uint8 face crops into the 7 FER2013 emotions."""
 
@@ -73,11 +89,10 @@ class EmotionModel:
         self.batch_size = batch_size
         want_gpu = device != "cpu" and _CUDA in ort.get_available_providers()
         providers = [_CUDA, _CPU] if want_gpu else [_CPU]
-        self.session = _create_session(self.path, providers, threads)
+        self.session, self.spec = open_model(self.path, providers, threads)
         self.provider = self.session.get_providers()[0]
         if device == "gpu" and self.provider != _CUDA:
             raise ModelError("--device gpu: CUDA is not usable here (no GPU or CUDA libraries)")
-        self.spec = read_spec(self.session, self.path)
         self._input = self.session.get_inputs()[0].name
 
     @property

@@ -14,37 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from videmo.errors import ModelError
-from videmo.spec import METADATA_KEY, ModelSpec
+from videmo.spec import ModelSpec
 from videmo.train.data import load_fer2013
 
 INPUT_NAME = "input"
 
 
 def load_session(model_path: str | Path, threads: int = 0) -> tuple[Any, ModelSpec]:
-    """Open an onnxruntime CPU session and read the ModelSpec from the model's metadata."""
-    import onnxruntime as ort
+    """An onnxruntime CPU session and the model's spec (``videmo.emotion.open_model``)."""
+    from videmo.emotion import open_model
 
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot load ONNX model {path}: {first}") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in meta:
-        raise ModelError(f"{path.name}: no '{METADATA_KEY}' metadata (not a videmo model)")
-    try:
-        spec = ModelSpec.from_json(meta[METADATA_KEY])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"{path.name}: invalid '{METADATA_KEY}' metadata: {exc}") from None
-    return session, spec
+    return open_model(Path(model_path), threads=threads)
 
 
 def predict_probs(
