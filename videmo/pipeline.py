@@ -41,9 +41,8 @@ class ChunkResult:
     stop: int
     detections: FaceDetections
     frames_decoded: int
-    #: Index and time of every frame analysed, faces or not: the tracker needs the empty
-    #: ones too (a tentative face dies on a frame without it).
-    analysed_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: Time of every frame analysed, faces or not: the tracker needs the empty ones too
+    #: (a tentative face dies on a frame without it).
     analysed_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     #: Frames of the range the decoder could not produce (a damaged file), and why.
     lost_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -143,30 +142,27 @@ class Analyzer:
         """Decode frames [start, stop), detect faces and classify them in batches."""
         batcher = _CropBatcher(self.model)
         parts: list[FaceDetections] = []
-        analysed: list[tuple[int, float]] = []
+        analysed: list[tuple[int, float]] = []  # (index, time): never keep the images
         report = DecodeReport()
         frames = read_frames(path, start, stop, self.settings.every, index, report=report)
-        covered = [start]  # source frames the progress bar has been told about
         try:
-            self._analyse(prefetch(frames), batcher, parts, analysed, progress, covered)
+            self._analyse(prefetch(frames), batcher, parts, analysed, progress, start)
         except VideoError:
             # A damaged file: keep what decoded, record what did not (see the README's
             # damaged-file policy); --strict makes it an error.
             if self.settings.strict or not report.missing:
                 raise
-        if progress is not None and start + report.expected > covered[0]:
-            progress(start + report.expected - covered[0])  # frames skipped by --every
+        covered = analysed[-1][0] + 1 if analysed else start
+        if progress is not None and start + report.expected > covered:
+            progress(start + report.expected - covered)  # frames after the last analysed one
         found = FaceDetections.concat(parts)
         found.probs = batcher.result()
-        frame_index = np.array([i for i, _ in analysed], np.int64)
-        times = np.array([t for _, t in analysed], np.float64)
         return ChunkResult(
             start,
             stop if stop is not None else -1,
             found,
             len(analysed),
-            frame_index,
-            times,
+            np.array([t for _, t in analysed], np.float64),
             np.asarray(report.missing, np.int64),
             report.error or "",
         )
@@ -178,24 +174,23 @@ class Analyzer:
         parts: list[FaceDetections],
         analysed: list[tuple[int, float]],
         progress: ProgressFn | None,
-        covered: list[int],
+        start: int,
     ) -> None:
         """Detect, crop and batch-classify every frame; collect detections in ``parts``.
 
         Progress counts source frames, so the bar reaches its end with ``--every N`` too.
         """
+        spec = self.model.spec
         for frame in frames:
             small, scale = frame.resized(self.settings.det_size)
             xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
             if len(dets):
-                spec = self.model.spec
                 batcher.add([face_crop(frame.image, box, self.crop, spec) for box in dets.xywh])
                 parts.append(dets)
+            if progress is not None:  # source frames since the previous analysed one
+                progress(frame.index + 1 - (analysed[-1][0] + 1 if analysed else start))
             analysed.append((frame.index, frame.time_s))
-            if progress is not None:
-                progress(frame.index + 1 - covered[0])
-                covered[0] = frame.index + 1
 
 
 def reduce_detections(
