@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import videmo
+from videmo.damage import damage_line, damage_summary
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import claim_output_dir, printable
@@ -96,72 +96,6 @@ def run_fingerprint(path: Path, settings: Settings, model_sha: str) -> dict:
 
 #: run.json statuses of a finished folder: all outputs written ("damaged": of a damaged file).
 FINAL_STATUSES = ("complete", "damaged")
-#: A header may count a few more frames than a file holds (edit lists); more is a truncation.
-HEADER_SLACK_FRAMES = 3
-HEADER_SLACK_SHARE = 0.02
-
-
-def damage_summary(
-    info: VideoInfo | None, index: PacketIndex | None, results: list[ChunkResult]
-) -> dict | None:
-    """What a damaged input lost: decoded frames missing, or a file cut short; None if intact.
-
-    Policy (README, "Damaged files"): everything that decodes is analysed; the
-    loss is recorded in run.json and batch.csv and the video is ``damaged``.
-    """
-    if info is None or index is None:
-        return None
-    lost = np.sort(np.concatenate([np.zeros(0, np.int64), *[r.lost_frames for r in results]]))
-    times = index.times_s(info)
-    shortfall = (info.frame_count or 0) - len(index)
-    truncated = bool(index.error) or shortfall > max(
-        HEADER_SLACK_FRAMES, HEADER_SLACK_SHARE * (info.frame_count or 0)
-    )
-    if not len(lost) and not truncated:
-        return None
-    damage: dict = {
-        "frames_indexed": len(index),
-        "frames_lost": int(len(lost)),
-        "lost_ranges_s": _ranges_s(lost, times),
-        "errors": sorted({r.damage for r in results if r.damage}),
-    }
-    if truncated:
-        damage["truncated"] = {
-            "frames_in_header": info.frame_count,
-            "readable_until_s": round(float(times[-1]), 3) if len(times) else 0.0,
-            "duration_s": info.duration_s,
-            "error": index.error,
-        }
-    return damage
-
-
-def _ranges_s(lost: np.ndarray, times: np.ndarray) -> list[list[float]]:
-    """Runs of consecutive lost frames as [first, last] times in seconds."""
-    if not len(lost):
-        return []
-    breaks = np.flatnonzero(np.diff(lost) > 1) + 1
-    return [
-        [round(float(times[run[0]]), 3), round(float(times[run[-1]]), 3)]
-        for run in np.split(lost, breaks)
-    ]
-
-
-def damage_line(damage: dict) -> str:
-    """One line for batch.csv and the terminal."""
-    parts = []
-    if damage["frames_lost"]:
-        spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in damage["lost_ranges_s"][:3])
-        more = " ..." if len(damage["lost_ranges_s"]) > 3 else ""
-        parts.append(
-            f"{damage['frames_lost']} of {damage['frames_indexed']} frames lost ({spans}{more})"
-        )
-    if "truncated" in damage:
-        cut = damage["truncated"]
-        whole = f" of {cut['duration_s']:.1f} s" if cut["duration_s"] else ""
-        parts.append(f"file cut short: readable until {cut['readable_until_s']:.1f} s{whole}")
-    return "damaged: " + "; ".join(parts)
-
-
 #: Settings that choose which output files are written (not what they contain).
 OUTPUT_KEYS = ("video", "plots")
 #: Every file and folder videmo writes in a video's folder besides run.json.
