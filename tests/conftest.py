@@ -37,7 +37,7 @@ requires_data = pytest.mark.skipif(
 )
 
 #: Fast, analysis-only CLI flags for tests that are not about the video or the plots.
-FAST = ("--no-video", "--no-plots", "-q")
+FAST = ("--no-video", "--no-plots", "--no-report", "-q")
 
 
 def catalog() -> dict[str, dict[str, str]]:

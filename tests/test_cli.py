@@ -284,7 +284,7 @@ def test_existing_outputs_refused_overwritten_and_skipped(tmp_path: Path) -> Non
     first_mtime = (folder / "run.json").stat().st_mtime_ns
 
     # the same command again: skipped, nothing rewritten
-    again = run_cli("run", SINGLE, "-o", out, "--no-video", "--no-plots").assert_ok()
+    again = run_cli("run", SINGLE, "-o", out, "--no-video", "--no-plots", "--no-report").assert_ok()
     assert "skipped" in again.stderr, again
     assert (folder / "run.json").stat().st_mtime_ns == first_mtime
 
@@ -309,7 +309,9 @@ def test_existing_outputs_refused_overwritten_and_skipped(tmp_path: Path) -> Non
     assert (tl["frame"] % 2 == 0).all() and len(tl) == 36
 
     # and a rerun of that command (without --overwrite) skips
-    again = run_cli("run", SINGLE, "-o", out, "--every", "2", "--no-video", "--no-plots")
+    again = run_cli(
+        "run", SINGLE, "-o", out, "--every", "2", "--no-video", "--no-plots", "--no-report"
+    )
     assert "skipped" in again.assert_ok().stderr
 
 

@@ -217,7 +217,7 @@ def test_rerun_adds_outputs_an_earlier_run_skipped_and_overwrite_leaves_nothing_
 ) -> None:
     out = tmp_path / "out"
     folder = out / SINGLE.stem
-    run_cli("run", SINGLE, "-o", out, "--no-video", "--no-plots", "-q").assert_ok()
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
     assert not (folder / "annotated.mp4").exists() and not (folder / "plots").exists()
     # the same video again, now with the video and plots: they are added, not "skipped"
     again = run_cli("run", SINGLE, "-o", out, "--no-video").assert_ok()
@@ -227,6 +227,7 @@ def test_rerun_adds_outputs_an_earlier_run_skipped_and_overwrite_leaves_nothing_
     (folder / "annotated.mp4").write_bytes(b"old")
     run_cli("run", SINGLE, "-o", out, "--every", "2", "--overwrite", *FAST).assert_ok()
     assert not (folder / "plots").exists() and not (folder / "annotated.mp4").exists()
+    assert not (folder / "report.html").exists() and not (folder / "faces").exists()
     assert (folder / "run.json").is_file()
 
 

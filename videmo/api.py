@@ -43,7 +43,7 @@ def analyze(
     settings = replace(settings or Settings(), **options)
     path = Path(path)
     if out_dir is None:
-        settings = replace(settings, video=False, plots=False)
+        settings = replace(settings, video=False, plots=False, report=False)
         with tempfile.TemporaryDirectory(prefix="videmo-") as tmp:
             [run] = run_videos([path], Path(tmp), settings, finish=lambda *_: None)
     else:

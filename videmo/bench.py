@@ -76,7 +76,7 @@ def run_bench(path: Path, settings: Settings, workers: list[int | None]) -> dict
         "detect_fps": detect_fps(path, settings), "runs": [],
     }  # fmt: skip
     for count in workers:
-        run_settings = replace(settings, workers=count, video=False, plots=False)
+        run_settings = replace(settings, workers=count, video=False, plots=False, report=False)
         figures = end_to_end(path, run_settings)
         figures["workers"] = count
         figures["ratio_to_decode_bgr"] = figures["fps"] / decode_bgr

@@ -135,11 +135,13 @@ def job(job_file: Path, quiet: bool, **options) -> None:
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
     from videmo.progress import RichReporter, print_summary
-    from videmo.runner import run_videos, write_batch_csv
+    from videmo.runner import run_videos, write_batch_csv, write_batch_report
 
     reporter = RichReporter(enabled=not quiet, inputs=len(paths))
     runs = run_videos(paths, out_root, settings, reporter)
     batch_csv = write_batch_csv(runs, out_root) if len(runs) > 1 else None
+    if len(runs) > 1 and settings.report:
+        write_batch_report(runs, out_root)
     failed = [r for r in runs if r.status == "failed"]
     if not quiet:
         print_summary(runs, batch_csv)
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="also write the figures as JSON"
 )
-@functools.partial(settings_options, skip=("workers", "video", "plots", "overwrite"))
+@functools.partial(settings_options, skip=("workers", "video", "plots", "report", "overwrite"))
 def bench(
     videos: tuple[Path, ...], workers: tuple[int, ...], json_path: Path | None, **options
 ) -> None:
@@ -242,7 +244,7 @@ def bench(
 @click.option("-q", "--quiet", is_flag=True, help="no per-clip progress on stderr")
 @functools.partial(
     settings_options,
-    skip=("workers", "video", "plots", "overwrite", "chunk_s", "address", "smooth_s"),
+    skip=("workers", "video", "plots", "report", "overwrite", "chunk_s", "address", "smooth_s"),
 )
 def evaluate_clips_command(
     folders: tuple[Path, ...],

@@ -7,6 +7,7 @@ how the model was trained.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,19 @@ class EmotionModel:
             probs = self.session.run(None, {self._input: self.spec.normalize(padded)})[0]
             out[start : start + len(chunk)] = probs[: len(chunk)]
         return out
+
+
+@functools.lru_cache(maxsize=8)
+def _metrics_of(path: Path, mtime_ns: int) -> dict:
+    _, spec = open_model(path)
+    metrics = spec.extra.get("metrics", {})
+    return dict(metrics) if isinstance(metrics, dict) else {}
+
+
+def model_metrics(path: Path) -> dict:
+    """The accuracy figures stored in the model's spec (``extra.metrics``), or ``{}``.
+
+    They travel with the model file, so ``run.json`` and the report show the
+    figures of the model that really ran.
+    """
+    return dict(_metrics_of(Path(path), Path(path).stat().st_mtime_ns))

@@ -97,9 +97,12 @@ def run_fingerprint(path: Path, settings: Settings, model_sha: str) -> dict:
 #: run.json statuses of a finished folder: all outputs written ("damaged": of a damaged file).
 FINAL_STATUSES = ("complete", "damaged")
 #: Settings that choose which output files are written (not what they contain).
-OUTPUT_KEYS = ("video", "plots")
+OUTPUT_KEYS = ("video", "plots", "report")
 #: Every file and folder videmo writes in a video's folder besides run.json.
-OUTPUT_FILES = ("timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "plots")
+OUTPUT_FILES = (
+    "timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "plots", "faces",
+    "report.html",
+)  # fmt: skip
 
 
 def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None = None) -> str:
@@ -396,5 +399,20 @@ def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
     try:
         ensure_dir(out_root)
         return write_text_atomic(out_root / BATCH_CSV, rows.to_csv(index=False))
+    except VidemoError:
+        return None
+
+
+def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path | None:
+    """``report.html`` at the output root: every input, linking to its own page."""
+    from videmo.outputs.report import write_batch_report as write_page
+
+    entries = [
+        {"video": r.path, "output": r.out_dir, "status": r.status, "frames": r.frames,
+         "faces": r.faces, "error": printable(r.error)}
+        for r in runs
+    ]  # fmt: skip
+    try:
+        return write_page(entries, out_root)
     except VidemoError:
         return None

@@ -59,6 +59,7 @@ class Settings:
     smooth_s: float = _opt(0.5, "time constant of the emotion smoothing, seconds (0: off)")
     video: bool = _opt(True, "write annotated.mp4 (the video with boxes and labels)")
     plots: bool = _opt(True, "write the PNG graphs in plots/")
+    report: bool = _opt(True, "write report.html (facts, graphs, face gallery, video) and faces/")
     workers: int | None = _opt(
         None,
         "parallel Ray workers; 0: serial, no Ray "

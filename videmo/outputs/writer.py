@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from videmo import __version__
+from videmo.emotion import model_metrics
 from videmo.encode import VideoWriter, concat_segments
 from videmo.errors import OutputError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import printable
 from videmo.outputs.annotate import FrameRows, draw_faces, rows_by_frame
 from videmo.outputs.atomic import write_json_atomic
+from videmo.outputs.gallery import write_thumbnails
 from videmo.outputs.plots import write_plots
-from videmo.outputs.timeline import write_faces, write_timeline
+from videmo.outputs.report import REPORT_HTML, write_video_report
+from videmo.outputs.timeline import faces_summary, write_faces, write_timeline
 from videmo.settings import Settings
 from videmo.video import Frame, PacketIndex, VideoInfo, read_frames
 
@@ -172,6 +175,9 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             run, out / ANNOTATED_MP4, settings.every, context.get("pool")
         )
         written.append(out / ANNOTATED_MP4)
+    if settings.report:
+        written += write_thumbnails(run.path, run.index, run.timeline, out)
+        written.append(out / REPORT_HTML)
     info = run.info
     model = model_path(settings.model or EMOTION_FILE)
     report = {
@@ -180,7 +186,11 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
         "input": printable(run.path),
         "fingerprint": context["fingerprint"],
         "versions": _versions(),
-        "model": {"path": str(model), "sha256": sha256_file(model)},
+        "model": {
+            "path": str(model),
+            "sha256": sha256_file(model),
+            "metrics": model_metrics(model),
+        },
         "settings": settings.to_dict(),
         "execution": {k: context[k] for k in ("executor", "workers", "provider")},
         "video": {
@@ -205,5 +215,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
         },
         "outputs": sorted(str(p.relative_to(out)) for p in written),
     }
+    if settings.report:  # the page shows run.json's facts, so it is made from the same dict
+        write_video_report(report, faces_summary(run.timeline), out, printable(run.path.name))
     write_json_atomic(out / "run.json", report)
     return written

@@ -1,0 +1,194 @@
+"""report.html: the face gallery, its thumbnails, escaping, the batch page, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DINNER, FAST, NO_FACE, SINGLE, copy_clip, requires_data, run_cli
+
+pytestmark = requires_data
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+class _Links(HTMLParser):
+    """Every src/href of a page, and the text content."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value and not value.startswith("#"):
+                self.links.append((tag, value))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(page: Path) -> _Links:
+    parser = _Links()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+@pytest.fixture(scope="module")
+def dinner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dinner clip (14 tracked faces) with every output, the report included."""
+    root = tmp_path_factory.mktemp("report-dinner")
+    run_cli("run", DINNER, "-o", root, "-q").assert_ok()
+    return root / DINNER.stem
+
+
+def test_report_shows_every_face_with_a_thumbnail_that_shows_a_face(dinner: Path) -> None:
+    from videmo.detect import DetectorConfig, create_detector
+
+    faces = pd.read_csv(dinner / "faces.csv")
+    page = _parse(dinner / "report.html")
+    assert len(faces) >= 5
+    html = (dinner / "report.html").read_text()
+    for face_id in faces["face_id"]:
+        assert f'id="face-{face_id}"' in html
+        assert ("img", f"faces/face_{face_id:03d}.jpg") in page.links
+    for _, src in page.links:  # every image, plot and the video exist beside the page
+        assert (dinner / unquote(src)).is_file(), src
+    assert ("video", "annotated.mp4") in page.links
+    # The thumbnails are the faces: a detector finds a face in (nearly) every one.
+    detector = create_detector(DetectorConfig(name="yunet", score_threshold=0.5, min_face=10))
+    thumbs = sorted((dinner / "faces").glob("face_*.jpg"))
+    assert len(thumbs) == len(faces)
+    found = 0
+    for thumb in thumbs:
+        image = cv2.imread(str(thumb))
+        assert image.shape == (160, 160, 3)
+        boxes, _ = detector.detect(image)
+        found += len(boxes) > 0
+    assert found >= 0.8 * len(thumbs), f"a face in only {found} of {len(thumbs)} thumbnails"
+
+
+def test_report_states_the_facts_of_run_json(dinner: Path) -> None:
+    run = json.loads((dinner / "run.json").read_text())
+    text = " ".join(_parse(dinner / "report.html").text)
+    assert "report.html" in run["outputs"] and "faces/face_001.jpg" in run["outputs"]
+    assert run["model"]["metrics"]["publictest_accuracy"] > 0.5
+    accuracy = f"{run['model']['metrics']['publictest_accuracy']:.1%}"
+    for fact in ("petercunha_dinner.mp4", "854×480", str(run["counts"]["frames_analysed"]),
+                 run["model"]["sha256"][:12], run["versions"]["videmo"], accuracy,
+                 "FER2013 PublicTest"):  # fmt: skip
+        assert fact in text, fact
+
+
+def test_thumbnails_and_report_are_deterministic(dinner: Path, tmp_path: Path) -> None:
+    from videmo.outputs.gallery import best_thumbnails
+    from videmo.outputs.timeline import read_timeline
+    from videmo.video import index_packets
+
+    timeline = read_timeline(dinner)
+    again = best_thumbnails(DINNER, index_packets(DINNER), timeline)
+    first = cv2.imread(str(dinner / "faces" / "face_001.jpg"))
+    assert sorted(again) == sorted(timeline["face_id"].unique().tolist())
+    # JPEG round trip: the same pixels to within compression noise
+    assert np.abs(first.astype(int) - again[1].astype(int)).mean() < 4
+
+
+def test_hostile_file_name_is_escaped_in_both_pages(tmp_path: Path) -> None:
+    name = '<img src=x onerror=alert(1)> & "q".mp4'
+    clip = copy_clip(SINGLE, tmp_path / "in", name)
+    copy_clip(NO_FACE, tmp_path / "in")
+    out = tmp_path / "out"
+    run_cli("run", clip.parent, "-o", out, "--no-video", "-q").assert_ok()
+    video_dir = next(p for p in out.iterdir() if p.is_dir() and p.name.startswith("<img"))
+    for page in (video_dir / "report.html", out / "report.html"):
+        html = page.read_text()
+        assert "<img src=x" not in html
+        assert "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;q&quot;.mp4" in html
+    # the batch page links each video's page with a percent-encoded path that resolves
+    links = [src for tag, src in _parse(out / "report.html").links if tag == "a"]
+    assert sorted((out / unquote(link)).resolve() for link in links) == sorted(
+        (p / "report.html").resolve() for p in out.iterdir() if p.is_dir()
+    )
+
+
+def test_batch_report_lists_every_video_with_its_status(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    copy_clip(SINGLE, folder)
+    copy_clip(NO_FACE, folder)
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    out = tmp_path / "out"
+    result = run_cli("run", folder, "-o", out, "--no-video", "-q")
+    assert result.rc == 1, str(result)
+    text = re.sub(r"\s+", " ", " ".join(_parse(out / "report.html").text))
+    batch = pd.read_csv(out / "batch.csv")
+    for row in batch.itertuples():
+        assert Path(row.video).name in text
+    assert "broken.mp4 " in text and "failed" in text and "2 done, 1 failed" in text
+    single = pd.read_csv(out / SINGLE.stem / "faces.csv")
+    assert f"{single['dominant_emotion'].iloc[0]} ×1" in text
+
+
+def test_no_report_writes_neither_page_nor_thumbnails_and_a_rerun_adds_them(
+    tmp_path: Path,
+) -> None:
+    run_cli("run", SINGLE, "-o", tmp_path, *FAST).assert_ok()
+    folder = tmp_path / SINGLE.stem
+    assert not (folder / "report.html").exists() and not (folder / "faces").exists()
+    again = run_cli("run", SINGLE, "-o", tmp_path, "--no-video", "--no-plots", "-q").assert_ok()
+    assert "skipped" not in again.stderr
+    assert (folder / "report.html").is_file() and (folder / "faces" / "face_001.jpg").is_file()
+
+
+def _chromium() -> str | None:
+    return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+
+
+def test_report_renders_in_headless_chromium(dinner: Path, tmp_path: Path) -> None:
+    """No console errors, every image loads, a face button seeks the video, not blank."""
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip(f"no Chromium on PATH (looked for {', '.join(CHROMIUM_NAMES)}; "
+                    "Debian: apt-get install chromium)")  # fmt: skip
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        # (a seek aborts the video's pending range request: that is not a failure)
+        page.on(
+            "requestfailed",
+            lambda r: r.resource_type != "media" and problems.append(f"failed: {r.url}"),
+        )
+        page.goto((dinner / "report.html").as_uri(), wait_until="load")
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete,"
+            " i.naturalWidth])"
+        )
+        faces = len(pd.read_csv(dinner / "faces.csv"))
+        last = faces - 1
+        page.click(f"button.seek >> nth={last}")
+        page.wait_for_timeout(300)
+        seeked, video_error = page.evaluate(
+            "[document.getElementById('video').currentTime, document.getElementById('video').error]"
+        )
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert problems == [] and video_error is None
+    assert len(images) >= 2 * faces  # thumbnails and per-face plots at least
+    assert [src for src, complete, width in images if not (complete and width > 0)] == []
+    first_s = pd.read_csv(dinner / "faces.csv")["first_s"].iloc[last]
+    assert seeked == pytest.approx(first_s, abs=1.0)
+    pixels = cv2.imread(str(shot))
+    assert pixels.shape[0] > 2000 and pixels.std() > 30  # a long page with pictures, not blank
