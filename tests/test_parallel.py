@@ -402,7 +402,7 @@ def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
     job.parent.mkdir()
     job.write_text(
         'inputs = ["../clips/one.mp4"]\noutput = "../results"\n'
-        "[settings]\nevery = 2\nvideo = false\nplots = false\nsmooth_s = 0.0\n"
+        "[settings]\nevery = 2\nvideo = false\nplots = false\nreport = false\nsmooth_s = 0.0\n"
     )
     run_cli("job", job, "-q", cwd=tmp_path / "clips").assert_ok()  # cwd does not matter
     import json
