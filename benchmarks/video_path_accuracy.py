@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument(
         "--background", default=str(SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4")
     )
+    parser.add_argument("--detect-every", type=int, default=None,
+                        help="videmo run's --detect-every (default: its default)")  # fmt: skip
     parser.add_argument("--keep", type=Path, help="keep pasted.mp4 in this folder")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--csv", type=Path, help="also write the per-face table as CSV")
@@ -58,6 +60,7 @@ def main() -> None:
             seed=args.seed,
             model=args.model,
             detector=args.detector,
+            **({"detect_every": args.detect_every} if args.detect_every else {}),
         )
     figures = {**asdict(result), "gap": result.gap, "seconds": time.perf_counter() - started}
     print(

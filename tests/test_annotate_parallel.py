@@ -25,7 +25,7 @@ from videmo.outputs.writer import (
 )
 from videmo.runner import VideoRun, run_videos
 from videmo.settings import Settings
-from videmo.video import index_packets, probe, read_frames
+from videmo.video import Frame, index_packets, probe, read_frames
 
 DATA = Path("/work/shared/data/videos")
 HAMILTON = DATA / "multi_face" / "face_recognition_short_hamilton_clip.mp4"
@@ -147,7 +147,7 @@ def _segment(path: Path, source: Path, start: int, stop: int, crop: int = 0) -> 
     with VideoWriter(path, info, segment=True) as writer:
         for f in read_frames(source, start, stop):
             if crop:
-                f.image = np.ascontiguousarray(f.image[crop:])
+                f = Frame(f.index, f.pts, f.time_s, np.ascontiguousarray(f.image[crop:]))
             writer.write(f)
     return path
 

@@ -124,7 +124,7 @@ def test_chunk_frame_counts(analyzer, path: Path) -> None:
                 seen += [f.index for f in frames]
                 assert [f.pts for f in frames] == index.pts[a:b].tolist()
             assert seen == list(range(n)), "a frame was duplicated or lost at a chunk boundary"
-        counting.settings = Settings(every=every)
+        counting.settings = Settings(every=every, detect_every=1)  # a detector call per frame
         counting.detector = _CountingDetector()
         decoded = sum(counting.run_chunk(path, a, b, index).frames_decoded for a, b in chunks)
         assert decoded == counting.detector.calls == len(range(0, n, every))

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from videmo.detect import create_detector
-from videmo.pipeline import prefetch
+from videmo.pipeline import Analyzer, prefetch
 from videmo.runner import run_videos
 from videmo.settings import Settings
 from videmo.video import index_packets, probe, read_frames
@@ -25,24 +25,41 @@ def _timed_fps(frames: int, seconds: float) -> float:
 
 
 def decode_fps(path: Path, convert: bool = True) -> tuple[int, float]:
-    """Frames and fps of a plain decode (with or without the BGR conversion)."""
+    """Frames and fps of a plain decode (with or without converting every frame to BGR)."""
     index = index_packets(path)
     started = time.perf_counter()
-    every = 1 if convert else len(index) + 1  # every > n: decode all, convert only frame 0
-    frames = sum(1 for _ in read_frames(path, every=every, index=index))
-    elapsed = time.perf_counter() - started
-    return len(index) if not convert else frames, _timed_fps(len(index), elapsed)
+    frames = sum(1 for _ in read_frames(path, index=index, bgr=convert))
+    return frames, _timed_fps(frames, time.perf_counter() - started)
 
 
 def detect_fps(path: Path, settings: Settings) -> float:
-    """Decode plus face detection only (no classification, no outputs), as the pipeline does."""
+    """Decode plus full-frame face detection on every analysed frame (the old schedule)."""
     detector = create_detector(settings.detector_config)
     index = index_packets(path)
     started = time.perf_counter()
-    for frame in prefetch(read_frames(path, every=settings.every, index=index)):
+    for frame in prefetch(read_frames(path, every=settings.every, index=index, bgr=False)):
         small, scale = frame.resized(settings.det_size)
-        detector.detect_scaled(small, scale, frame.image.shape)
+        detector.detect_scaled(small, scale, frame.shape)
     return _timed_fps(len(index), time.perf_counter() - started)
+
+
+def stage_profile(path: Path, settings: Settings) -> dict:
+    """Milliseconds per source frame in each stage of the analysing thread, for one serial pass.
+
+    Decoding runs in its own thread; "decode (waiting for frames)" is the time the
+    analysis waited for it, so the stages add up to the analysis wall time.
+    """
+    analyzer = Analyzer(settings)
+    index = index_packets(path)
+    started = time.perf_counter()
+    analyzer.run_chunk(path, 0, len(index), index)
+    wall = time.perf_counter() - started
+    per_frame = {k: 1000 * v / len(index) for k, v in sorted(analyzer.clock.seconds.items())}
+    per_frame["other"] = 1000 * wall / len(index) - sum(per_frame.values())
+    stats = analyzer.stats
+    return {"ms_per_frame": per_frame, "analysis_fps": _timed_fps(len(index), wall),
+            "full_detections": stats.full, "followed_faces": stats.followed,
+            "shot_cuts": stats.cuts}  # fmt: skip
 
 
 def end_to_end(path: Path, settings: Settings) -> dict:
@@ -73,7 +90,8 @@ def run_bench(path: Path, settings: Settings, workers: list[int | None]) -> dict
     result = {
         "video": str(path), "width": info.width, "height": info.height, "frames": frames,
         "duration_s": info.duration_s, "decode_fps": decode_only, "decode_bgr_fps": decode_bgr,
-        "detect_fps": detect_fps(path, settings), "runs": [],
+        "detect_fps": detect_fps(path, settings), "stages": stage_profile(path, settings),
+        "runs": [],
     }  # fmt: skip
     for count in workers:
         run_settings = replace(settings, workers=count, video=False, plots=False, report=False)

@@ -217,7 +217,7 @@ def bench(
     settings = settings_from(options)
     results = [run_bench(Path(v), settings, list(workers) or [0]) for v in videos]
     table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
-    for column in ("video", "size", "frames", "decode fps", "decode+BGR fps", "detect fps",
+    for column in ("video", "size", "frames", "decode fps", "decode+BGR fps", "full detect fps",
                    "workers", "end-to-end fps", "vs decode+BGR", "faces"):  # fmt: skip
         table.add_column(column)
     for r in results:
@@ -228,7 +228,18 @@ def bench(
                 str(run["workers"]), f"{run['fps']:.1f}", f"{run['ratio_to_decode_bgr']:.0%}",
                 str(run["faces"]),
             )  # fmt: skip
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    for r in results:
+        stages = r["stages"]
+        breakdown = Table(title=f"{Path(r['video']).name}: ms per frame, serial analysis "
+                          f"({stages['analysis_fps']:.0f} fps; {stages['full_detections']} full "
+                          f"detections, {stages['followed_faces']} faces followed)")  # fmt: skip
+        breakdown.add_column("stage")
+        breakdown.add_column("ms/frame", justify="right")
+        for stage, ms in stages["ms_per_frame"].items():
+            breakdown.add_row(stage, f"{ms:.2f}")
+        console.print(breakdown)
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
 

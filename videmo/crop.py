@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from videmo.spec import CropGeometry, ModelSpec
+from videmo.video import Frame
 
 
 def crop_square(image: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
@@ -42,3 +43,15 @@ def face_crop(
     square = crop_square(frame_bgr, *geometry.square(xywh))
     gray = cv2.cvtColor(square, cv2.COLOR_BGR2GRAY) if square.ndim == 3 else square
     return spec.resize(gray)
+
+
+def frame_face_crop(
+    frame: Frame, xywh: np.ndarray, geometry: CropGeometry, spec: ModelSpec
+) -> np.ndarray:
+    """One face of a decoded video frame, cut from its luma plane: no colour conversion.
+
+    The model is grayscale, so the Y plane the decoder produced is all it needs; the
+    crop is mapped to full-range gray, matching :func:`face_crop` on the BGR frame.
+    """
+    square = crop_square(frame.luma(), *geometry.square(xywh))
+    return spec.resize(frame.gray(square))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,12 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from videmo.crop import face_crop
+from videmo.crop import frame_face_crop
 from videmo.detect import create_detector
 from videmo.detections import FaceDetections
 from videmo.emotion import EmotionModel
 from videmo.errors import VideoError
+from videmo.follow import FollowStats, ScheduledDetector
 from videmo.outputs.timeline import build_timeline
 from videmo.settings import Settings
 from videmo.track import smooth, track
@@ -47,6 +49,22 @@ class ChunkResult:
     #: Frames of the range the decoder could not produce (a damaged file), and why.
     lost_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     damage: str = ""
+
+
+class StageClock:
+    """Wall seconds spent per stage in the analysing thread (``videmo bench`` prints them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
 
 
 class _CropBatcher:
@@ -124,6 +142,8 @@ class Analyzer:
     def __init__(self, settings: Settings, threads: int = 0) -> None:
         self.settings = settings
         self.detector = create_detector(settings.detector_config)
+        self.stats = FollowStats()  # of the latest chunk
+        self.clock = StageClock()  # seconds per stage, summed over every chunk run here
         self.model = EmotionModel(settings.model, settings.device, settings.batch_size, threads)
         self.crop = self.model.spec.crop_for(settings.detector)
 
@@ -139,37 +159,54 @@ class Analyzer:
         index: PacketIndex | None = None,
         progress: ProgressFn | None = None,
     ) -> ChunkResult:
-        """Decode frames [start, stop), detect faces and classify them in batches."""
+        """Decode frames [start, stop), detect faces and classify them in batches.
+
+        Reading starts at the scheduled full-detection frame at or before ``start``
+        (see ``videmo.follow``); the frames before ``start`` only set up which faces
+        are followed, so any chunking gives the detections of one whole read.
+        """
         batcher = _CropBatcher(self.model)
         parts: list[FaceDetections] = []
         analysed: list[tuple[int, float]] = []  # (index, time): never keep the images
         report = DecodeReport()
-        frames = read_frames(path, start, stop, self.settings.every, index, report=report)
+        detector = self.scheduled_detector()
+        lead = detector.first_frame(start)
+        frames = read_frames(path, lead, stop, self.settings.every, index, report=report, bgr=False)
         try:
-            self._analyse(prefetch(frames), batcher, parts, analysed, progress, start)
+            self._analyse(prefetch(frames), detector, batcher, parts, analysed, progress, start)
         except VideoError:
             # A damaged file: keep what decoded, record what did not (see the README's
             # damaged-file policy); --strict makes it an error.
             if self.settings.strict or not report.missing:
                 raise
+        self.stats = detector.stats
+        end = lead + report.expected
         covered = analysed[-1][0] + 1 if analysed else start
-        if progress is not None and start + report.expected > covered:
-            progress(start + report.expected - covered)  # frames after the last analysed one
+        if progress is not None and end > covered:
+            progress(end - covered)  # frames after the last analysed one
+        lost = np.asarray([i for i in report.missing if i >= start], np.int64)
         found = FaceDetections.concat(parts)
-        found.probs = batcher.result()
+        with self.clock("classify"):
+            found.probs = batcher.result()
         return ChunkResult(
             start,
             stop if stop is not None else -1,
             found,
             len(analysed),
             np.array([t for _, t in analysed], np.float64),
-            np.asarray(report.missing, np.int64),
-            report.error or "",
+            lost,
+            (report.error or "") if len(lost) else "",
         )
+
+    def scheduled_detector(self) -> ScheduledDetector:
+        """A fresh detection schedule (it holds the faces followed within one chunk)."""
+        s = self.settings
+        return ScheduledDetector(self.detector, s.detect_every, s.every, s.det_size)
 
     def _analyse(
         self,
         frames: Iterator[Frame],
+        detector: ScheduledDetector,
         batcher: _CropBatcher,
         parts: list[FaceDetections],
         analysed: list[tuple[int, float]],
@@ -178,15 +215,25 @@ class Analyzer:
     ) -> None:
         """Detect, crop and batch-classify every frame; collect detections in ``parts``.
 
-        Progress counts source frames, so the bar reaches its end with ``--every N`` too.
+        Frames before ``start`` are only seen by the detector (to follow faces into the
+        chunk). Progress counts source frames, so the bar reaches its end with ``--every N``.
         """
-        spec = self.model.spec
-        for frame in frames:
-            small, scale = frame.resized(self.settings.det_size)
-            xywh, score = self.detector.detect_scaled(small, scale, frame.image.shape)
+        spec, clock = self.model.spec, self.clock
+        while True:
+            with clock("decode (waiting for frames)"):
+                frame = next(frames, None)
+            if frame is None:
+                return
+            with clock("detect"):
+                xywh, score = detector.detect(frame)
+            if frame.index < start:
+                continue
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
             if len(dets):
-                batcher.add([face_crop(frame.image, box, self.crop, spec) for box in dets.xywh])
+                with clock("crop"):
+                    crops = [frame_face_crop(frame, box, self.crop, spec) for box in dets.xywh]
+                with clock("classify"):
+                    batcher.add(crops)
                 parts.append(dets)
             if progress is not None:  # source frames since the previous analysed one
                 progress(frame.index + 1 - (analysed[-1][0] + 1 if analysed else start))

@@ -31,7 +31,7 @@ DEVICES = ("auto", "cpu", "gpu")
 
 #: Settings that change the timeline; the rest only change speed or which files are written.
 ANALYSIS_KEYS = (
-    "detector", "det_size", "score_threshold", "min_face", "every", "model",
+    "detector", "det_size", "score_threshold", "min_face", "every", "detect_every", "model",
     "iou_threshold", "min_hits", "max_gap_s", "smooth_s",
 )  # fmt: skip
 
@@ -50,6 +50,11 @@ class Settings:
     score_threshold: float = _opt(0.6, "minimum detector confidence (YuNet)")
     min_face: int = _opt(20, "minimum face side in full-resolution pixels")
     every: int = _opt(1, "analyse every Nth frame")
+    detect_every: int = _opt(
+        5,
+        "run the full-frame face detector on every Nth analysed frame and at shot cuts; "
+        "between, each face is re-found near where it was (1: full detection on every frame)",
+    )
     device: str = _opt("auto", "where the emotion model runs: auto, cpu or gpu")
     batch_size: int = _opt(64, "face crops per ONNX Runtime call")
     model: str | None = _opt(None, "emotion model .onnx (default: the shipped model)")
@@ -88,6 +93,7 @@ class Settings:
             ("score_threshold", 0.0 <= self.score_threshold <= 1.0, "between 0 and 1"),
             ("min_face", self.min_face >= 1, "at least 1"),
             ("every", self.every >= 1, "at least 1"),
+            ("detect_every", self.detect_every >= 1, "at least 1"),
             ("batch_size", 1 <= self.batch_size <= 4096, "between 1 and 4096"),
             ("iou_threshold", 0.0 < self.iou_threshold <= 1.0, "in (0, 1]"),
             ("min_hits", self.min_hits >= 1, "at least 1"),

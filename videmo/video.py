@@ -90,25 +90,126 @@ class PacketIndex:
         return (self.pts - info.start_pts).astype(np.float64) * tb.numerator / tb.denominator
 
 
-@dataclass
-class Frame:
-    """One decoded frame, upright, in BGR like the rest of the OpenCV-based pipeline."""
+#: Decoded pixel formats whose planes are read directly (8-bit 4:2:0, the H.264/HEVC/VP9 norm).
+_PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
+#: Limited-range luma (16..235) to full-range gray (0..255), as a BGR -> gray conversion gives.
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
-    index: int  # global frame index (presentation order, 0-based)
-    pts: int
-    time_s: float  # (pts - start_pts) * time_base: true times, also for variable frame rate
-    image: np.ndarray  # BGR uint8, H x W x 3, rotated upright
-    source: av.VideoFrame | None = field(default=None, repr=False, compare=False)
-    rotation: int = 0  # clockwise degrees already applied to ``image``
+
+class Frame:
+    """One decoded frame, upright, with its pixels converted only when asked for.
+
+    ``image`` (BGR, what OpenCV drawing and the annotated video need) is made on first
+    use. The analysis never asks for it: the detector gets its small frame straight
+    from FFmpeg's scaler (:meth:`resized`) and face crops come from the luma plane
+    (:meth:`luma`), so no full-resolution colour frame is made for analysis.
+    """
+
+    __slots__ = ("index", "pts", "time_s", "source", "rotation", "_image", "_luma", "_limited")
+
+    def __init__(
+        self,
+        index: int,
+        pts: int,
+        time_s: float,
+        image: np.ndarray | None = None,
+        source: av.VideoFrame | None = None,
+        rotation: int = 0,
+    ) -> None:
+        if image is None and source is None:
+            raise ValueError("a Frame needs an image or a decoded source frame")
+        self.index = index  # global frame index (presentation order, 0-based)
+        self.pts = pts
+        self.time_s = time_s  # (pts - start_pts) * time_base: true times, also for VFR
+        self.source = source
+        self.rotation = rotation  # clockwise degrees applied to make the frame upright
+        self._image = image
+        self._luma: np.ndarray | None = None
+        self._limited = False  # whether _luma is limited-range video luma (16..235)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The upright BGR frame (uint8, H x W x 3), converted on first use."""
+        if self._image is None:
+            self._image = _to_bgr(self.source, self.rotation)
+        return self._image
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Upright (height, width), without converting anything."""
+        if self._image is not None or self.source is None:
+            return self.image.shape[:2]
+        h, w = self.source.height, self.source.width
+        return (h, w) if self.rotation in (0, 180) else (w, h)
+
+    def luma(self) -> np.ndarray:
+        """The upright full-resolution grayscale frame, read from the Y plane when possible.
+
+        For 8-bit 4:2:0 video the Y plane is used as it is (a view, no copy, unless the
+        frame is rotated), usually in limited range: :meth:`gray` maps a region of it to
+        full range. Otherwise the BGR frame is converted to gray.
+        """
+        if self._luma is None:
+            if self._image is None and self.source is not None and self._planar():
+                plane = self.source.planes[0]
+                y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                y = y[: self.source.height, : self.source.width]
+                code = _ROTATIONS[self.rotation]
+                self._luma = y if code is None else cv2.rotate(y, code)
+                self._limited = self._limited_range()
+            else:
+                self._luma = cv2.cvtColor(self.image, cv2.COLOR_BGR2GRAY)
+        return self._luma
+
+    def gray(self, region: np.ndarray) -> np.ndarray:
+        """Full-range gray from a region of :meth:`luma` (maps limited-range luma as BGR->gray)."""
+        if self._limited:
+            return cv2.LUT(region, _LIMITED_TO_FULL)
+        return region
+
+    def _planar(self) -> bool:
+        return self.source is not None and self.source.format.name in _PLANAR_420
+
+    def _limited_range(self) -> bool:
+        """MPEG (limited) range unless the stream says JPEG (full) range."""
+        return self.source.format.name != "yuvj420p" and int(self.source.color_range) != 2
+
+    def region_bgr(self, x0: int, y0: int, side: int) -> np.ndarray:
+        """The upright BGR square ``[x0, x0 + side) x [y0, y0 + side)``, padded at the edges.
+
+        For unrotated 8-bit 4:2:0 frames only that region is converted to colour (its
+        Y, U and V planes are cut and converted together), not the whole frame.
+        """
+        from videmo.crop import crop_square  # the one square-cutting rule
+
+        if self._image is not None or self.rotation or not self._planar():
+            return crop_square(self.image, x0, y0, side)
+        h, w = self.source.height, self.source.width
+        left, top = max(0, x0) & ~1, max(0, y0) & ~1  # chroma is subsampled 2x2
+        right, bottom = min(w, x0 + side), min(h, y0 + side)
+        right, bottom = right + (right - left) % 2, bottom + (bottom - top) % 2
+        if right > w or bottom > h:  # an odd frame size: give up the last column/row
+            right, bottom = right - (right > w) * 2, bottom - (bottom > h) * 2
+        if right <= left or bottom <= top:
+            return crop_square(self.image, x0, y0, side)
+        planes = [
+            np.frombuffer(p, np.uint8).reshape(-1, p.line_size) for p in self.source.planes[:3]
+        ]
+        y = planes[0][top:bottom, left:right]
+        u = planes[1][top // 2 : bottom // 2, left // 2 : right // 2]
+        v = planes[2][top // 2 : bottom // 2, left // 2 : right // 2]
+        i420 = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)])
+        bgr = cv2.cvtColor(i420.reshape(-1, right - left), cv2.COLOR_YUV2BGR_I420)
+        return crop_square(bgr, x0 - left, y0 - top, side)
 
     def resized(self, max_side: int) -> tuple[np.ndarray, float]:
         """The upright BGR frame shrunk so its longest side is at most ``max_side``, and the scale.
 
         Shrinks straight from the decoded YUV frame with FFmpeg's area scaler when it
         is at hand: one pass at the small size, several times cheaper than converting
-        the full frame and resizing it (detection runs on every frame).
+        the full frame and resizing it.
         """
-        height, width = self.image.shape[:2]
+        height, width = self.shape
         scale = min(1.0, max_side / max(height, width))
         if scale >= 1.0:
             return self.image, 1.0
@@ -422,8 +523,13 @@ def read_frames(
     index: PacketIndex | None = None,
     *,
     report: DecodeReport | None = None,
+    bgr: bool = True,
 ) -> Iterator[Frame]:
-    """Yield upright BGR frames with global index in ``[start, stop)`` and ``index % every == 0``.
+    """Yield upright frames with global index in ``[start, stop)`` and ``index % every == 0``.
+
+    With ``bgr`` (the default) each frame's BGR image is made here, as it is decoded;
+    without it the frame is left as FFmpeg decoded it (the analysis reads the luma plane
+    and a downscaled frame, see :class:`Frame`).
 
     ``index`` (from :func:`index_packets`) is built when not given; pass it when reading a
     file in chunks so it is computed once. A damaged file yields every readable frame of the
@@ -445,7 +551,11 @@ def read_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
-            yield from _select(container, stream, info, index, start, stop, every, seen, report)
+            frames = _select(container, stream, info, index, start, stop, every, seen, report)
+            for frame in frames:
+                if bgr:
+                    frame.image  # noqa: B018 - convert now, in the decoding thread
+                yield frame
         except av.FFmpegError as err:
             report.error = _ffmpeg_reason(err)
         finally:
@@ -493,9 +603,8 @@ def _select(
         report.decoded += 1
         if i % every == 0:
             pts = int(index.pts[i])
-            image = _to_bgr(frame, info.rotation)
             report.yielded += 1
             time_s = (pts - info.start_pts) * scale
-            yield Frame(i, pts, time_s, image, source=frame, rotation=info.rotation)
+            yield Frame(i, pts, time_s, source=frame, rotation=info.rotation)
         if report.decoded == stop - start:
             break

@@ -190,10 +190,12 @@ def evaluate_path(
     model: str | None = None,
     detector: str = "yunet",
     n_backgrounds: int = 24,
+    **settings: object,
 ) -> tuple[PathAccuracy, pd.DataFrame]:
     """Paste, encode, run ``videmo.analyze`` on the mp4, and score every face.
 
-    ``work_dir`` receives ``pasted.mp4`` (kept, so a person can look at it).
+    ``work_dir`` receives ``pasted.mp4`` (kept, so a person can look at it). Other
+    ``settings`` (e.g. ``detect_every=1``) go to ``analyze`` as they would to ``videmo run``.
     """
     from videmo.api import analyze
     from videmo.emotion import EmotionModel
@@ -203,7 +205,7 @@ def evaluate_path(
     work_dir.mkdir(parents=True, exist_ok=True)
     video = work_dir / "pasted.mp4"
     write_pasted_video(video, plan, images, backgrounds)
-    result = analyze(video, model=model, detector=detector, workers=0)
+    result = analyze(video, model=model, detector=detector, workers=0, **settings)
     scored = score_faces(result.timeline, plan)
     direct = EmotionModel(model, device="cpu").predict(images).argmax(axis=1)
     return summarize(scored, direct), scored

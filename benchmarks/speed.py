@@ -1,0 +1,91 @@
+"""Whole-command speed of ``videmo run`` beside decode-only speed of the same file, in one run.
+
+    python benchmarks/speed.py [--seconds 30] [--repeat 3] [--json out.json]
+
+Makes the two clips of issue 12 by looping real shared clips without re-encoding
+(``make_long_video.py``): the 1080p Teams-meeting clip (3 faces) and the 854x480
+dinner clip (5-6 faces), each looped to ``--seconds``. For each it measures, in
+this process and back to back:
+
+- decode only: every frame decoded by PyAV, no pixel conversion (the ceiling);
+- ``videmo run FILE --no-video --no-plots --no-report`` as a subprocess, default
+  settings otherwise: wall time of the whole command, start-up included;
+- the same with ``--detect-every 1`` (the full detector on every frame, the old way).
+
+Each figure is the median of ``--repeat`` runs. Faces and timeline rows are
+printed so a speed-up that loses faces shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_long_video import loop_clips  # noqa: E402
+
+from videmo.bench import decode_fps  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "multi_face"
+CLIPS = {
+    "1080p, 3 faces": SHARED / "diwakar_teams_meeting_happy.mp4",
+    "854x480, 5-6 faces (dinner)": SHARED / "petercunha_dinner.mp4",
+}
+
+
+def timed_run(video: Path, out: Path, *options: str) -> tuple[float, int, int]:
+    """Wall seconds of one ``videmo run`` command, and its faces and timeline rows."""
+    command = [sys.executable, "-m", "videmo", "run", str(video), "-o", str(out), "-q",
+               "--no-video", "--no-plots", "--no-report", "--overwrite", *options]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    faces = pd.read_csv(out / video.stem / "faces.csv")
+    return seconds, len(faces), int(faces["n_frames"].sum())
+
+
+def measure(video: Path, repeat: int, work: Path) -> dict:
+    frames, decode = decode_fps(video, convert=False)
+    result = {"video": video.name, "frames": frames, "decode_fps": decode}
+    for label, options in (("default", ()), ("detect_every_1", ("--detect-every", "1"))):
+        runs = [timed_run(video, work / label, *options) for _ in range(repeat)]
+        seconds = statistics.median(r[0] for r in runs)
+        result[label] = {"seconds": seconds, "fps": frames / seconds, "faces": runs[0][1],
+                         "rows": runs[0][2]}  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each looped clip")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="videmo-speed-") as tmp:
+        work = Path(tmp)
+        for label, clip in CLIPS.items():
+            video = work / f"{clip.stem}_{int(args.seconds)}s.mp4"
+            loop_clips([clip], video, args.seconds / 60)
+            result = measure(video, args.repeat, work)
+            result["clip"] = label
+            results.append(result)
+            d, e = result["default"], result["detect_every_1"]
+            print(f"{label}: {result['frames']} frames | decode only {result['decode_fps']:.0f} fps"
+                  f" | videmo run {d['fps']:.0f} fps ({d['seconds']:.1f} s, {d['faces']} faces,"
+                  f" {d['rows']} rows) | --detect-every 1 {e['fps']:.0f} fps ({e['seconds']:.1f} s,"
+                  f" {e['faces']} faces, {e['rows']} rows)", flush=True)  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

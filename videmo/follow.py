@@ -1,0 +1,231 @@
+"""Detection on a schedule: the full-frame detector every N frames, faces followed between.
+
+Full-frame detection is the most expensive step per frame. As in production video
+analytics (DeepStream's ``interval`` on its primary detector, MediaPipe's
+detect-then-track), the detector sees the whole frame only on scheduled frames
+and at shot cuts. On the frames between, each face found on the previous frame
+is moved by the optical flow of its own pixels (Median Flow: Lucas-Kanade on a
+grid of points, forward and back), which costs well under a millisecond a face;
+the next full detection corrects any drift. (Running the detector again in a
+small window around each face was measured first: YuNet's per-call cost made a
+160-pixel window cost a third of a full 640-pixel frame.) A face that enters
+the picture is found at the next scheduled frame, at most N analysed frames
+later. A shot cut, or a followed face that is lost (its points do not track, or the
+pixels where it moved no longer look like it), triggers a full detection at once.
+
+The schedule depends on the global frame index only (frames with
+``index % (every * N) == 0``), and a chunk starts following from the scheduled
+frame at or before its first frame, so chunked and serial runs give the same
+detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from videmo.crop import crop_square
+from videmo.detect import FaceDetector
+from videmo.track import iou_matrix
+from videmo.video import Frame
+
+#: Optical flow looks for a face in a window this many times the face's larger side.
+WINDOW_SCALE = 2.0
+#: Optical flow runs where a face is this many pixels wide (smaller faces: at full size).
+FLOW_FACE_PIXELS = 48
+#: Points tracked per face: a FLOW_GRID x FLOW_GRID grid over the box.
+FLOW_GRID = 8
+#: Fewer points than this tracked reliably (forward and back): the face is lost.
+MIN_FLOW_POINTS = 10
+#: A followed box whose pixels correlate less than this with the face's: the face is lost.
+MIN_SIMILARITY = 0.5
+_LK = {"winSize": (9, 9), "maxLevel": 2,
+       "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)}  # fmt: skip
+#: Two followed faces overlapping more than this are one face (the surer one is kept).
+DUPLICATE_IOU = 0.5
+#: Mean absolute difference (0-255) of two 32x32 luma thumbnails that marks a shot cut.
+CUT_THRESHOLD = 24.0
+
+
+@dataclass
+class FollowStats:
+    """How often each kind of detection ran (for ``videmo bench``)."""
+
+    full: int = 0
+    followed: int = 0  # faces moved by optical flow
+    cuts: int = 0  # full detections because the picture changed as a whole
+    lost: int = 0  # full detections because a followed face was lost
+
+
+class ScheduledDetector:
+    """Runs ``full`` on scheduled frames and at cuts, and follows known faces otherwise.
+
+    Det scores of followed faces are those of their latest detection.
+    """
+
+    def __init__(self, full: FaceDetector, interval: int, every: int, det_size: int) -> None:
+        self.full = full
+        self.interval = max(1, interval)
+        self.period = self.interval * every  # in source frames
+        self.det_size = det_size
+        self.stats = FollowStats()
+        self._boxes = np.zeros((0, 4), np.float32)
+        self._scores = np.zeros(0, np.float32)
+        self._previous: Frame | None = None  # its luma is where the followed faces were
+        self._thumb: np.ndarray | None = None
+
+    def first_frame(self, start: int) -> int:
+        """Where a chunk starting at ``start`` begins reading, to follow faces as a full read."""
+        if self.interval == 1:  # every analysed frame is detected: nothing to follow in
+            return start
+        return start - start % self.period
+
+    def detect(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N, 4) xywh and scores (N,) of the faces on ``frame``, in frame pixels."""
+        thumb = _thumbnail(frame) if self.interval > 1 else None
+        scheduled = self.interval == 1 or frame.index % self.period == 0
+        cut = (
+            not scheduled
+            and thumb is not None
+            and self._thumb is not None
+            and float(np.mean(cv2.absdiff(thumb, self._thumb))) > CUT_THRESHOLD
+        )
+        self._thumb = thumb
+        if scheduled or cut:
+            self.stats.full += 1
+            self.stats.cuts += cut
+            small, scale = frame.resized(self.det_size)
+            xywh, score = self.full.detect_scaled(small, scale, frame.shape)
+        else:
+            xywh, score, lost = self._follow(frame)
+            if lost:  # a face left or was covered: look at the whole frame again now
+                self.stats.full += 1
+                self.stats.lost += 1
+                small, scale = frame.resized(self.det_size)
+                xywh, score = self.full.detect_scaled(small, scale, frame.shape)
+        self._boxes, self._scores, self._previous = xywh, score, frame
+        return xywh, score
+
+    def _follow(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Each previous face moved by the optical flow of its pixels (median flow).
+
+        The flag says whether a face was lost (its flow failed or its pixels changed).
+        """
+        found_boxes, found_scores, lost = [], [], False
+        height, width = frame.shape
+        previous, current = self._previous.luma(), frame.luma()
+        for box, score in zip(self._boxes, self._scores, strict=True):
+            self.stats.followed += 1
+            moved = _median_flow(previous, current, box)
+            if moved is None:
+                lost = True
+                continue
+            moved = _clip(moved[None, :], width, height)[0]
+            if min(moved[2], moved[3]) >= self.full.config.min_face:
+                found_boxes.append(moved)
+                found_scores.append(score)
+        if not found_boxes:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), lost
+        kept = _drop_duplicates(np.stack(found_boxes), np.asarray(found_scores, np.float32))
+        return *kept, lost
+
+
+def _median_flow(previous: np.ndarray, current: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """Where ``box`` went from ``previous`` to ``current`` (luma planes), or None if lost.
+
+    Kalal et al.'s Median Flow: a grid of points in the box is tracked with pyramidal
+    Lucas-Kanade, forward and back; points that do not come back to where they started
+    are dropped; the box moves by the median displacement and scales by the median
+    ratio of point distances. The work is done at a size where the face is
+    ``FLOW_FACE_PIXELS`` wide, so it costs the same for any resolution.
+    """
+    x, y, w, h = (float(v) for v in box)
+    scale = min(1.0, FLOW_FACE_PIXELS / max(w, h, 1.0))
+    side = WINDOW_SCALE * max(w, h)
+    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    side_px = max(8, int(round(side)))
+    size = max(8, int(round(side_px * scale)))
+    step = max(1, side_px // size)  # skip pixels first: area-averaging them all is slow
+    side_px = side_px - side_px % step
+    patches = [
+        cv2.resize(
+            crop_square(plane, x0, y0, side_px)[::step, ::step],
+            (size, size),
+            interpolation=cv2.INTER_AREA,
+        )
+        for plane in (previous, current)
+    ]
+    k = size / side_px  # window pixels per frame pixel
+    gx = (x - x0 + (np.arange(FLOW_GRID) + 0.5) * w / FLOW_GRID) * k
+    gy = (y - y0 + (np.arange(FLOW_GRID) + 0.5) * h / FLOW_GRID) * k
+    points = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 1, 2).astype(np.float32)
+    ahead, ok1, _ = cv2.calcOpticalFlowPyrLK(patches[0], patches[1], points, None, **_LK)
+    back, ok2, _ = cv2.calcOpticalFlowPyrLK(patches[1], patches[0], ahead, None, **_LK)
+    error = np.hypot(*(back - points).reshape(-1, 2).T)
+    good = (ok1.ravel() == 1) & (ok2.ravel() == 1)
+    if good.sum() < MIN_FLOW_POINTS:
+        return None
+    good &= error <= max(np.median(error[good]), 0.5)
+    if good.sum() < MIN_FLOW_POINTS:
+        return None
+    p0, p1 = points.reshape(-1, 2)[good], ahead.reshape(-1, 2)[good]
+    dx, dy = np.median(p1 - p0, axis=0) / k
+    j = np.roll(np.arange(len(p0)), len(p0) // 2)  # pairs of points far apart: O(n), not O(n^2)
+    d0 = np.hypot(*(p0 - p0[j]).T)
+    d1 = np.hypot(*(p1 - p1[j]).T)
+    far = d0 > 1
+    ratio = float(np.median(d1[far] / d0[far])) if far.any() else 1.0
+    if not 0.8 <= ratio <= 1.25:  # a face does not change size that fast: flow failed
+        return None
+    cx, cy = x + w / 2 + dx, y + h / 2 + dy
+    moved = np.array([cx - w * ratio / 2, cy - h * ratio / 2, w * ratio, h * ratio], np.float32)
+    before = _patch(patches[0], (np.array([x, y, w, h]) - [x0, y0, 0, 0]) * k)
+    after = _patch(patches[1], (moved - [x0, y0, 0, 0]) * k)
+    if before is None or after is None or _similarity(before, after) < MIN_SIMILARITY:
+        return None  # what is there now does not look like the face: it left or was covered
+    return moved
+
+
+def _patch(image: np.ndarray, xywh: np.ndarray) -> np.ndarray | None:
+    """The box's pixels at a fixed 16x16 size, or None if it lies mostly outside."""
+    x, y, w, h = xywh
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(image.shape[1], int(round(x + w))), min(image.shape[0], int(round(y + h)))
+    if (x1 - x0) * (y1 - y0) < 0.5 * w * h or min(x1 - x0, y1 - y0) < 4:
+        return None
+    return cv2.resize(image[y0:y1, x0:x1], (16, 16), interpolation=cv2.INTER_AREA)
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation of two equal-size patches (1: same up to brightness)."""
+    a = a.astype(np.float32) - a.mean()
+    b = b.astype(np.float32) - b.mean()
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / norm) if norm > 0 else 0.0
+
+
+def _thumbnail(frame: Frame) -> np.ndarray:
+    """A 32x32 luma thumbnail for shot-cut detection (from every 8th pixel: cheap)."""
+    return cv2.resize(frame.luma()[::8, ::8], (32, 32), interpolation=cv2.INTER_AREA)
+
+
+def _clip(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
+    x0 = np.clip(xywh[:, 0], 0, width)
+    y0 = np.clip(xywh[:, 1], 0, height)
+    x1 = np.clip(xywh[:, 0] + xywh[:, 2], 0, width)
+    y1 = np.clip(xywh[:, 1] + xywh[:, 3], 0, height)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
+
+
+def _drop_duplicates(xywh: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy NMS: two followed faces that became one keep the higher score (then the first)."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    overlap = iou_matrix(xywh, xywh)
+    for i in order:
+        if all(overlap[i, j] <= DUPLICATE_IOU for j in keep):
+            keep.append(int(i))
+    keep.sort()
+    return xywh[keep], scores[keep]
