@@ -21,6 +21,9 @@ detections.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import cv2
@@ -65,8 +68,16 @@ class ScheduledDetector:
     Det scores of followed faces are those of their latest detection.
     """
 
-    def __init__(self, full: FaceDetector, interval: int, every: int, det_size: int) -> None:
+    def __init__(
+        self,
+        full: FaceDetector,
+        interval: int,
+        every: int,
+        det_size: int,
+        clock: Callable[[str], AbstractContextManager] | None = None,
+    ) -> None:
         self.full = full
+        self.clock = clock or (lambda _stage: contextlib.nullcontext())
         self.interval = max(1, interval)
         self.period = self.interval * every  # in source frames
         self.det_size = det_size
@@ -94,19 +105,22 @@ class ScheduledDetector:
         )
         self._thumb = thumb
         if scheduled or cut:
-            self.stats.full += 1
             self.stats.cuts += cut
-            small, scale = frame.resized(self.det_size)
-            xywh, score = self.full.detect_scaled(small, scale, frame.shape)
+            xywh, score = self._detect_full(frame)
         else:
-            xywh, score, lost = self._follow(frame)
+            with self.clock("follow (optical flow)"):
+                xywh, score, lost = self._follow(frame)
             if lost:  # a face left or was covered: look at the whole frame again now
-                self.stats.full += 1
                 self.stats.lost += 1
-                small, scale = frame.resized(self.det_size)
-                xywh, score = self.full.detect_scaled(small, scale, frame.shape)
+                xywh, score = self._detect_full(frame)
         self._boxes, self._scores, self._previous = xywh, score, frame
         return xywh, score
+
+    def _detect_full(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        self.stats.full += 1
+        with self.clock("detect (full frame)"):
+            small, scale = frame.resized(self.det_size)
+            return self.full.detect_scaled(small, scale, frame.shape)
 
     def _follow(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, bool]:
         """Each previous face moved by the optical flow of its pixels (median flow).

@@ -201,7 +201,7 @@ class Analyzer:
     def scheduled_detector(self) -> ScheduledDetector:
         """A fresh detection schedule (it holds the faces followed within one chunk)."""
         s = self.settings
-        return ScheduledDetector(self.detector, s.detect_every, s.every, s.det_size)
+        return ScheduledDetector(self.detector, s.detect_every, s.every, s.det_size, self.clock)
 
     def _analyse(
         self,
@@ -224,8 +224,7 @@ class Analyzer:
                 frame = next(frames, None)
             if frame is None:
                 return
-            with clock("detect"):
-                xywh, score = detector.detect(frame)
+            xywh, score = detector.detect(frame)  # timed inside: full frame or followed
             if frame.index < start:
                 continue
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()

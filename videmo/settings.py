@@ -68,7 +68,8 @@ class Settings:
     workers: int | None = _opt(
         None,
         "parallel Ray workers; 0: serial, no Ray "
-        "(default: serial below 30 s of video in total, else one per CPU)",
+        "(default: serial below 30 s of video in total, or 120 s on 2 CPUs or fewer; "
+        "else one per CPU)",
     )
     chunk_s: float = _opt(10.0, "target chunk length in seconds for parallel work")
     address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
