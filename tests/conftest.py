@@ -19,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+# Test clusters (in-process Ray, ray.cluster_utils.Cluster, `ray start` heads) run on
+# 127.0.0.1 only; without token auth, CLI subprocesses can join them. Set before any Ray
+# starts in this process, since Ray reads it once.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 REPO = Path(__file__).resolve().parents[1]
 

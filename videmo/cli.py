@@ -7,6 +7,7 @@ failed, 130 when interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import typing
@@ -138,7 +139,10 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     from videmo.runner import run_videos, write_batch_csv, write_batch_report
 
     reporter = RichReporter(enabled=not quiet, inputs=len(paths))
-    runs = run_videos(paths, out_root, settings, reporter)
+    # stdout carries results only: whatever a library prints meanwhile (Ray reports task
+    # retries from its own threads) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        runs = run_videos(paths, out_root, settings, reporter)
     batch_csv = write_batch_csv(runs, out_root) if len(runs) > 1 else None
     if len(runs) > 1 and settings.report:
         write_batch_report(runs, out_root)

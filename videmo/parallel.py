@@ -159,6 +159,10 @@ class RayExecutor:
             note(f"--workers {workers}: only {max(1, max_useful)} chunk(s) to run; using that many")
             workers = max(1, max_useful)
         self._owns_ray = not ray.is_initialized()
+        self.timeout_s = settings.chunk_timeout_s
+        from ray.exceptions import RayActorError
+
+        self._actor_died = RayActorError
         try:
             if self._owns_ray:
                 self._init(address, workers or min(os.cpu_count() or 1, max(1, max_useful)))
@@ -177,12 +181,20 @@ class RayExecutor:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             workers = max(1, min(cpus, max_useful))
         gpus = ray.cluster_resources().get("GPU", 0.0) if settings.device != "cpu" else 0.0
-        actor_cls = ray.remote(_AnalyzerActor).options(
-            num_cpus=1, num_gpus=min(1.0, gpus / workers) if gpus else 0
+        # A worker process or node that dies costs a restart of its actor (models loaded
+        # again, elsewhere if need be) and a retry of the call it was running, not a video.
+        self._actor_cls = ray.remote(_AnalyzerActor).options(
+            num_cpus=1,
+            num_gpus=min(1.0, gpus / workers) if gpus else 0,
+            max_restarts=ACTOR_RESTARTS,
+            max_task_retries=CALL_RETRIES,
         )
-        self.actors = [actor_cls.remote(settings) for _ in range(workers)]
+        self._settings = settings
+        self.actors = [self._actor_cls.remote(settings) for _ in range(workers)]
         self.workers = workers
-        self.provider = ray.get(self.actors[0].provider.remote())
+        # The first call also tells whether the actors could start; a constructor error is
+        # final, so it is not retried (and Ray prints no retry messages for it).
+        self.provider = ray.get(self.actors[0].provider.options(max_task_retries=0).remote())
 
     def _init(self, address: str | None, workers: int) -> None:
         kwargs: dict = dict(
@@ -211,21 +223,46 @@ class RayExecutor:
     def _dispatch(self, calls: list[Callable]) -> Iterator[tuple[int, object]]:
         """Run ``call(actor) -> ObjectRef`` on idle actors; yield (k, result or error) as done.
 
-        Each actor has one call in flight, so work is balanced as chunks finish.
+        Each actor has one call in flight, so work is balanced as chunks finish. A call
+        running longer than ``timeout_s`` fails with a one-line reason and its actor is
+        replaced (a hung decode must not hang the batch); an actor that died for good
+        (restarts used up) is replaced too, so later calls never go to a dead actor.
         """
         ray = self._ray
         queue, idle, pending = list(enumerate(calls)), list(self.actors), {}
         while queue or pending:
             while queue and idle:
                 (k, call), actor = queue.pop(0), idle.pop(0)
-                pending[call(actor)] = (k, actor)
-            done, _ = ray.wait(list(pending), num_returns=1)
-            k, actor = pending.pop(done[0])
-            idle.append(actor)
+                pending[call(actor)] = (k, actor, time.monotonic())
+            oldest = min(started for _, _, started in pending.values())
+            wait_s = max(0.0, oldest + self.timeout_s - time.monotonic())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+            if not done:  # the oldest call is overdue
+                ref = min(pending, key=lambda r: pending[r][2])
+                k, actor, _ = pending.pop(ref)
+                idle.append(self._replace(actor))
+                yield k, VidemoError(f"no result after {self.timeout_s:g} s (worker replaced)")
+                continue
+            k, actor, _ = pending.pop(done[0])
             try:
-                yield k, ray.get(done[0])
+                result = ray.get(done[0])
+            except self._actor_died as exc:
+                idle.append(self._replace(actor))
+                yield k, VidemoError(f"worker lost: {one_line(exc)}")
+                continue
             except Exception as exc:  # noqa: BLE001 - the caller decides what fails
+                idle.append(actor)
                 yield k, _unwrap(exc)
+                continue
+            idle.append(actor)
+            yield k, result
+
+    def _replace(self, actor: object) -> object:
+        """Kill ``actor`` for good and start a fresh one in its place."""
+        self._ray.kill(actor, no_restart=True)
+        fresh = self._actor_cls.remote(self._settings)
+        self.actors = [fresh if a is actor else a for a in self.actors]
+        return fresh
 
     def run(
         self,
@@ -271,6 +308,12 @@ class RayExecutor:
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
+
+#: Times a worker's actor is restarted after its process or node died, and times the call
+#: it was running is retried on the restarted actor (chunks are deterministic, so a retried
+#: chunk gives the same result).
+ACTOR_RESTARTS = 4
+CALL_RETRIES = 3
 
 #: Local Ray temp folders are named ``videmo-ray-<pid of the videmo process>-<random>``.
 RAY_DIR_PREFIX = "videmo-ray-"
@@ -357,6 +400,10 @@ class _AnalyzerActor:
 
     def provider(self) -> str:
         return self.analyzer.provider
+
+    def pid(self) -> int:
+        """The worker's process id (for diagnostics and the worker-kill test)."""
+        return os.getpid()
 
     def run_chunk(self, path: Path, start: int, stop: int, index: PacketIndex) -> ChunkResult:
         return self.analyzer.run_chunk(path, start, stop, index)

@@ -72,6 +72,9 @@ class Settings:
         "else one per CPU)",
     )
     chunk_s: float = _opt(10.0, "target chunk length in seconds for parallel work")
+    chunk_timeout_s: float = _opt(
+        600.0, "a Ray chunk that runs longer than this fails its video (a hung worker)"
+    )
     address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     overwrite: bool = _opt(False, "replace outputs made from other inputs or settings")
     strict: bool = _opt(
@@ -102,6 +105,7 @@ class Settings:
             ("smooth_s", self.smooth_s >= 0, "at least 0"),
             ("workers", self.workers is None or self.workers >= 0, "at least 0"),
             ("chunk_s", self.chunk_s > 0, "greater than 0"),
+            ("chunk_timeout_s", self.chunk_timeout_s > 0, "greater than 0"),
         ]
         for key, ok, expected in checks:
             if not ok:

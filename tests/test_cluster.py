@@ -1,0 +1,166 @@
+"""Fault tolerance of the Ray batch layer: killed workers and lost nodes cost retries, not videos.
+
+Workers are killed for real (SIGKILL of the actor's process, or a whole node removed from a
+multi-node cluster made with ``ray.cluster_utils.Cluster``, as Ray's own tests do), and the
+outputs are compared byte for byte with a serial run of the same inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    CREMA_HAP,
+    HAMILTON,
+    REPO,
+    SINGLE,
+    cli_env,
+    copy_clip,
+    requires_data,
+    videmo_cmd,
+)
+
+from videmo.runner import Reporter, run_videos
+from videmo.settings import Settings
+
+pytestmark = requires_data
+ray = pytest.importorskip("ray")
+
+ANALYSIS = dict(video=False, plots=False, report=False, chunk_s=1.0)
+TIMELINE_FILES = ("timeline.csv", "timeline.parquet", "faces.csv")
+
+
+def _actor_pids() -> list[int]:
+    """Process ids of the running videmo Ray actors (their process title names the actor)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"_AnalyzerActor" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+class _KillOnce(Reporter):
+    """Runs ``kill`` once, when the first chunk result arrives (others are in flight then)."""
+
+    def __init__(self, kill) -> None:
+        self.kill, self.killed = kill, None
+
+    def advance(self, frames: int) -> None:
+        if self.killed is None:
+            self.killed = self.kill()
+
+
+def _same_as_serial(runs, out: Path, serial_out: Path) -> None:
+    assert [r.status for r in runs] == ["done"] * len(runs), [r.error for r in runs]
+    for run in runs:
+        for name in TIMELINE_FILES:
+            mine = (out / run.out_dir.name / name).read_bytes()
+            assert mine == (serial_out / run.out_dir.name / name).read_bytes(), (run.path, name)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes through /proc")
+def test_worker_process_killed_mid_chunk_is_retried_and_results_equal_serial(
+    tmp_path: Path,
+) -> None:
+    inputs = [HAMILTON, copy_clip(SINGLE, tmp_path / "in")]
+    serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
+    assert [r.status for r in serial] == ["done", "done"]
+
+    def kill_workers() -> list[int]:
+        pids = _actor_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return pids
+
+    reporter = _KillOnce(kill_workers)
+    runs = run_videos(inputs, tmp_path / "ray", Settings(workers=2, **ANALYSIS), reporter)
+    assert reporter.killed, "no worker process was found to kill"
+    _same_as_serial(runs, tmp_path / "ray", tmp_path / "serial")
+
+
+def test_hung_chunk_times_out_and_fails_only_its_video(tmp_path: Path) -> None:
+    """A chunk that never returns (its worker is stopped with SIGSTOP) fails its video, in one
+    line, after the chunk timeout; the other video completes on the replacement worker."""
+    inputs = [SINGLE, copy_clip(SINGLE, tmp_path / "in", "other.mp4")]
+
+    def stop_a_worker() -> list[int]:
+        pids = _actor_pids()
+        os.kill(pids[0], signal.SIGSTOP)  # hangs whatever it runs: a stuck decode
+        return pids[:1]
+
+    reporter = _KillOnce(stop_a_worker)
+    settings = Settings(workers=2, chunk_timeout_s=8.0, **{**ANALYSIS, "chunk_s": 0.5})
+    started = time.monotonic()
+    try:
+        runs = run_videos(inputs, tmp_path / "out", settings, reporter)
+    finally:
+        for pid in reporter.killed or []:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert time.monotonic() - started < 120
+    assert sorted(r.status for r in runs) == ["done", "failed"], [r.error for r in runs]
+    [failed] = [r for r in runs if r.status == "failed"]
+    assert "no result after 8 s" in failed.error and "\n" not in failed.error
+
+
+@pytest.fixture
+def three_node_cluster():
+    """A head (no CPUs: it schedules only) and two worker nodes on this machine."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, workers
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+def test_node_removed_mid_batch_every_video_completes_equal_to_serial(
+    tmp_path: Path, three_node_cluster
+) -> None:
+    """``videmo run DIR --address ...`` on 50 videos; a worker node is removed mid-batch."""
+    cluster, workers = three_node_cluster
+    folder, out = tmp_path / "in", tmp_path / "out"
+    sources = (SINGLE, CREMA_HAP)
+    inputs = [copy_clip(sources[k % 2], folder, f"clip{k:02d}{sources[k % 2].suffix}")
+              for k in range(50)]  # fmt: skip
+    reference = run_videos(list(sources), tmp_path / "serial", Settings(workers=0, **ANALYSIS))
+    assert {r.status for r in reference} == {"done"}
+    env = cli_env()  # RAY_AUTH_MODE=disabled, as the cluster (see conftest)
+    command = videmo_cmd("run", folder, "-o", out, "--address", cluster.address,
+                         "--workers", 2, "--chunk-s", 1, "--no-video", "--no-plots",
+                         "--no-report", "-q")  # fmt: skip
+    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*/run.json")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no video finished"
+        time.sleep(0.2)
+    cluster.remove_node(workers[0])  # the first video is out; the batch is mid-way
+    finished_before = len(list(out.glob("*/run.json")))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert finished_before < len(inputs)
+    assert stdout.split() == [str(out / clip.stem) for clip in inputs]  # results only
+    for k, clip in enumerate(inputs):
+        source = sources[k % 2]
+        for name in TIMELINE_FILES:
+            assert (out / clip.stem / name).read_bytes() == (
+                tmp_path / "serial" / source.stem / name
+            ).read_bytes(), (clip, name)
