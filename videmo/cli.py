@@ -259,7 +259,17 @@ def bench(
 @click.option("-q", "--quiet", is_flag=True, help="no per-clip progress on stderr")
 @functools.partial(
     settings_options,
-    skip=("workers", "video", "plots", "report", "overwrite", "chunk_s", "address", "smooth_s"),
+    skip=(
+        "workers",
+        "video",
+        "plots",
+        "report",
+        "overwrite",
+        "chunk_s",
+        "chunk_timeout_s",
+        "address",
+        "smooth_s",
+    ),
 )
 def evaluate_clips_command(
     folders: tuple[Path, ...],
