@@ -164,3 +164,24 @@ def test_node_removed_mid_batch_every_video_completes_equal_to_serial(
             assert (out / clip.stem / name).read_bytes() == (
                 tmp_path / "serial" / source.stem / name
             ).read_bytes(), (clip, name)
+
+
+def test_batch_streams_first_video_done_before_the_last_inputs_are_read(tmp_path: Path) -> None:
+    """Inputs are probed and indexed as workers need them, not all before the first chunk."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    inputs = [copy_clip(SINGLE, folder, f"clip{k:02d}.mp4") for k in range(12)]
+
+    class FirstDone(Reporter):
+        claimed_then: int | None = None
+
+        def video_done(self, run) -> None:
+            if self.claimed_then is None and run.status == "done":
+                self.claimed_then = len([p for p in out.iterdir() if p.is_dir()])
+
+    reporter = FirstDone()
+    runs = run_videos(inputs, out, Settings(workers=2, **ANALYSIS), reporter, keep_timelines=False)
+    assert [r.status for r in runs] == ["done"] * len(inputs)
+    assert reporter.claimed_then is not None and reporter.claimed_then < len(inputs) / 2
+    assert all(r.timeline is None and r.index is None for r in runs)  # nothing kept per video
+    first = (out / "clip00" / "timeline.csv").read_bytes()
+    assert all((out / p.stem / "timeline.csv").read_bytes() == first for p in inputs)

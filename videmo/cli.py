@@ -142,7 +142,7 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     # stdout carries results only: whatever a library prints meanwhile (Ray reports task
     # retries from its own threads) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        runs = run_videos(paths, out_root, settings, reporter)
+        runs = run_videos(paths, out_root, settings, reporter, keep_timelines=False)
     batch_csv = write_batch_csv(runs, out_root) if len(runs) > 1 else None
     if len(runs) > 1 and settings.report:
         write_batch_report(runs, out_root)

@@ -97,14 +97,15 @@ class SerialExecutor:
 
     def run(
         self,
-        tasks: list[ChunkTask],
-        indexes: dict[int, PacketIndex],
+        tasks: Iterable[ChunkTask],
+        index_of: Callable[[int], PacketIndex],
         progress: Callable[[ChunkTask, int], None],
     ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
+        """Run chunk tasks one by one as they come (``tasks`` may be a generator)."""
         for task in tasks:
             try:
                 result = self.analyzer.run_chunk(
-                    task.path, task.start, task.stop, indexes[task.video],
+                    task.path, task.start, task.stop, index_of(task.video),
                     lambda n, t=task: progress(t, n),
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - reported per video by the runner
@@ -220,65 +221,101 @@ class RayExecutor:
             **kwargs,
         )
 
-    def _dispatch(self, calls: list[Callable]) -> Iterator[tuple[int, object]]:
-        """Run ``call(actor) -> ObjectRef`` on idle actors; yield (k, result or error) as done.
+    def _dispatch(self, calls: Iterable[Callable]) -> Iterator[tuple[int, object]]:
+        """Run ``call(actor) -> ObjectRef`` on the actors; yield (k, result or error) as done.
 
-        Each actor has one call in flight, so work is balanced as chunks finish. A call
-        running longer than ``timeout_s`` fails with a one-line reason and its actor is
+        ``calls`` is consumed lazily, only as actors have room, so a batch streams: the
+        caller may prepare inputs while earlier ones run. Each actor holds up to
+        ``CALLS_PER_WORKER`` calls (Ray runs them one after another), so it keeps working
+        while the caller writes a finished video's outputs. A call that gives no result
+        ``timeout_s`` after it could start fails with a one-line reason and its actor is
         replaced (a hung decode must not hang the batch); an actor that died for good
-        (restarts used up) is replaced too, so later calls never go to a dead actor.
+        (restarts used up) is replaced too. Calls queued behind either are sent again.
         """
         ray = self._ray
-        queue, idle, pending = list(enumerate(calls)), list(self.actors), {}
-        while queue or pending:
-            while queue and idle:
-                (k, call), actor = queue.pop(0), idle.pop(0)
-                pending[call(actor)] = (k, actor, time.monotonic())
-            oldest = min(started for _, _, started in pending.values())
-            wait_s = max(0.0, oldest + self.timeout_s - time.monotonic())
+        source = enumerate(calls)
+        again: list[tuple[int, Callable]] = []  # calls queued on an actor that was replaced
+        pending: dict = {}  # ref -> [k, call, actor, time the call could start]
+        while True:
+            self._fill(source, again, pending)
+            if not pending:
+                return
+            now = time.monotonic()
+            wait_s = max(0.0, min(p[3] for p in pending.values()) + self.timeout_s - now)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
-            if not done:  # the oldest call is overdue
-                ref = min(pending, key=lambda r: pending[r][2])
-                k, actor, _ = pending.pop(ref)
-                idle.append(self._replace(actor))
+            if not done:  # the oldest running call is overdue
+                ref = min(pending, key=lambda r: pending[r][3])
+                k, _, actor, _ = pending.pop(ref)
+                self._replace(actor, pending, again)
                 yield k, VidemoError(f"no result after {self.timeout_s:g} s (worker replaced)")
                 continue
-            k, actor, _ = pending.pop(done[0])
+            k, _, actor, _ = pending.pop(done[0])
+            for other in pending.values():  # the actor's next call starts now
+                if other[2] is actor and other[3] == float("inf"):
+                    other[3] = time.monotonic()
             try:
                 result = ray.get(done[0])
             except self._actor_died as exc:
-                idle.append(self._replace(actor))
+                self._replace(actor, pending, again)
                 yield k, VidemoError(f"worker lost: {one_line(exc)}")
                 continue
             except Exception as exc:  # noqa: BLE001 - the caller decides what fails
-                idle.append(actor)
                 yield k, _unwrap(exc)
                 continue
-            idle.append(actor)
             yield k, result
 
-    def _replace(self, actor: object) -> object:
-        """Kill ``actor`` for good and start a fresh one in its place."""
+    def _fill(self, source: Iterator, again: list, pending: dict) -> None:
+        """Give every actor calls up to ``CALLS_PER_WORKER``, re-sent ones first."""
+        for slot in range(CALLS_PER_WORKER):
+            for actor in list(self.actors):
+                busy = sum(1 for p in pending.values() if p[2] is actor)
+                if busy > slot:
+                    continue
+                item = again.pop(0) if again else next(source, None)
+                if item is None:
+                    return
+                k, call = item
+                # a call queued behind another may start only when that one ends
+                start = time.monotonic() if busy == 0 else float("inf")
+                pending[call(actor)] = [k, call, actor, start]
+
+    def _replace(self, actor: object, pending: dict, again: list) -> None:
+        """Kill ``actor`` for good, start a fresh one, and queue its other calls again."""
         self._ray.kill(actor, no_restart=True)
         fresh = self._actor_cls.remote(self._settings)
         self.actors = [fresh if a is actor else a for a in self.actors]
-        return fresh
+        for ref in [r for r, p in pending.items() if p[2] is actor]:
+            k, call, _, _ = pending.pop(ref)
+            again.append((k, call))
+        again.sort(key=lambda item: item[0])
 
     def run(
         self,
-        tasks: list[ChunkTask],
-        indexes: dict[int, PacketIndex],
+        tasks: Iterable[ChunkTask],
+        index_of: Callable[[int], PacketIndex],
         progress: Callable[[ChunkTask, int], None],
     ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
-        refs = {video: self._ray.put(index) for video, index in indexes.items()}
-        calls = [
-            lambda actor, t=task: actor.run_chunk.remote(t.path, t.start, t.stop, refs[t.video])
-            for task in tasks
-        ]
-        for k, result in self._dispatch(calls):
+        """Run chunk tasks as they come (``tasks`` may be a generator that prepares inputs)."""
+        refs: dict[int, object] = {}  # the latest videos' packet indexes in the object store
+        sent: dict[int, ChunkTask] = {}
+
+        def calls() -> Iterator[Callable]:
+            for k, task in enumerate(tasks):
+                if task.video not in refs:
+                    if len(refs) >= 8:  # in-flight calls keep their own reference
+                        refs.pop(next(iter(refs)))
+                    refs[task.video] = self._ray.put(index_of(task.video))
+                sent[k] = task
+                ref = refs[task.video]
+                yield lambda actor, t=task, r=ref: actor.run_chunk.remote(
+                    t.path, t.start, t.stop, r
+                )
+
+        for k, result in self._dispatch(calls()):
+            task = sent.pop(k)
             if isinstance(result, ChunkResult):
-                progress(tasks[k], tasks[k].stop - tasks[k].start)  # source frames, as serial
-            yield tasks[k], result
+                progress(task, task.stop - task.start)  # source frames, as serial
+            yield task, result
 
     def annotate(
         self, tasks: list[AnnotateTask], index: PacketIndex, info: VideoInfo, every: int
@@ -308,6 +345,9 @@ class RayExecutor:
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
+
+#: Calls queued on each worker at once: it starts the next chunk while the driver writes.
+CALLS_PER_WORKER = 2
 
 #: Times a worker's actor is restarted after its process or node died, and times the call
 #: it was running is retried on the restarted actor (chunks are deterministic, so a retried

@@ -62,6 +62,12 @@ class RichReporter(Reporter):
         speed = self.progress.tasks[0].speed
         self.progress.update(self.task, fps=f"{speed:6.1f} fps" if speed else "")
 
+    def add_frames(self, frames: int) -> None:
+        if self.progress is None or self.task is None:
+            return
+        total = self.progress.tasks[0].total or 0
+        self.progress.update(self.task, total=total + frames)
+
     def video_done(self, run: VideoRun) -> None:
         self.videos_done += 1
         if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run

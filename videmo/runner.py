@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,6 +202,9 @@ class Reporter:
 
     def advance(self, frames: int) -> None: ...
 
+    def add_frames(self, frames: int) -> None:
+        """More work: a video prepared after ``start`` adds its frames to the total."""
+
     def video_done(self, run: VideoRun) -> None: ...
 
     def close(self) -> None: ...
@@ -263,17 +266,21 @@ def _fail(run: VideoRun, exc: BaseException) -> None:
     run.results = []
 
 
-def choose_executor(settings: Settings, runs: list[VideoRun]) -> SerialExecutor | RayExecutor:
-    """Serial for --workers 0 and for short work; otherwise a Ray actor pool."""
+def choose_executor(
+    settings: Settings, runs: list[VideoRun], unread: int = 0
+) -> SerialExecutor | RayExecutor:
+    """Serial for --workers 0 and for short work; otherwise a Ray actor pool.
+
+    ``runs`` are the inputs prepared so far; ``unread`` more follow (a chunk or more each).
+    """
     address = settings.address or os.environ.get("RAY_ADDRESS") or None
     chunks = sum(len(r.chunks) for r in runs)
-    duration = sum(float(r.index.times_s(r.info)[-1]) for r in runs if r.expected_frames)
     workers = settings.workers
-    if workers is None and not address and (chunks <= 1 or duration < serial_below_s()):
+    if workers is None and not address and (chunks <= 1 or _duration(runs) < serial_below_s()):
         workers = 0
     if workers == 0:
         return SerialExecutor(settings)
-    return RayExecutor(settings, workers, address, max_useful=chunks)
+    return RayExecutor(settings, workers, address, max_useful=chunks + unread)
 
 
 def check_output_root(out_root: Path) -> None:
@@ -289,11 +296,14 @@ def run_videos(
     reporter: Reporter | None = None,
     finish: Callable[[VideoRun, Settings, dict], None] | None = None,
     out_dirs: list[Path] | None = None,
+    keep_timelines: bool = True,
 ) -> list[VideoRun]:
     """Analyse every input and write its outputs; never raises for one bad video.
 
     Each video's folder is ``out_root/<name>`` unless ``out_dirs`` names them;
     ``finish`` (default: write all outputs) runs once a video's timeline is ready.
+    Without ``keep_timelines`` a video's timeline and packet index are dropped once it is
+    finished (the CLI: a batch of thousands must not fill the driver's memory).
     """
     from videmo.outputs.writer import write_video_outputs
 
@@ -303,8 +313,9 @@ def run_videos(
     check_output_root(out_root)
     given = out_dirs or [None] * len(paths)
     runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, given, strict=True))]
-    fingerprints = {}
-    for run in runs:
+    fingerprints: dict[int, dict] = {}
+
+    def prepare(run: VideoRun) -> None:
         try:
             if not run.path.is_file():
                 probe(run.path)  # raises the one-line "no such file" / "not a file" error
@@ -319,10 +330,23 @@ def run_videos(
             _fail(run, OutputError(f"{printable(where)}: {exc.strerror or exc}"))
         if run.status in ("skipped", "failed"):
             reporter.video_done(run)
-    todo = [r for r in runs if r.status == "pending"]
-    if not todo:
+
+    # Inputs are prepared (probed, indexed) in order, and only as far as needed: here until
+    # there is enough work to choose the executor, later as workers ask for more chunks.
+    # A batch of thousands starts at once, and the driver holds a few indexes at a time.
+    upcoming = iter(runs)
+    ready: list[VideoRun] = []
+    prepared = 0
+    for run in upcoming:
+        prepare(run)
+        prepared += 1
+        if run.status == "pending":
+            ready.append(run)
+            if _worth_parallel(settings, ready):
+                break
+    if not ready:
         return runs
-    executor = choose_executor(settings, todo)
+    executor = choose_executor(settings, ready, unread=len(runs) - prepared)
     context = {
         "executor": executor.name,
         "workers": executor.workers,
@@ -330,8 +354,7 @@ def run_videos(
         "pool": executor,  # finish() may hand work to its workers (the annotated video)
     }
     # videos: all inputs, as skipped and failed ones were already counted done
-    reporter.start(sum(r.expected_frames for r in todo), len(runs))
-    tasks = [ChunkTask(r.position, r.path, a, b) for r in todo for a, b in r.chunks]
+    reporter.start(sum(r.expected_frames for r in ready), len(runs))
 
     def complete(run: VideoRun) -> None:
         try:
@@ -348,15 +371,23 @@ def run_videos(
             _fail(run, exc)
         run.seconds = time.perf_counter() - run.started
         run.results = []
+        if not keep_timelines:  # written: the driver's memory must not grow with the batch
+            run.timeline, run.index = None, None
         reporter.video_done(run)
 
+    def tasks() -> Iterator[ChunkTask]:
+        for run in ready:
+            yield from _chunk_tasks(run, complete)
+        for run in upcoming:
+            prepare(run)
+            if run.status == "pending":
+                reporter.add_frames(run.expected_frames)
+                yield from _chunk_tasks(run, complete)
+
     try:
-        for run in todo:
-            if not run.chunks:  # a video with no frames: valid, empty outputs
-                complete(run)
         progress = lambda task, n: reporter.advance(n)  # noqa: E731
         free_since = time.perf_counter()  # when the executor last handed back a chunk
-        for task, result in executor.run(tasks, {r.position: r.index for r in todo}, progress):
+        for task, result in executor.run(tasks(), lambda video: runs[video].index, progress):
             run = runs[task.video]
             if not run.results and not run.timed:
                 # A video's time starts when its first chunk could start, not with the batch
@@ -368,6 +399,29 @@ def run_videos(
         executor.close()
         reporter.close()
     return runs
+
+
+def _worth_parallel(settings: Settings, ready: list[VideoRun]) -> bool:
+    """Whether the inputs prepared so far settle the choice of executor (see choose_executor)."""
+    if settings.workers == 0:
+        return False
+    if settings.workers or settings.address or os.environ.get("RAY_ADDRESS"):
+        return True  # Ray whatever the amount of work: start at once
+    chunks = sum(len(r.chunks) for r in ready)
+    return chunks > 1 and _duration(ready) >= serial_below_s()
+
+
+def _duration(runs: list[VideoRun]) -> float:
+    return sum(float(r.index.times_s(r.info)[-1]) for r in runs if r.expected_frames)
+
+
+def _chunk_tasks(run: VideoRun, complete: Callable[[VideoRun], None]) -> Iterator[ChunkTask]:
+    """A prepared video's chunks; a video with no frames is complete at once (empty outputs)."""
+    if not run.chunks:
+        complete(run)
+        return
+    for start, stop in run.chunks:
+        yield ChunkTask(run.position, run.path, start, stop)
 
 
 def _collect(
