@@ -342,7 +342,7 @@ def run_videos(
         prepared += 1
         if run.status == "pending":
             ready.append(run)
-            if _worth_parallel(settings, ready):
+            if _executor_settled(settings, ready):
                 break
     if not ready:
         return runs
@@ -401,12 +401,10 @@ def run_videos(
     return runs
 
 
-def _worth_parallel(settings: Settings, ready: list[VideoRun]) -> bool:
+def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:
     """Whether the inputs prepared so far settle the choice of executor (see choose_executor)."""
-    if settings.workers == 0:
-        return False
-    if settings.workers or settings.address or os.environ.get("RAY_ADDRESS"):
-        return True  # Ray whatever the amount of work: start at once
+    if settings.workers is not None or settings.address or os.environ.get("RAY_ADDRESS"):
+        return True  # told (serial or Ray) whatever the amount of work: start at once
     chunks = sum(len(r.chunks) for r in ready)
     return chunks > 1 and _duration(ready) >= serial_below_s()
 
