@@ -128,6 +128,8 @@ class ScheduledDetector:
         The flag says whether a face was lost (its flow failed or its pixels changed).
         """
         found_boxes, found_scores, lost = [], [], False
+        if self._previous is None or not len(self._boxes):  # e.g. a damaged first frame
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), lost
         height, width = frame.shape
         previous, current = self._previous.luma(), frame.luma()
         for box, score in zip(self._boxes, self._scores, strict=True):
