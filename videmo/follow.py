@@ -42,6 +42,8 @@ FLOW_FACE_PIXELS = 48
 FLOW_GRID = 8
 #: Fewer points than this tracked reliably (forward and back): the face is lost.
 MIN_FLOW_POINTS = 10
+#: The most a followed face's size may change from one frame to the next.
+MAX_SCALE_STEP = 0.03
 #: A followed box whose pixels correlate less than this with the face's: the face is lost.
 MIN_SIMILARITY = 0.5
 _LK = {"winSize": (9, 9), "maxLevel": 2,
@@ -195,6 +197,9 @@ def _median_flow(previous: np.ndarray, current: np.ndarray, box: np.ndarray) -> 
     ratio = float(np.median(d1[far] / d0[far])) if far.any() else 1.0
     if not 0.8 <= ratio <= 1.25:  # a face does not change size that fast: flow failed
         return None
+    # Scale from a few dozen points is noisy and compounds frame after frame; the next full
+    # detection sets the true size, so following changes it by at most 3 % a frame.
+    ratio = min(max(ratio, 1 - MAX_SCALE_STEP), 1 + MAX_SCALE_STEP)
     cx, cy = x + w / 2 + dx, y + h / 2 + dy
     moved = np.array([cx - w * ratio / 2, cy - h * ratio / 2, w * ratio, h * ratio], np.float32)
     before = _patch(patches[0], (np.array([x, y, w, h]) - [x0, y0, 0, 0]) * k)
