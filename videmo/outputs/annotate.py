@@ -29,6 +29,9 @@ _TEXT_BGR: tuple[tuple[int, int, int], ...] = tuple(
 )
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
+#: The annotated video in a video's output folder.
+ANNOTATED_MP4 = "annotated.mp4"
+
 
 class FaceRows(NamedTuple):
     """One frame's faces as arrays; ``draw_faces(image, *rows)`` draws them."""

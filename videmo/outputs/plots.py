@@ -25,6 +25,8 @@ from videmo.spec import EMOTIONS
 log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
+OVERVIEW_PNG = "overview.png"
+DISTRIBUTION_PNG = "distribution.png"
 #: Per-face charts are written for at most this many faces (those seen longest).
 MAX_FACE_PLOTS = 24
 #: The overview ethogram shows at most this many rows (faces seen longest).
@@ -196,6 +198,11 @@ def drawable(text: str) -> str:
     return "".join(c if ord(c) in codepoints or c.isspace() else "?" for c in text)
 
 
+def face_plot_name(face_id: int) -> str:
+    """``face_NNN.png``, one face's chart in ``plots/`` (the report links to it)."""
+    return f"face_{face_id:03d}.png"
+
+
 def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     """Write ``overview.png``, ``distribution.png``, ``face_<id:03d>.png`` into ``out_dir/plots``.
 
@@ -205,8 +212,8 @@ def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     plots_dir = ensure_dir(Path(out_dir) / PLOTS_DIR)
     title = drawable(title)
     written = [
-        _save(plot_overview(df, title), plots_dir / "overview.png"),
-        _save(plot_distribution(df, title), plots_dir / "distribution.png"),
+        _save(plot_overview(df, title), plots_dir / OVERVIEW_PNG),
+        _save(plot_distribution(df, title), plots_dir / DISTRIBUTION_PNG),
     ]
     faces = _faces_by_size(df)
     if len(faces) > MAX_FACE_PLOTS:
@@ -216,5 +223,5 @@ def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     for face_id, face in df.groupby("face_id", sort=True):
         if int(face_id) in plotted:
             fig = plot_face(face, int(face_id), title, step)
-            written.append(_save(fig, plots_dir / f"face_{int(face_id):03d}.png"))
+            written.append(_save(fig, plots_dir / face_plot_name(int(face_id))))
     return written

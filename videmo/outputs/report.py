@@ -17,11 +17,12 @@ from urllib.parse import quote
 import pandas as pd
 
 from videmo.damage import damage_line
+from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
 from videmo.outputs.gallery import FACES_DIR, thumbnail_name
 from videmo.outputs.palette import EMOTION_COLORS
-from videmo.outputs.plots import PLOTS_DIR
-from videmo.outputs.timeline import MEAN_COLUMNS
+from videmo.outputs.plots import DISTRIBUTION_PNG, OVERVIEW_PNG, PLOTS_DIR, face_plot_name
+from videmo.outputs.timeline import FACES_CSV, MEAN_COLUMNS
 from videmo.spec import EMOTIONS
 
 REPORT_HTML = "report.html"
@@ -191,7 +192,7 @@ def _bars(face: pd.Series) -> str:
 def _face_card(face: pd.Series, out_dir: Path, has_video: bool) -> str:
     face_id = int(face["face_id"])
     thumb = Path(FACES_DIR) / thumbnail_name(face_id)
-    plot = Path(PLOTS_DIR) / f"face_{face_id:03d}.png"
+    plot = Path(PLOTS_DIR) / face_plot_name(face_id)
     first, last = float(face["first_s"]), float(face["last_s"])
     seen = f"{clock(first)}–{clock(last)} · {last - first:.1f} s · {int(face['n_frames'])} frames"
     if has_video:
@@ -221,7 +222,7 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool) -> str:
 def render_video_report(run: dict, faces: pd.DataFrame, out_dir: Path, title: str) -> str:
     """The HTML of one video's page (``run`` is the ``run.json`` dict)."""
     out_dir = Path(out_dir)
-    has_video = (out_dir / "annotated.mp4").is_file()
+    has_video = (out_dir / ANNOTATED_MP4).is_file()
     parts = [
         f"<header><h1>{esc(title)}</h1><p>videmo emotion report · "
         f"{len(faces)} face{'s' if len(faces) != 1 else ''}</p></header><main>",
@@ -232,7 +233,7 @@ def render_video_report(run: dict, faces: pd.DataFrame, out_dir: Path, title: st
         parts.append(f'<section><h2>Faces</h2><div class="gallery">{cards}</div></section>')
     else:
         parts.append('<section><h2>Faces</h2><p class="muted">No faces were found.</p></section>')
-    plots = [p for p in ("overview.png", "distribution.png") if (out_dir / PLOTS_DIR / p).is_file()]
+    plots = [p for p in (OVERVIEW_PNG, DISTRIBUTION_PNG) if (out_dir / PLOTS_DIR / p).is_file()]
     if plots:
         images = "".join(
             f'<img src="{href(PLOTS_DIR, p)}" alt="{esc(p[:-4])} of all faces">' for p in plots
@@ -243,7 +244,7 @@ def render_video_report(run: dict, faces: pd.DataFrame, out_dir: Path, title: st
     if has_video:
         parts.append(
             '<section><h2>Annotated video</h2><video id="video" controls preload="metadata" '
-            'src="annotated.mp4" width="960"></video></section>'
+            f'src="{href(ANNOTATED_MP4)}" width="960"></video></section>'
         )
     parts.append("</main>")
     return _page(f"{title} · videmo", "".join(parts))
@@ -276,7 +277,7 @@ def _batch_row(entry: dict, root: Path) -> str:
         rel = out.relative_to(root) if out.is_relative_to(root) else out
         if (out / REPORT_HTML).is_file():
             link = f'<a href="{href(*rel.parts, REPORT_HTML)}">{name}</a>'
-        faces_csv = out / "faces.csv"
+        faces_csv = out / FACES_CSV
         if faces_csv.is_file():
             faces = pd.read_csv(faces_csv)
         shown = (

@@ -20,7 +20,7 @@ from videmo.encode import VideoWriter, concat_segments
 from videmo.errors import OutputError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import printable
-from videmo.outputs.annotate import FrameRows, draw_faces, rows_by_frame
+from videmo.outputs.annotate import ANNOTATED_MP4, FrameRows, draw_faces, rows_by_frame
 from videmo.outputs.atomic import write_json_atomic
 from videmo.outputs.gallery import write_thumbnails
 from videmo.outputs.plots import write_plots
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from videmo.parallel import RayExecutor, SerialExecutor
     from videmo.runner import VideoRun
 
-ANNOTATED_MP4 = "annotated.mp4"
 _PACKAGES = ("av", "numpy", "pandas", "pyarrow", "onnxruntime-gpu", "onnxruntime",
              "opencv-python-headless", "ray", "matplotlib")  # fmt: skip
 
