@@ -71,8 +71,18 @@ def _to_full_resolution(
     boxes: np.ndarray, scores: np.ndarray, scale: float, shape: tuple[int, ...], min_face: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale boxes back to the full frame, clip them to it and drop tiny faces."""
+    return clip_to_frame(boxes.astype(np.float64) / scale, scores, shape, min_face)
+
+
+def clip_to_frame(
+    boxes: np.ndarray, scores: np.ndarray, shape: tuple[int, ...], min_face: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) xywh clipped to a frame of ``shape``, faces under ``min_face`` dropped.
+
+    Every face box of the pipeline passes here: detected ones and followed ones. The
+    arithmetic is done in the boxes' own dtype.
+    """
     h, w = shape[0], shape[1]
-    boxes = boxes.astype(np.float64) / scale
     x0 = np.clip(boxes[:, 0], 0, w)
     y0 = np.clip(boxes[:, 1], 0, h)
     x1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, w)

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from videmo.crop import crop_square
-from videmo.detect import FaceDetector
+from videmo.detect import FaceDetector, clip_to_frame
 from videmo.track import iou_matrix
 from videmo.video import Frame
 
@@ -132,7 +132,6 @@ class ScheduledDetector:
         found_boxes, found_scores, lost = [], [], False
         if self._previous is None or not len(self._boxes):  # e.g. a damaged first frame
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), lost
-        height, width = frame.shape
         previous, current = self._previous.luma(), frame.luma()
         for box, score in zip(self._boxes, self._scores, strict=True):
             self.stats.followed += 1
@@ -140,14 +139,14 @@ class ScheduledDetector:
             if moved is None:
                 lost = True
                 continue
-            moved = _clip(moved[None, :], width, height)[0]
-            if min(moved[2], moved[3]) >= self.full.config.min_face:
-                found_boxes.append(moved)
-                found_scores.append(score)
+            found_boxes.append(moved)
+            found_scores.append(score)
         if not found_boxes:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), lost
-        kept = _drop_duplicates(np.stack(found_boxes), np.asarray(found_scores, np.float32))
-        return *kept, lost
+        xywh, scores = clip_to_frame(
+            np.stack(found_boxes), np.asarray(found_scores), frame.shape, self.full.config.min_face
+        )
+        return *_drop_duplicates(xywh, scores), lost
 
 
 def _median_flow(previous: np.ndarray, current: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -230,14 +229,6 @@ def _similarity(a: np.ndarray, b: np.ndarray) -> float:
 def _thumbnail(frame: Frame) -> np.ndarray:
     """A 32x32 luma thumbnail for shot-cut detection (from every 8th pixel: cheap)."""
     return cv2.resize(frame.luma()[::8, ::8], (32, 32), interpolation=cv2.INTER_AREA)
-
-
-def _clip(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
-    x0 = np.clip(xywh[:, 0], 0, width)
-    y0 = np.clip(xywh[:, 1], 0, height)
-    x1 = np.clip(xywh[:, 0] + xywh[:, 2], 0, width)
-    y1 = np.clip(xywh[:, 1] + xywh[:, 3], 0, height)
-    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
 
 
 def _drop_duplicates(xywh: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
