@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import DINNER, NOFACE_FACE, OTB_GIRL, requires_data
 
-from videmo.crop import crop_square, face_crop, frame_face_crop
+from videmo.crop import face_crop, frame_face_crop
 from videmo.pipeline import Analyzer
 from videmo.settings import Settings
 from videmo.spec import ModelSpec
@@ -32,15 +32,6 @@ def test_luma_crop_matches_the_crop_of_the_colour_frame() -> None:
             assert from_luma.shape == from_bgr.shape == (48, 48)
             assert np.abs(from_luma - from_bgr).mean() < 2.0
             assert np.abs(from_luma - from_bgr).max() <= 6
-
-
-def test_region_in_colour_matches_the_converted_frame_also_at_the_edges() -> None:
-    [frame] = _frames(DINNER, 1)
-    for x0, y0, side in ((100, 50, 200), (-30, -20, 100), (800, 400, 120), (101, 51, 77)):
-        region = frame.region_bgr(x0, y0, side).astype(int)
-        reference = crop_square(frame.image, x0, y0, side).astype(int)
-        assert region.shape == reference.shape == (side, side, 3)
-        assert np.abs(region - reference).mean() < 2.5
 
 
 def test_analysis_makes_no_full_resolution_colour_frame(monkeypatch: pytest.MonkeyPatch) -> None:

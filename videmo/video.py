@@ -174,34 +174,6 @@ class Frame:
         """MPEG (limited) range unless the stream says JPEG (full) range."""
         return self.source.format.name != "yuvj420p" and int(self.source.color_range) != 2
 
-    def region_bgr(self, x0: int, y0: int, side: int) -> np.ndarray:
-        """The upright BGR square ``[x0, x0 + side) x [y0, y0 + side)``, padded at the edges.
-
-        For unrotated 8-bit 4:2:0 frames only that region is converted to colour (its
-        Y, U and V planes are cut and converted together), not the whole frame.
-        """
-        from videmo.crop import crop_square  # the one square-cutting rule
-
-        if self._image is not None or self.rotation or not self._planar():
-            return crop_square(self.image, x0, y0, side)
-        h, w = self.source.height, self.source.width
-        left, top = max(0, x0) & ~1, max(0, y0) & ~1  # chroma is subsampled 2x2
-        right, bottom = min(w, x0 + side), min(h, y0 + side)
-        right, bottom = right + (right - left) % 2, bottom + (bottom - top) % 2
-        if right > w or bottom > h:  # an odd frame size: give up the last column/row
-            right, bottom = right - (right > w) * 2, bottom - (bottom > h) * 2
-        if right <= left or bottom <= top:
-            return crop_square(self.image, x0, y0, side)
-        planes = [
-            np.frombuffer(p, np.uint8).reshape(-1, p.line_size) for p in self.source.planes[:3]
-        ]
-        y = planes[0][top:bottom, left:right]
-        u = planes[1][top // 2 : bottom // 2, left // 2 : right // 2]
-        v = planes[2][top // 2 : bottom // 2, left // 2 : right // 2]
-        i420 = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)])
-        bgr = cv2.cvtColor(i420.reshape(-1, right - left), cv2.COLOR_YUV2BGR_I420)
-        return crop_square(bgr, x0 - left, y0 - top, side)
-
     def resized(self, max_side: int) -> tuple[np.ndarray, float]:
         """The upright BGR frame shrunk so its longest side is at most ``max_side``, and the scale.
 

@@ -106,7 +106,8 @@ def best_thumbnails(
     best: dict[int, tuple[float, int, np.ndarray]] = {}
     for start, stop in _frame_runs(list(by_frame)):
         try:
-            for frame in read_frames(path, start, stop, index=index):
+            # colour only for the frames that hold a candidate, not the frames between
+            for frame in read_frames(path, start, stop, index=index, bgr=False):
                 for row in by_frame.get(frame.index, []):
                     _keep_sharpest(best, int(row.face_id), frame, row)
         except VideoError:  # a damaged file: the frames read so far still count
