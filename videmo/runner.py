@@ -266,6 +266,11 @@ def _fail(run: VideoRun, exc: BaseException) -> None:
     run.results = []
 
 
+def ray_address(settings: Settings) -> str | None:
+    """The Ray cluster to join: ``--address``, else ``$RAY_ADDRESS``, else none (local Ray)."""
+    return settings.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def choose_executor(
     settings: Settings, runs: list[VideoRun], unread: int = 0
 ) -> SerialExecutor | RayExecutor:
@@ -273,7 +278,7 @@ def choose_executor(
 
     ``runs`` are the inputs prepared so far; ``unread`` more follow (a chunk or more each).
     """
-    address = settings.address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(settings)
     chunks = sum(len(r.chunks) for r in runs)
     workers = settings.workers
     if workers is None and not address and (chunks <= 1 or _duration(runs) < serial_below_s()):
@@ -403,7 +408,7 @@ def run_videos(
 
 def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:
     """Whether the inputs prepared so far settle the choice of executor (see choose_executor)."""
-    if settings.workers is not None or settings.address or os.environ.get("RAY_ADDRESS"):
+    if settings.workers is not None or ray_address(settings):
         return True  # told (serial or Ray) whatever the amount of work: start at once
     chunks = sum(len(r.chunks) for r in ready)
     return chunks > 1 and _duration(ready) >= serial_below_s()
