@@ -69,10 +69,12 @@ def test_shipped_model_stores_calibrated_crops_and_pipeline_uses_them() -> None:
     frame = np.zeros((360, 640, 3), np.uint8)
     frame[100:200, 300:380] = 255  # the detector box, bright; outside stays dark
     crop = face_crop(frame, np.array([300, 100, 80, 100]), model.spec.crop_for("yunet"), model.spec)
-    assert crop.shape == (48, 48)
+    side = model.spec.input_size
+    assert crop.shape == (side, side)
     # scale 0.977 of the box height: the square is a little narrower than the tall box,
     # so the crop's middle rows are bright across most of their width
-    assert crop[20:28, 8:40].mean() > 200
+    middle = crop[side * 5 // 12 : side * 7 // 12, side // 6 : side * 5 // 6]
+    assert middle.mean() > 200
 
 
 # --------------------------------------------------------------------------- the video path

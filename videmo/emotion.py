@@ -105,11 +105,14 @@ class EmotionModel:
 
         Every batch is padded to ``batch_size`` rows so each crop is computed
         by the same kernels whatever else is in its batch: results then do not
-        depend on how frames were split into chunks.
+        depend on how frames were split into chunks. Faces of another size (e.g.
+        FER2013's 48x48 for a 64x64 model) are resized as training resized them.
         """
         n = len(crops)
         out = np.zeros((n, self.n_classes), np.float32)
         size = self.spec.input_size
+        if n and crops.shape[1:3] != (size, size):
+            crops = np.stack([self.spec.resize(face) for face in crops])
         for start in range(0, n, self.batch_size):
             chunk = crops[start : start + self.batch_size]
             padded = np.zeros((self.batch_size, size, size), np.uint8)

@@ -213,8 +213,14 @@ def _print_results(results: dict) -> None:
     help="Normalisation std on the 0-1 scale (mini-Xception: 0.5).",
 )
 @click.option("--data", help="FER2013 data for the parity check on real faces (else random).")
+@click.option(
+    "--flip-tta/--no-flip-tta",
+    default=False,
+    show_default=True,
+    help="Bake mirror-image averaging into the graph.",
+)
 def import_keras_command(
-    h5_path: Path, out_path: Path, mean: float, std: float, data: str | None
+    h5_path: Path, out_path: Path, mean: float, std: float, data: str | None, flip_tta: bool
 ) -> None:
     """Convert a Keras emotion model (e.g. _mini_XCEPTION.*.hdf5) to a videmo ONNX model."""
     _require_tf()
@@ -226,7 +232,9 @@ def import_keras_command(
 
         splits = load_fer2013(data, limit_per_split=256, seed=0)
         faces = (splits.get("PublicTest") or next(iter(splits.values()))).images
-    result = import_keras(h5_path, out_path, mean=mean, std=std, parity_faces=faces)
+    result = import_keras(
+        h5_path, out_path, mean=mean, std=std, parity_faces=faces, flip_tta=flip_tta
+    )
     click.echo(
         f"wrote {result['path']} (parity max abs diff {result['max_abs_diff']:.2e}; "
         f"spec {result['spec']})"

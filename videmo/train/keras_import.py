@@ -9,6 +9,7 @@ what oarriaga's FER2013 models use.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,21 @@ def import_keras(
     mean: float = 0.5,
     std: float = 0.5,
     parity_faces: np.ndarray | None = None,
+    flip_tta: bool = False,
 ) -> dict[str, Any]:
     """Convert a Keras .hdf5/.h5/.keras emotion model to a videmo ONNX model.
 
     ``parity_faces`` are uint8 (N, H, W) faces for the Keras/ONNX parity check
     (real FER2013 faces when available); random faces are used otherwise.
+    ``flip_tta`` bakes the average of the face and its mirror image into the graph.
     """
-    from videmo.train.export import export_onnx, load_keras
+    from videmo.train.export import average_models, export_onnx, load_keras
 
     model = load_keras(h5_path)
     spec = spec_from_keras(model, mean, std, source=Path(h5_path).name)
+    if flip_tta:
+        model = average_models([model], flip_tta=True)
+        spec = dataclasses.replace(spec, extra={**spec.extra, "flip_tta_in_graph": True})
     _check_probabilities(model, spec)
     if parity_faces is None:
         rng = np.random.default_rng(0)

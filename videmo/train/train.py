@@ -83,12 +83,14 @@ class TrainConfig:
     ferplus_weight: float = 0.0  # share of the target taken from FER+ votes (0: FER2013 only)
     ferplus: str = ""  # FER+ votes CSV (default: ../ferplus/ferplus_votes.csv.gz beside data)
     video_augment: bool = False  # resolution loss, contrast, brightness and noise
+    input_size: int = 48  # side of the square face the model sees
+    init_from: str = ""  # Keras checkpoint to fine-tune (its input must be input_size)
     verbose: int = 2
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "plateau"):
             raise SettingsError(f"schedule must be 'cosine' or 'plateau', got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "threads"):
+        for name in ("epochs", "batch_size", "threads", "input_size"):
             if int(getattr(self, name)) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.width <= 0:
@@ -120,8 +122,6 @@ class TrainConfig:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run training and return the summary (also written to ``<out>/summary.json``)."""
     tf, keras = _import_tf(config)
-    from videmo.train.model import build_mini_xception
-
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     done_epochs = _resumable_epochs(out, config)
@@ -137,13 +137,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         model = keras.models.load_model(str(out / LAST_FILE))
         print(f"resuming {out} after epoch {done_epochs}", file=sys.stderr)
     else:
-        model = build_mini_xception(
-            spec,
-            width=config.width,
-            l2=config.l2,
-            dropout=config.dropout,
-            separable_l2=config.separable_l2,
-        )
+        model = _initial_model(keras, spec, config)
         model.compile(
             optimizer=keras.optimizers.Adam(config.lr),
             loss="categorical_crossentropy",
@@ -161,6 +155,34 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return _write_summary(
         out, config, model, _history(out), time.time() - started, len(train_split), len(val_split)
     )
+
+
+def _initial_model(keras: Any, spec: ModelSpec, config: TrainConfig) -> Any:
+    """A fresh mini-Xception, or the weights of ``init_from`` to fine-tune.
+
+    Fine-tuning starts from a net that already carries over to video (e.g. the
+    paper's mini-Xception); its architecture and regularisation are kept as saved.
+    """
+    if not config.init_from:
+        from videmo.train.model import build_mini_xception
+
+        return build_mini_xception(
+            spec,
+            width=config.width,
+            l2=config.l2,
+            dropout=config.dropout,
+            separable_l2=config.separable_l2,
+        )
+    from videmo.train.export import load_keras
+
+    model = load_keras(config.init_from)
+    want = (spec.input_size, spec.input_size, spec.channels)
+    if tuple(model.input_shape[1:]) != want or tuple(model.output_shape[1:]) != (len(EMOTIONS),):
+        raise SettingsError(
+            f"init_from {config.init_from}: input {tuple(model.input_shape[1:])} and output "
+            f"{tuple(model.output_shape[1:])} must be {want} and ({len(EMOTIONS)},)"
+        )
+    return model
 
 
 def _history(out: Path) -> dict[str, list]:
@@ -216,12 +238,25 @@ def training_targets(split: Split, config: TrainConfig) -> np.ndarray:
 
 def default_spec(config: TrainConfig) -> ModelSpec:
     """The spec of a model trained with ``config`` (defaults: 48x48, x/255 -> [-1, 1])."""
-    return ModelSpec(extra={"arch": "mini_xception", "width": config.width, "dataset": "FER2013"})
+    extra: dict[str, Any] = {"arch": "mini_xception", "width": config.width, "dataset": "FER2013"}
+    if config.init_from:
+        extra["init_from"] = Path(config.init_from).name
+    return ModelSpec(input_size=config.input_size, extra=extra)
 
 
 def _import_tf(config: TrainConfig) -> tuple[Any, Any]:
     """Import TF with thread limits and seeds set before any op runs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if config.input_size != 48:
+        # TF 2.21's oneDNN kernels segfault in the first training step of a mini-Xception
+        # at 64x64 (48x48 trains fine); TF's plain kernels train it. The switch is read
+        # when TensorFlow loads, so it cannot be turned off in a process that has loaded it.
+        if "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+            raise SettingsError(
+                f"input_size {config.input_size} needs TF_ENABLE_ONEDNN_OPTS=0 before "
+                "TensorFlow is imported: run 'videmo train' in a fresh process"
+            )
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     import tensorflow as tf
     import tf_keras as keras
 
