@@ -10,7 +10,9 @@ this process and back to back:
 - decode only: every frame decoded by PyAV, no pixel conversion (the ceiling);
 - ``videmo run FILE --no-video --no-plots --no-report`` as a subprocess, default
   settings otherwise: wall time of the whole command, start-up included;
-- the same with ``--detect-every 1`` (the full detector on every frame, the old way).
+- the same with ``--detect-every 1`` (the full detector on every frame, the old way);
+- with ``--compare-model M``, default settings with ``--model M`` as well (another
+  emotion model, measured in the same run).
 
 Each figure is the median of ``--repeat`` runs. Faces and timeline rows are
 printed so a speed-up that loses faces shows.
@@ -52,10 +54,13 @@ def timed_run(video: Path, out: Path, *options: str) -> tuple[float, int, int]:
     return seconds, len(faces), int(faces["n_frames"].sum())
 
 
-def measure(video: Path, repeat: int, work: Path) -> dict:
+def measure(video: Path, repeat: int, work: Path, compare_model: Path | None = None) -> dict:
     frames, decode = decode_fps(video, convert=False)
     result = {"video": video.name, "frames": frames, "decode_fps": decode}
-    for label, options in (("default", ()), ("detect_every_1", ("--detect-every", "1"))):
+    variants = [("default", ()), ("detect_every_1", ("--detect-every", "1"))]
+    if compare_model is not None:
+        variants.append(("compare_model", ("--model", str(compare_model))))
+    for label, options in variants:
         runs = [timed_run(video, work / label, *options) for _ in range(repeat)]
         seconds = statistics.median(r[0] for r in runs)
         result[label] = {"seconds": seconds, "fps": frames / seconds, "faces": runs[0][1],
@@ -68,6 +73,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each looped clip")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--compare-model", type=Path, help="also time default settings with it")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="videmo-speed-") as tmp:
@@ -75,7 +81,7 @@ def main() -> None:
         for label, clip in CLIPS.items():
             video = work / f"{clip.stem}_{int(args.seconds)}s.mp4"
             loop_clips([clip], video, args.seconds / 60)
-            result = measure(video, args.repeat, work)
+            result = measure(video, args.repeat, work, args.compare_model)
             result["clip"] = label
             results.append(result)
             d, e = result["default"], result["detect_every_1"]
@@ -83,6 +89,10 @@ def main() -> None:
                   f" | videmo run {d['fps']:.0f} fps ({d['seconds']:.1f} s, {d['faces']} faces,"
                   f" {d['rows']} rows) | --detect-every 1 {e['fps']:.0f} fps ({e['seconds']:.1f} s,"
                   f" {e['faces']} faces, {e['rows']} rows)", flush=True)  # fmt: skip
+            if "compare_model" in result:
+                c = result["compare_model"]
+                print(f"  with --model {args.compare_model.name}: {c['fps']:.0f} fps "
+                      f"({c['seconds']:.1f} s, {c['faces']} faces)", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -143,7 +143,9 @@ def test_job_file_unknown_key(tmp_path: Path) -> None:
         TrainConfig.from_toml(job)
 
 
-@pytest.mark.parametrize("job", ["train-minixception.toml", "train-minixception-w2.toml"])
+@pytest.mark.parametrize(
+    "job", ["train-minixception.toml", "train-minixception-w2.toml", "train-finetune-paper.toml"]
+)
 def test_shipped_job_files_parse(job: str) -> None:
     from videmo.train.train import TrainConfig
 
