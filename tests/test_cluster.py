@@ -185,3 +185,32 @@ def test_batch_streams_first_video_done_before_the_last_inputs_are_read(tmp_path
     assert all(r.timeline is None and r.index is None for r in runs)  # nothing kept per video
     first = (out / "clip00" / "timeline.csv").read_bytes()
     assert all((out / p.stem / "timeline.csv").read_bytes() == first for p in inputs)
+
+
+def test_batch_is_tracked_and_written_on_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch on Ray finishes each video (merge, track, write) on a worker, not the driver:
+    with the driver's own finishing broken, every video still completes, byte-identical to
+    a serial run, with run.json written last as in the driver."""
+    import json
+
+    import videmo.runner as runner
+
+    folder = tmp_path / "in"
+    inputs = [copy_clip(SINGLE, folder, f"clip{k}.mp4") for k in range(3)]
+    inputs.append(copy_clip(CREMA_HAP, folder))
+    serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
+
+    def not_here(*_args, **_kwargs):
+        raise AssertionError("a batch on Ray must not be finished in the driver")
+
+    monkeypatch.setattr(runner, "finish_video", not_here)
+    runs = run_videos(
+        inputs, tmp_path / "ray", Settings(workers=2, **ANALYSIS), keep_timelines=False
+    )
+    _same_as_serial(runs, tmp_path / "ray", tmp_path / "serial")
+    assert [r.faces for r in runs] == [r.faces for r in serial]
+    for run in runs:
+        record = json.loads((run.out_dir / "run.json").read_text())
+        assert record["status"] == "complete" and record["execution"]["executor"] == "ray"

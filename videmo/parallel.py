@@ -36,6 +36,7 @@ from videmo.video import PacketIndex, VideoInfo
 
 if TYPE_CHECKING:
     from videmo.outputs.writer import AnnotateTask
+    from videmo.runner import FinishOutcome, VideoRun
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,21 @@ class ChunkTask:
     path: Path
     start: int
     stop: int
+
+
+@dataclass(frozen=True)
+class FinishTask:
+    """Track, smooth and write one video whose chunks are all back, on a worker.
+
+    A batch on Ray sends these to the actors, so tracking and writing (the per-video
+    work that would otherwise run in the driver between dispatches) scale with the
+    workers. The outputs are the same bytes as when the driver writes them.
+    """
+
+    video: int  # position of the video in the batch
+    run: VideoRun  # with its chunk results, packet index and output folder
+    settings: Settings
+    context: dict  # what run.json records about the execution, and the fingerprint
 
 
 def plan_chunks(index: PacketIndex, times_s: np.ndarray, chunk_s: float) -> list[tuple[int, int]]:
@@ -103,6 +119,8 @@ class SerialExecutor:
     ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
         """Run chunk tasks one by one as they come (``tasks`` may be a generator)."""
         for task in tasks:
+            if not isinstance(task, ChunkTask):  # finishing runs in the driver when serial
+                continue
             try:
                 result = self.analyzer.run_chunk(
                     task.path, task.start, task.stop, index_of(task.video),
@@ -221,13 +239,14 @@ class RayExecutor:
             **kwargs,
         )
 
-    def _dispatch(self, calls: Iterable[Callable]) -> Iterator[tuple[int, object]]:
+    def _dispatch(self, calls: Iterable[Callable | None]) -> Iterator[tuple[int, object]]:
         """Run ``call(actor) -> ObjectRef`` on the actors; yield (k, result or error) as done.
 
         ``calls`` is consumed lazily, only as actors have room, so a batch streams: the
-        caller may prepare inputs while earlier ones run. Each actor holds up to
-        ``CALLS_PER_WORKER`` calls (Ray runs them one after another), so it keeps working
-        while the caller writes a finished video's outputs. A call that gives no result
+        caller may prepare inputs while earlier ones run. A ``None`` call means "nothing
+        to run yet": the caller may have more once a running call has returned. Each actor
+        holds up to ``CALLS_PER_WORKER`` calls (Ray runs them one after another), so it
+        keeps working while the caller handles a result. A call that gives no result
         ``timeout_s`` after it could start fails with a one-line reason and its actor is
         replaced (a hung decode must not hang the batch); an actor that died for good
         (restarts used up) is replaced too. Calls queued behind either are sent again.
@@ -272,7 +291,7 @@ class RayExecutor:
                 if busy > slot:
                     continue
                 item = again.pop(0) if again else next(source, None)
-                if item is None:
+                if item is None or item[1] is None:  # no more calls, or none yet
                     return
                 k, call = item
                 # a call queued behind another may start only when that one ends
@@ -291,21 +310,34 @@ class RayExecutor:
 
     def run(
         self,
-        tasks: Iterable[ChunkTask],
+        tasks: Iterable[ChunkTask | FinishTask | None],
         index_of: Callable[[int], PacketIndex],
         progress: Callable[[ChunkTask, int], None],
-    ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
-        """Run chunk tasks as they come (``tasks`` may be a generator that prepares inputs)."""
-        refs: dict[int, object] = {}  # the latest videos' packet indexes in the object store
-        sent: dict[int, ChunkTask] = {}
+    ) -> Iterator[
+        tuple[ChunkTask, ChunkResult | BaseException]
+        | tuple[FinishTask, FinishOutcome | BaseException]
+    ]:
+        """Run tasks as they come (``tasks`` may be a generator that prepares inputs).
 
-        def calls() -> Iterator[Callable]:
+        ``None`` among the tasks means none is ready yet; the generator is asked again
+        after the next result (a video's FinishTask follows its last chunk's result).
+        """
+        refs: dict[int, object] = {}  # the latest videos' packet indexes in the object store
+        sent: dict[int, ChunkTask | FinishTask] = {}
+
+        def calls() -> Iterator[Callable | None]:
             for k, task in enumerate(tasks):
+                if task is None:
+                    yield None
+                    continue
+                sent[k] = task
+                if isinstance(task, FinishTask):
+                    yield lambda actor, t=task: actor.finish.remote(t)
+                    continue
                 if task.video not in refs:
                     if len(refs) >= 8:  # in-flight calls keep their own reference
                         refs.pop(next(iter(refs)))
                     refs[task.video] = self._ray.put(index_of(task.video))
-                sent[k] = task
                 ref = refs[task.video]
                 yield lambda actor, t=task, r=ref: actor.run_chunk.remote(
                     t.path, t.start, t.stop, r
@@ -429,7 +461,8 @@ def note(text: str) -> None:
 class _AnalyzerActor:
     """Ray actor: one Analyzer per worker process, single-threaded kernels.
 
-    It also writes annotated video segments, so those reuse the same worker processes.
+    It also writes annotated video segments, and in a batch it tracks and writes whole
+    videos (``finish``), so those reuse the same worker processes.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -450,3 +483,11 @@ class _AnalyzerActor:
 
     def annotate(self, task: AnnotateTask, index: PacketIndex, info: VideoInfo, every: int) -> int:
         return task.run(index, info, every)
+
+    def finish(self, task: FinishTask) -> FinishOutcome:
+        """Track, smooth and write one video of a batch (see ``FinishTask``)."""
+        from videmo.outputs.writer import write_video_outputs
+        from videmo.runner import finish_video
+
+        run = finish_video(task.run, task.settings, write_video_outputs, task.context)
+        return run.status, run.error, run.frames, run.faces, run.damage

@@ -31,6 +31,7 @@ from videmo.naming import claim_output_dir, printable
 from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import (
     ChunkTask,
+    FinishTask,
     RayExecutor,
     SerialExecutor,
     analysed_times,
@@ -313,6 +314,7 @@ def run_videos(
     from videmo.outputs.writer import write_video_outputs
 
     reporter = reporter or Reporter()
+    custom_finish = finish
     finish = finish or write_video_outputs
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
     check_output_root(out_root)
@@ -358,42 +360,60 @@ def run_videos(
         "provider": executor.provider,
         "pool": executor,  # finish() may hand work to its workers (the annotated video)
     }
+    # A batch on Ray tracks and writes each video on a worker, so the driver only
+    # dispatches. One video is finished here instead, where its annotated video can be
+    # cut into segments for all workers; so are runs whose caller wants the timeline back.
+    on_workers = (
+        isinstance(executor, RayExecutor) and len(runs) > 1 and custom_finish is None
+        and not keep_timelines
+    )  # fmt: skip
     # videos: all inputs, as skipped and failed ones were already counted done
     reporter.start(sum(r.expected_frames for r in ready), len(runs))
+    to_finish: list[FinishTask] = []
 
-    def complete(run: VideoRun) -> None:
-        try:
-            dets, run.frames = merge(run.results)
-            run.damage = damage_summary(run.info, run.index, run.results)
-            if run.damage and settings.strict:
-                raise VidemoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
-            run.timeline = reduce_detections(dets, settings, analysed_times(run.results))
-            run.faces = int(run.timeline["face_id"].nunique())
-            finish(run, settings, {**context, "fingerprint": fingerprints[run.position]})
-            run.status = "damaged" if run.damage else "done"
-            run.error = damage_line(run.damage) if run.damage else ""
-        except Exception as exc:  # noqa: BLE001 - the batch goes on
-            _fail(run, exc)
+    def done(run: VideoRun) -> None:
         run.seconds = time.perf_counter() - run.started
         run.results = []
         if not keep_timelines:  # written: the driver's memory must not grow with the batch
             run.timeline, run.index = None, None
         reporter.video_done(run)
 
-    def tasks() -> Iterator[ChunkTask]:
+    def complete(run: VideoRun) -> None:
+        ctx = {**context, "fingerprint": fingerprints[run.position]}
+        if on_workers:
+            ctx["pool"] = None  # a worker renders the annotated video itself
+            to_finish.append(FinishTask(run.position, run, settings, ctx))
+            return
+        finish_video(run, settings, finish, ctx)
+        done(run)
+
+    def tasks() -> Iterator[ChunkTask | FinishTask | None]:
         for run in ready:
+            yield from to_finish_now()
             yield from _chunk_tasks(run, complete)
         for run in upcoming:
+            yield from to_finish_now()
             prepare(run)
             if run.status == "pending":
                 reporter.add_frames(run.expected_frames)
                 yield from _chunk_tasks(run, complete)
+        while on_workers:  # the last videos finish on workers as their last chunks return
+            yield from to_finish_now()
+            yield None  # nothing to hand out now (the executor asks again after a result)
+
+    def to_finish_now() -> Iterator[FinishTask]:
+        while to_finish:
+            yield to_finish.pop(0)
 
     try:
         progress = lambda task, n: reporter.advance(n)  # noqa: E731
         free_since = time.perf_counter()  # when the executor last handed back a chunk
         for task, result in executor.run(tasks(), lambda video: runs[video].index, progress):
             run = runs[task.video]
+            if isinstance(task, FinishTask):
+                _finished_on_worker(run, result)
+                done(run)
+                continue
             if not run.results and not run.timed:
                 # A video's time starts when its first chunk could start, not with the batch
                 # (exact when serial; with Ray, videos overlap and this is an estimate).
@@ -404,6 +424,42 @@ def run_videos(
         executor.close()
         reporter.close()
     return runs
+
+
+def finish_video(
+    run: VideoRun, settings: Settings, finish: Callable[[VideoRun, Settings, dict], None],
+    context: dict,
+) -> VideoRun:  # fmt: skip
+    """Merge a video's chunks, track and smooth its faces, and write its outputs.
+
+    Runs in the driver, or on a Ray worker for a batch (``FinishTask``); either way the
+    same code writes the same bytes. The outcome is recorded in ``run`` (never raises).
+    """
+    try:
+        dets, run.frames = merge(run.results)
+        run.damage = damage_summary(run.info, run.index, run.results)
+        if run.damage and settings.strict:
+            raise VidemoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
+        run.timeline = reduce_detections(dets, settings, analysed_times(run.results))
+        run.faces = int(run.timeline["face_id"].nunique())
+        finish(run, settings, context)
+        run.status = "damaged" if run.damage else "done"
+        run.error = damage_line(run.damage) if run.damage else ""
+    except Exception as exc:  # noqa: BLE001 - the batch goes on
+        _fail(run, exc)
+    return run
+
+
+def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -> None:
+    """Record what a worker's ``finish_video`` reported for ``run``."""
+    if isinstance(outcome, BaseException):
+        _fail(run, outcome)
+        return
+    run.status, run.error, run.frames, run.faces, run.damage = outcome
+
+
+#: (status, error, frames, faces, damage) of a video finished on a worker.
+FinishOutcome = tuple[str, str, int, int, "dict | None"]
 
 
 def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:
