@@ -214,3 +214,31 @@ def test_batch_is_tracked_and_written_on_the_workers(
     for run in runs:
         record = json.loads((run.out_dir / "run.json").read_text())
         assert record["status"] == "complete" and record["execution"]["executor"] == "ray"
+
+
+def test_batch_inputs_are_probed_and_indexed_on_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the inputs needed to choose the executor are indexed in the driver; the rest
+    are probed and indexed on the workers. A file that is no video fails there, alone,
+    with the same one-line reason as in-process."""
+    import videmo.runner as runner
+
+    folder = tmp_path / "in"
+    inputs = [copy_clip(SINGLE, folder, f"clip{k}.mp4") for k in range(4)]
+    broken = folder / "clip2.mp4"
+    broken.write_bytes(b"not a video at all\n" * 100)
+    serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
+    assert [r.status for r in serial] == ["done", "done", "failed", "done"]
+
+    indexed_here = []
+    real = runner.index_packets
+    monkeypatch.setattr(runner, "index_packets", lambda p: indexed_here.append(p) or real(p))
+    runs = run_videos(
+        inputs, tmp_path / "ray", Settings(workers=2, **ANALYSIS), keep_timelines=False
+    )
+    assert indexed_here == [inputs[0]]  # the first, to choose between serial and Ray
+    assert [r.status for r in runs] == ["done", "done", "failed", "done"]
+    assert runs[2].error == serial[2].error and "\n" not in runs[2].error
+    good = [r for r in runs if r.status == "done"]
+    _same_as_serial(good, tmp_path / "ray", tmp_path / "serial")

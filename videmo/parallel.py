@@ -36,7 +36,7 @@ from videmo.video import PacketIndex, VideoInfo
 
 if TYPE_CHECKING:
     from videmo.outputs.writer import AnnotateTask
-    from videmo.runner import FinishOutcome, VideoRun
+    from videmo.runner import FinishOutcome, PrepareOutcome, VideoRun
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,19 @@ class FinishTask:
     run: VideoRun  # with its chunk results, packet index and output folder
     settings: Settings
     context: dict  # what run.json records about the execution, and the fingerprint
+
+
+@dataclass(frozen=True)
+class PrepareTask:
+    """Probe and index one input of a batch and plan its chunks, on a worker.
+
+    Reading every packet of a file is I/O; on a cluster it belongs on the workers, next
+    to the decoding, not queued up in the driver ahead of the first chunk.
+    """
+
+    video: int
+    run: VideoRun  # named, fingerprinted and checked for earlier outputs by the driver
+    settings: Settings
 
 
 def plan_chunks(index: PacketIndex, times_s: np.ndarray, chunk_s: float) -> list[tuple[int, int]]:
@@ -310,20 +323,22 @@ class RayExecutor:
 
     def run(
         self,
-        tasks: Iterable[ChunkTask | FinishTask | None],
+        tasks: Iterable[ChunkTask | FinishTask | PrepareTask | None],
         index_of: Callable[[int], PacketIndex],
         progress: Callable[[ChunkTask, int], None],
     ) -> Iterator[
         tuple[ChunkTask, ChunkResult | BaseException]
         | tuple[FinishTask, FinishOutcome | BaseException]
+        | tuple[PrepareTask, PrepareOutcome | BaseException]
     ]:
         """Run tasks as they come (``tasks`` may be a generator that prepares inputs).
 
         ``None`` among the tasks means none is ready yet; the generator is asked again
-        after the next result (a video's FinishTask follows its last chunk's result).
+        after the next result (a video's chunks follow its PrepareTask's result, and its
+        FinishTask its last chunk's result).
         """
         refs: dict[int, object] = {}  # the latest videos' packet indexes in the object store
-        sent: dict[int, ChunkTask | FinishTask] = {}
+        sent: dict[int, ChunkTask | FinishTask | PrepareTask] = {}
 
         def calls() -> Iterator[Callable | None]:
             for k, task in enumerate(tasks):
@@ -333,6 +348,9 @@ class RayExecutor:
                 sent[k] = task
                 if isinstance(task, FinishTask):
                     yield lambda actor, t=task: actor.finish.remote(t)
+                    continue
+                if isinstance(task, PrepareTask):
+                    yield lambda actor, t=task: actor.prepare.remote(t)
                     continue
                 if task.video not in refs:
                     if len(refs) >= 8:  # in-flight calls keep their own reference
@@ -461,8 +479,9 @@ def note(text: str) -> None:
 class _AnalyzerActor:
     """Ray actor: one Analyzer per worker process, single-threaded kernels.
 
-    It also writes annotated video segments, and in a batch it tracks and writes whole
-    videos (``finish``), so those reuse the same worker processes.
+    It also writes annotated video segments, and in a batch it probes inputs
+    (``prepare``) and tracks and writes whole videos (``finish``), so those reuse the
+    same worker processes.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -483,6 +502,13 @@ class _AnalyzerActor:
 
     def annotate(self, task: AnnotateTask, index: PacketIndex, info: VideoInfo, every: int) -> int:
         return task.run(index, info, every)
+
+    def prepare(self, task: PrepareTask) -> PrepareOutcome:
+        """Probe, index and plan one input of a batch (see ``PrepareTask``)."""
+        from videmo.runner import probe_and_plan
+
+        run = probe_and_plan(task.run, task.settings)
+        return run.status, run.error, run.info, run.index, run.chunks
 
     def finish(self, task: FinishTask) -> FinishOutcome:
         """Track, smooth and write one video of a batch (see ``FinishTask``)."""

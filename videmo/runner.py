@@ -32,6 +32,7 @@ from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import (
     ChunkTask,
     FinishTask,
+    PrepareTask,
     RayExecutor,
     SerialExecutor,
     analysed_times,
@@ -211,8 +212,8 @@ class Reporter:
     def close(self) -> None: ...
 
 
-def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
-    """Probe and index one input, and decide whether it needs work at all."""
+def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
+    """Skip an input whose folder already holds this run's outputs; refuse another's."""
     state = existing_state(run.out_dir, fingerprint, settings)
     if state == "complete" and not settings.overwrite:
         run.status = "skipped"
@@ -222,13 +223,34 @@ def _prepare(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
         raise OutputError(
             f"{run.out_dir} holds outputs of another input or settings; use --overwrite"
         )
-    run.info = probe(run.path)
-    run.index = index_packets(run.path)
-    run.chunks = plan_chunks(run.index, run.index.times_s(run.info), settings.chunk_s)
-    if run.out_dir.is_dir():  # outputs are partial from here on
-        (run.out_dir / RUN_JSON).unlink(missing_ok=True)
-        _remove_temp_files(run.out_dir)
-        _remove_old_outputs(run.out_dir)
+
+
+def probe_and_plan(run: VideoRun, settings: Settings) -> VideoRun:
+    """Probe and index one input, plan its chunks, and clear older outputs from its folder.
+
+    Runs in the driver, or on a Ray worker for a batch (``PrepareTask``): reading a file's
+    packets is I/O that should not queue up in one process. Never raises: a bad input
+    fails this video only, with a one-line reason.
+    """
+    try:
+        run.info = probe(run.path)
+        run.index = index_packets(run.path)
+        run.chunks = plan_chunks(run.index, run.index.times_s(run.info), settings.chunk_s)
+        if run.out_dir.is_dir():  # outputs are partial from here on
+            (run.out_dir / RUN_JSON).unlink(missing_ok=True)
+            _remove_temp_files(run.out_dir)
+            _remove_old_outputs(run.out_dir)
+    except (VidemoError, OSError) as exc:
+        _fail(run, _video_error(run, exc))
+    return run
+
+
+def _video_error(run: VideoRun, exc: VidemoError | OSError) -> VidemoError:
+    """The one-line error of one video (an OS error names the file or folder at fault)."""
+    if isinstance(exc, VidemoError):
+        return exc
+    where = exc.filename if exc.filename is not None else run.path
+    return OutputError(f"{printable(where)}: {exc.strerror or exc}")
 
 
 def _previous_counts(out_dir: Path) -> tuple[int, int]:
@@ -322,19 +344,19 @@ def run_videos(
     runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, given, strict=True))]
     fingerprints: dict[int, dict] = {}
 
-    def prepare(run: VideoRun) -> None:
+    def prepare(run: VideoRun, probe_here: bool = True) -> None:
+        """Name, fingerprint and resume-check one input (and probe it, unless a worker will)."""
         try:
             if not run.path.is_file():
                 probe(run.path)  # raises the one-line "no such file" / "not a file" error
             if run.out_dir is None:
                 run.out_dir = claim_output_dir(out_root, run.path)
             fingerprints[run.position] = run_fingerprint(run.path, settings, model_sha)
-            _prepare(run, settings, fingerprints[run.position])
-        except VidemoError as exc:
-            _fail(run, exc)
-        except OSError as exc:  # unreadable input, unusable folder: this video only
-            where = exc.filename if exc.filename is not None else run.path
-            _fail(run, OutputError(f"{printable(where)}: {exc.strerror or exc}"))
+            _check_existing(run, settings, fingerprints[run.position])
+        except (VidemoError, OSError) as exc:  # unreadable input, unusable folder: this video
+            _fail(run, _video_error(run, exc))
+        if run.status == "pending" and probe_here:
+            probe_and_plan(run, settings)
         if run.status in ("skipped", "failed"):
             reporter.video_done(run)
 
@@ -369,7 +391,9 @@ def run_videos(
     )  # fmt: skip
     # videos: all inputs, as skipped and failed ones were already counted done
     reporter.start(sum(r.expected_frames for r in ready), len(runs))
-    to_finish: list[FinishTask] = []
+    # Later inputs of a batch on Ray are probed and indexed on the workers as well.
+    probe_on_workers = isinstance(executor, RayExecutor)
+    queued: list[ChunkTask | FinishTask] = []  # ready to hand out before anything new
 
     def done(run: VideoRun) -> None:
         run.seconds = time.perf_counter() - run.started
@@ -382,34 +406,53 @@ def run_videos(
         ctx = {**context, "fingerprint": fingerprints[run.position]}
         if on_workers:
             ctx["pool"] = None  # a worker renders the annotated video itself
-            to_finish.append(FinishTask(run.position, run, settings, ctx))
+            queued.append(FinishTask(run.position, run, settings, ctx))
             return
         finish_video(run, settings, finish, ctx)
         done(run)
 
-    def tasks() -> Iterator[ChunkTask | FinishTask | None]:
+    def tasks() -> Iterator[ChunkTask | FinishTask | PrepareTask | None]:
         for run in ready:
-            yield from to_finish_now()
+            yield from queued_now()
             yield from _chunk_tasks(run, complete)
         for run in upcoming:
-            yield from to_finish_now()
-            prepare(run)
-            if run.status == "pending":
-                reporter.add_frames(run.expected_frames)
-                yield from _chunk_tasks(run, complete)
-        while on_workers:  # the last videos finish on workers as their last chunks return
-            yield from to_finish_now()
+            yield from queued_now()
+            prepare(run, probe_here=not probe_on_workers)
+            if run.status != "pending":
+                continue
+            if probe_on_workers:
+                yield PrepareTask(run.position, run, settings)
+                continue
+            reporter.add_frames(run.expected_frames)
+            yield from _chunk_tasks(run, complete)
+        while probe_on_workers:  # chunks and finishing follow the workers' results
+            yield from queued_now()
             yield None  # nothing to hand out now (the executor asks again after a result)
 
-    def to_finish_now() -> Iterator[FinishTask]:
-        while to_finish:
-            yield to_finish.pop(0)
+    def queued_now() -> Iterator[ChunkTask | FinishTask]:
+        while queued:
+            yield queued.pop(0)
+
+    def prepared(run: VideoRun, outcome: PrepareOutcome | BaseException) -> None:
+        """A worker probed and indexed ``run``: queue its chunks (or fail it)."""
+        if isinstance(outcome, BaseException):
+            _fail(run, outcome)
+        else:
+            run.status, run.error, run.info, run.index, run.chunks = outcome
+        if run.status != "pending":
+            reporter.video_done(run)
+            return
+        reporter.add_frames(run.expected_frames)
+        queued.extend(_chunk_tasks(run, complete))
 
     try:
         progress = lambda task, n: reporter.advance(n)  # noqa: E731
         free_since = time.perf_counter()  # when the executor last handed back a chunk
         for task, result in executor.run(tasks(), lambda video: runs[video].index, progress):
             run = runs[task.video]
+            if isinstance(task, PrepareTask):
+                prepared(run, result)
+                continue
             if isinstance(task, FinishTask):
                 _finished_on_worker(run, result)
                 done(run)
@@ -460,6 +503,8 @@ def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -
 
 #: (status, error, frames, faces, damage) of a video finished on a worker.
 FinishOutcome = tuple[str, str, int, int, "dict | None"]
+#: (status, error, info, packet index, chunks) of a video probed on a worker.
+PrepareOutcome = tuple[str, str, "VideoInfo | None", "PacketIndex | None", list]
 
 
 def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:
