@@ -14,8 +14,8 @@ from conftest import FAST, SINGLE, copy_clip, requires_data, run_cli
 
 from videmo.detections import FaceDetections
 from videmo.errors import ModelError, SettingsError
+from videmo.inputs import collect_inputs
 from videmo.naming import CLAIM_FILE, claim_output_dir, safe_name
-from videmo.runner import collect_inputs
 from videmo.settings import Settings
 from videmo.track import TrackerConfig, track
 

@@ -88,7 +88,7 @@ def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None
     plots/*.png and run.json. Rerunning the same command skips videos whose
     outputs are complete and redoes failed or partial ones.
     """
-    from videmo.runner import collect_inputs
+    from videmo.inputs import collect_inputs
 
     settings = settings_from(options)
     _run_and_report(collect_inputs(list(inputs), out_root), out_root, settings, quiet)
@@ -111,7 +111,7 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     every = 2
     Options given here override the job file's settings.
     """
-    from videmo.runner import collect_inputs
+    from videmo.inputs import collect_inputs
 
     data = load_toml(job_file)
     for key in data:

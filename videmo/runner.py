@@ -1,21 +1,17 @@
-"""Run videos end to end: plan, execute chunks, reduce, write outputs, resume.
+"""Run videos end to end: plan, execute chunks, reduce, write outputs.
 
-This is the I/O side of videmo. For each input it probes the file, plans
-frame chunks, hands them to an executor (serial or Ray), and as soon as all
-chunks of a video are back it tracks, smooths and writes that video's
-outputs. Every file is written atomically and ``run.json`` is written last:
-it is the completion marker, with an input fingerprint, so a rerun skips
-finished videos and redoes failed or partial ones. One bad video never
-stops the others.
+For each input it probes the file, plans frame chunks, hands them to an
+executor (serial or Ray), and as soon as all chunks of a video are back it
+tracks, smooths and writes that video's outputs (in the driver, or on a Ray
+worker for a batch). Every file is written atomically and ``run.json`` is
+written last: it is the completion marker (see ``videmo.resume``), so a rerun
+skips finished videos and redoes failed or partial ones. Which files are
+inputs is ``videmo.inputs``'s business. One bad video never stops the others.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 
-import videmo
 from videmo.damage import damage_line, damage_summary
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
@@ -40,10 +35,16 @@ from videmo.parallel import (
     plan_chunks,
 )
 from videmo.pipeline import ChunkResult, reduce_detections
+from videmo.resume import (
+    RUN_JSON,
+    existing_state,
+    previous_counts,
+    remove_old_outputs,
+    remove_temp_files,
+    run_fingerprint,
+)
 from videmo.settings import Settings
 from videmo.video import PacketIndex, VideoInfo, index_packets, probe
-
-RUN_JSON = "run.json"
 
 #: Inputs shorter than this in total run in-process: starting Ray costs seconds.
 SERIAL_BELOW_S = 30.0
@@ -85,118 +86,6 @@ class VideoRun:
         return len(self.index) if self.index is not None else 0
 
 
-def input_fingerprint(path: Path) -> dict:
-    """Cheap identity of an input file: size plus a hash of its first and last MiB."""
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        digest.update(fh.read(1 << 20))
-        fh.seek(max(0, size - (1 << 20)))
-        digest.update(fh.read(1 << 20))
-    return {"size": size, "sha256_head_tail": digest.hexdigest()}
-
-
-def run_fingerprint(path: Path, settings: Settings, model_sha: str) -> dict:
-    """What must match for existing outputs to count as this run's."""
-    return {
-        "input": input_fingerprint(path),
-        "settings": settings.analysis_fingerprint(),
-        "model_sha256": model_sha,
-        "videmo": videmo.__version__,
-    }
-
-
-#: run.json statuses of a finished folder: all outputs written ("damaged": of a damaged file).
-FINAL_STATUSES = ("complete", "damaged")
-#: Settings that choose which output files are written (not what they contain).
-OUTPUT_KEYS = ("video", "plots", "report")
-#: Every file and folder videmo writes in a video's folder besides run.json.
-OUTPUT_FILES = (
-    "timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "plots", "faces",
-    "report.html",
-)  # fmt: skip
-
-
-def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None = None) -> str:
-    """'complete' (same fingerprint), 'different' (complete, other input), or 'absent'.
-
-    A complete folder that lacks an output now asked for (the annotated video
-    or the plots of an earlier ``--no-video``/``--no-plots`` run) is 'absent':
-    the rerun adds it.
-    """
-    try:
-        data = json.loads((out_dir / RUN_JSON).read_text())
-    except (OSError, ValueError):
-        return "absent"
-    if not isinstance(data, dict) or data.get("status") not in FINAL_STATUSES:
-        return "absent"
-    if data.get("fingerprint") != fingerprint:
-        return "different"
-    done = data.get("settings", {})
-    if settings is not None and any(getattr(settings, k) and not done.get(k) for k in OUTPUT_KEYS):
-        return "absent"
-    return "complete"
-
-
-VIDEO_SUFFIXES = frozenset(
-    [
-        ".mp4",
-        ".m4v",
-        ".mov",
-        ".mkv",
-        ".webm",
-        ".avi",
-        ".flv",
-        ".wmv",
-        ".mpg",
-        ".mpeg",
-        ".ts",
-        ".mts",
-        ".m2ts",
-        ".3gp",
-        ".ogv",
-        ".mxf",
-    ]
-)
-
-
-def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
-    """Expand files, folders (searched recursively for videos) and glob patterns, in order.
-
-    Paths keep the form the user gave (a symlink is named after the link, not
-    its target); duplicates are dropped by their resolved file. Files under
-    ``exclude`` (the output root) are skipped when folders and globs are
-    expanded, so a rerun never analyses its own outputs.
-    """
-    skip = exclude.resolve() if exclude is not None else None
-    found: list[Path] = []
-    for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not _under(p, skip)
-            )
-        elif any(ch in spec for ch in "*?[") and not path.exists():
-            matches = [Path(p) for p in glob.glob(spec, recursive=True)]
-            # A pattern that matches nothing stays as given, so it fails as "no such file"
-            # in the batch instead of vanishing (it may be a name with brackets).
-            found += sorted(p for p in matches if p.is_file() and not _under(p, skip)) or [path]
-        else:
-            found.append(path)
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve() if p.exists() else p, p)
-    if not unique:
-        raise VidemoError(f"no video files found in {' '.join(specs)}")
-    return list(unique.values())
-
-
-def _under(path: Path, root: Path | None) -> bool:
-    return root is not None and path.resolve().is_relative_to(root)
-
-
 class Reporter:
     """Progress callbacks; the CLI shows a progress bar, the API stays silent."""
 
@@ -217,7 +106,7 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
     state = existing_state(run.out_dir, fingerprint, settings)
     if state == "complete" and not settings.overwrite:
         run.status = "skipped"
-        run.frames, run.faces = _previous_counts(run.out_dir)
+        run.frames, run.faces = previous_counts(run.out_dir)
         return
     if state == "different" and not settings.overwrite:
         raise OutputError(
@@ -238,8 +127,8 @@ def probe_and_plan(run: VideoRun, settings: Settings) -> VideoRun:
         run.chunks = plan_chunks(run.index, run.index.times_s(run.info), settings.chunk_s)
         if run.out_dir.is_dir():  # outputs are partial from here on
             (run.out_dir / RUN_JSON).unlink(missing_ok=True)
-            _remove_temp_files(run.out_dir)
-            _remove_old_outputs(run.out_dir)
+            remove_temp_files(run.out_dir)
+            remove_old_outputs(run.out_dir)
     except (VidemoError, OSError) as exc:
         _fail(run, _video_error(run, exc))
     return run
@@ -251,36 +140,6 @@ def _video_error(run: VideoRun, exc: VidemoError | OSError) -> VidemoError:
         return exc
     where = exc.filename if exc.filename is not None else run.path
     return OutputError(f"{printable(where)}: {exc.strerror or exc}")
-
-
-def _previous_counts(out_dir: Path) -> tuple[int, int]:
-    """Frames and faces of a finished earlier run (for batch.csv rows of skipped videos)."""
-    try:
-        counts = json.loads((out_dir / RUN_JSON).read_text()).get("counts", {})
-        return int(counts.get("frames_analysed", 0)), int(counts.get("faces", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0, 0
-
-
-def _remove_old_outputs(out_dir: Path) -> None:
-    """Delete the outputs of an earlier run, so none outlives the run that replaces it.
-
-    Only names videmo writes are touched (an old ``annotated.mp4`` after a
-    ``--no-video`` rerun, ``plots/face_NNN.png`` of faces that no longer exist).
-    """
-    for name in OUTPUT_FILES:
-        target = out_dir / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-
-
-def _remove_temp_files(out_dir: Path) -> None:
-    """Delete temp files a killed run may have left (all are named ``*.tmp*``)."""
-    for leftover in (*out_dir.glob("*.tmp*"), *out_dir.glob(".*.tmp*")):
-        if leftover.is_file():
-            leftover.unlink(missing_ok=True)
 
 
 def _fail(run: VideoRun, exc: BaseException) -> None:

@@ -1,0 +1,66 @@
+"""Which files a run analyses: files, folders (searched for videos) and glob patterns."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from videmo.errors import VidemoError
+
+VIDEO_SUFFIXES = frozenset(
+    [
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".flv",
+        ".wmv",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".3gp",
+        ".ogv",
+        ".mxf",
+    ]
+)
+
+
+def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
+    """Expand files, folders (searched recursively for videos) and glob patterns, in order.
+
+    Paths keep the form the user gave (a symlink is named after the link, not
+    its target); duplicates are dropped by their resolved file. Files under
+    ``exclude`` (the output root) are skipped when folders and globs are
+    expanded, so a rerun never analyses its own outputs.
+    """
+    skip = exclude.resolve() if exclude is not None else None
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not _under(p, skip)
+            )
+        elif any(ch in spec for ch in "*?[") and not path.exists():
+            matches = [Path(p) for p in glob.glob(spec, recursive=True)]
+            # A pattern that matches nothing stays as given, so it fails as "no such file"
+            # in the batch instead of vanishing (it may be a name with brackets).
+            found += sorted(p for p in matches if p.is_file() and not _under(p, skip)) or [path]
+        else:
+            found.append(path)
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve() if p.exists() else p, p)
+    if not unique:
+        raise VidemoError(f"no video files found in {' '.join(specs)}")
+    return list(unique.values())
+
+
+def _under(path: Path, root: Path | None) -> bool:
+    return root is not None and path.resolve().is_relative_to(root)

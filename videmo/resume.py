@@ -1,0 +1,102 @@
+"""Resuming a batch: what identifies a finished output folder, and clearing an unfinished one.
+
+``run.json`` is written last in every video folder; it records a fingerprint of the
+input, the analysis settings, the model and videmo's version. A rerun skips a folder
+whose fingerprint matches, refuses one that holds another input's outputs (unless
+``--overwrite``), and redoes anything else after removing what videmo wrote there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import videmo
+from videmo.settings import Settings
+
+RUN_JSON = "run.json"
+
+
+def input_fingerprint(path: Path) -> dict:
+    """Cheap identity of an input file: size plus a hash of its first and last MiB."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        digest.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        digest.update(fh.read(1 << 20))
+    return {"size": size, "sha256_head_tail": digest.hexdigest()}
+
+
+def run_fingerprint(path: Path, settings: Settings, model_sha: str) -> dict:
+    """What must match for existing outputs to count as this run's."""
+    return {
+        "input": input_fingerprint(path),
+        "settings": settings.analysis_fingerprint(),
+        "model_sha256": model_sha,
+        "videmo": videmo.__version__,
+    }
+
+
+#: run.json statuses of a finished folder: all outputs written ("damaged": of a damaged file).
+FINAL_STATUSES = ("complete", "damaged")
+#: Settings that choose which output files are written (not what they contain).
+OUTPUT_KEYS = ("video", "plots", "report")
+#: Every file and folder videmo writes in a video's folder besides run.json.
+OUTPUT_FILES = (
+    "timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "plots", "faces",
+    "report.html",
+)  # fmt: skip
+
+
+def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None = None) -> str:
+    """'complete' (same fingerprint), 'different' (complete, other input), or 'absent'.
+
+    A complete folder that lacks an output now asked for (the annotated video
+    or the plots of an earlier ``--no-video``/``--no-plots`` run) is 'absent':
+    the rerun adds it.
+    """
+    try:
+        data = json.loads((out_dir / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return "absent"
+    if not isinstance(data, dict) or data.get("status") not in FINAL_STATUSES:
+        return "absent"
+    if data.get("fingerprint") != fingerprint:
+        return "different"
+    done = data.get("settings", {})
+    if settings is not None and any(getattr(settings, k) and not done.get(k) for k in OUTPUT_KEYS):
+        return "absent"
+    return "complete"
+
+
+def previous_counts(out_dir: Path) -> tuple[int, int]:
+    """Frames and faces of a finished earlier run (for batch.csv rows of skipped videos)."""
+    try:
+        counts = json.loads((out_dir / RUN_JSON).read_text()).get("counts", {})
+        return int(counts.get("frames_analysed", 0)), int(counts.get("faces", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0, 0
+
+
+def remove_old_outputs(out_dir: Path) -> None:
+    """Delete the outputs of an earlier run, so none outlives the run that replaces it.
+
+    Only names videmo writes are touched (an old ``annotated.mp4`` after a
+    ``--no-video`` rerun, ``plots/face_NNN.png`` of faces that no longer exist).
+    """
+    for name in OUTPUT_FILES:
+        target = out_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def remove_temp_files(out_dir: Path) -> None:
+    """Delete temp files a killed run may have left (all are named ``*.tmp*``)."""
+    for leftover in (*out_dir.glob("*.tmp*"), *out_dir.glob(".*.tmp*")):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
