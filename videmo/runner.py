@@ -219,9 +219,10 @@ def run_videos(
         if run.status in ("skipped", "failed"):
             reporter.video_done(run)
 
-    # Inputs are prepared (probed, indexed) in order, and only as far as needed: here until
-    # there is enough work to choose the executor, later as workers ask for more chunks.
-    # A batch of thousands starts at once, and the driver holds a few indexes at a time.
+    # Inputs are prepared in order, and only as far as needed: here until there is enough
+    # work to choose the executor, later as workers ask for more tasks (on Ray, the workers
+    # probe and index them). A batch of thousands starts at once, and the driver holds a
+    # few indexes at a time.
     upcoming = iter(runs)
     ready: list[VideoRun] = []
     prepared = 0
