@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,6 @@ class SerialExecutor:
     ) -> Iterator[tuple[ChunkTask, ChunkResult | BaseException]]:
         """Run chunk tasks one by one as they come (``tasks`` may be a generator)."""
         for task in tasks:
-            if not isinstance(task, ChunkTask):  # finishing runs in the driver when serial
-                continue
             try:
                 result = self.analyzer.run_chunk(
                     task.path, task.start, task.stop, index_of(task.video),
@@ -298,18 +297,19 @@ class RayExecutor:
 
     def _fill(self, source: Iterator, again: list, pending: dict) -> None:
         """Give every actor calls up to ``CALLS_PER_WORKER``, re-sent ones first."""
+        busy = Counter(id(p[2]) for p in pending.values())  # calls held per actor
         for slot in range(CALLS_PER_WORKER):
             for actor in list(self.actors):
-                busy = sum(1 for p in pending.values() if p[2] is actor)
-                if busy > slot:
+                if busy[id(actor)] > slot:
                     continue
                 item = again.pop(0) if again else next(source, None)
                 if item is None or item[1] is None:  # no more calls, or none yet
                     return
                 k, call = item
                 # a call queued behind another may start only when that one ends
-                start = time.monotonic() if busy == 0 else float("inf")
+                start = time.monotonic() if busy[id(actor)] == 0 else float("inf")
                 pending[call(actor)] = [k, call, actor, start]
+                busy[id(actor)] += 1
 
     def _replace(self, actor: object, pending: dict, again: list) -> None:
         """Kill ``actor`` for good, start a fresh one, and queue its other calls again."""

@@ -26,6 +26,7 @@ from videmo.outputs.gallery import write_thumbnails
 from videmo.outputs.plots import write_plots
 from videmo.outputs.report import REPORT_HTML, write_video_report
 from videmo.outputs.timeline import faces_summary, write_faces, write_timeline
+from videmo.resume import RUN_JSON
 from videmo.settings import Settings
 from videmo.video import Frame, PacketIndex, VideoInfo, read_frames
 
@@ -216,5 +217,5 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
     }
     if settings.report:  # the page shows run.json's facts, so it is made from the same dict
         write_video_report(report, faces_summary(run.timeline), out, printable(run.path.name))
-    write_json_atomic(out / "run.json", report)
+    write_json_atomic(out / RUN_JSON, report)
     return written
