@@ -278,6 +278,28 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     assert not list((tmp_path / "strict").rglob("run.json"))
 
 
+@requires_data
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_damaged_file_gets_its_annotated_video(tmp_path: Path, workers: str) -> None:
+    """The default run (annotated video on) of a file cut short is `damaged`, not failed:
+    the annotated video holds every frame that decodes, in one piece or joined from the
+    workers' segments. Before, re-decoding for the video failed the whole video."""
+    import json
+
+    import av
+
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(PEXELS.read_bytes()[:300_000])  # 82 frames indexed, 79 decode
+    out = tmp_path / "out"
+    options = ("--workers", workers, "--chunk-s", "1", "--no-plots", "--no-report", "-q")
+    run_cli("run", truncated, "-o", out, *options).assert_ok()
+    report = json.loads((out / "truncated" / "run.json").read_text())
+    assert report["status"] == "damaged" and report["damage"]["frames_lost"] == 3
+    with av.open(str(out / "truncated" / "annotated.mp4")) as video:
+        frames = sum(1 for _ in video.decode(video=0))
+    assert frames == report["counts"]["frames_analysed"] == 79
+
+
 # --------------------------------------------------------------------------- Ray
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from videmo import __version__
 from videmo.emotion import model_metrics
 from videmo.encode import VideoWriter, concat_segments
-from videmo.errors import OutputError
+from videmo.errors import OutputError, VideoError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import printable
 from videmo.outputs.annotate import ANNOTATED_MP4, FrameRows, draw_faces, rows_by_frame
@@ -54,20 +54,27 @@ def annotate_frames(
     every: int,
     start: int = 0,
     stop: int | None = None,
+    damaged: bool = False,
 ) -> Iterator[Frame]:
     """Decode frames ``[start, stop)`` and draw their faces; the same for any chunking.
 
     Frames skipped by ``--every`` show the faces of the latest analysed frame, also when
-    that frame lies before ``start``.
+    that frame lies before ``start``. For a video the analysis accepted as ``damaged``
+    (see the README's damaged-file policy) the frames that decode are drawn and the
+    lost ones left out, as in the timeline, instead of failing the video.
     """
     anchor = start - start % every
     current = rows.get(anchor) if anchor < start else None
-    for frame in read_frames(path, start, stop, index=index):
-        if frame.index % every == 0:
-            current = rows.get(frame.index)
-        if current is not None:
-            draw_faces(frame.image, *current)
-        yield frame
+    try:
+        for frame in read_frames(path, start, stop, index=index):
+            if frame.index % every == 0:
+                current = rows.get(frame.index)
+            if current is not None:
+                draw_faces(frame.image, *current)
+            yield frame
+    except VideoError:  # raised after every readable frame of the range was yielded
+        if not damaged:
+            raise
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,14 @@ class AnnotateTask:
     stop: int
     segment: Path
     rows: FrameRows  # from rows_for_range()
+    damaged: bool = False  # leave out frames that do not decode (see annotate_frames)
 
     def run(self, index: PacketIndex, info: VideoInfo, every: int) -> int:
         """Do it here (in a worker); returns the frames written."""
         return annotate_range(
-            self.path, index, info, self.rows, every, self.start, self.stop, self.segment
-        )
+            self.path, index, info, self.rows, every, self.start, self.stop, self.segment,
+            self.damaged,
+        )  # fmt: skip
 
 
 def annotate_range(
@@ -96,6 +105,7 @@ def annotate_range(
     start: int,
     stop: int,
     segment_path: Path,
+    damaged: bool = False,
 ) -> int:
     """Annotate frames ``[start, stop)`` into a video-only segment; returns frames written.
 
@@ -103,7 +113,7 @@ def annotate_range(
     a worker: segments of consecutive ranges are joined by :func:`concat_segments`.
     """
     with VideoWriter(segment_path, info, segment=True) as writer:
-        for frame in annotate_frames(path, index, lookup_rows, every, start, stop):
+        for frame in annotate_frames(path, index, lookup_rows, every, start, stop, damaged):
             writer.write(frame)
         return writer.frames_written
 
@@ -130,14 +140,15 @@ def write_annotated(
     and times and the same encoder settings.
     """
     rows = rows_by_frame(run.timeline)
+    damaged = bool(run.damage)
     if executor is None or len(run.chunks) < 2:
         with VideoWriter(out_path, run.info, copy_audio_from=run.path) as writer:
-            for frame in annotate_frames(run.path, run.index, rows, every):
+            for frame in annotate_frames(run.path, run.index, rows, every, damaged=damaged):
                 writer.write(frame)
             return writer.frames_written
     segments = _segment_paths(out_path, len(run.chunks))
     tasks = [
-        AnnotateTask(run.path, a, b, seg, rows_for_range(rows, every, a, b))
+        AnnotateTask(run.path, a, b, seg, rows_for_range(rows, every, a, b), damaged)
         for (a, b), seg in zip(run.chunks, segments, strict=True)
     ]
     try:
