@@ -40,6 +40,8 @@ def main() -> None:
     )
     parser.add_argument("--detect-every", type=int, default=None,
                         help="videmo run's --detect-every (default: its default)")  # fmt: skip
+    parser.add_argument("--classify-interval-s", type=float, default=None,
+                        help="--classify-interval-s (default: its default)")  # fmt: skip
     parser.add_argument("--keep", type=Path, help="keep pasted.mp4 in this folder")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--csv", type=Path, help="also write the per-face table as CSV")
@@ -61,6 +63,11 @@ def main() -> None:
             model=args.model,
             detector=args.detector,
             **({"detect_every": args.detect_every} if args.detect_every else {}),
+            **(
+                {"classify_interval_s": args.classify_interval_s}
+                if args.classify_interval_s is not None
+                else {}
+            ),
         )
     figures = {**asdict(result), "gap": result.gap, "seconds": time.perf_counter() - started}
     print(

@@ -132,4 +132,4 @@ def test_chunks_follow_faces_exactly_like_one_read() -> None:
     boxes = np.concatenate([p.xywh for p in parts])
     probs = np.concatenate([p.probs for p in parts])
     assert np.array_equal(frames, whole.frame)
-    assert np.array_equal(boxes, whole.xywh) and np.array_equal(probs, whole.probs)
+    assert np.array_equal(boxes, whole.xywh) and np.array_equal(probs, whole.probs, equal_nan=True)

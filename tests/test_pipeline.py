@@ -29,10 +29,10 @@ from videmo.detections import FaceDetections
 from videmo.errors import VideoError
 from videmo.outputs.timeline import PROB_COLUMNS, SMOOTH_COLUMNS, TIMELINE_COLUMNS
 from videmo.parallel import plan_chunks
-from videmo.pipeline import reduce_detections
+from videmo.pipeline import Analyzer, reduce_detections
 from videmo.runner import run_videos
 from videmo.settings import Settings
-from videmo.track import TrackerConfig, iou_matrix, smooth, track
+from videmo.track import TrackerConfig, fill_unclassified, iou_matrix, smooth, track
 from videmo.video import index_packets, probe, read_frames
 
 pytestmark = requires_data
@@ -242,7 +242,7 @@ def test_tracker_on_hamilton(hamilton) -> None:
 
 
 def test_smoothing_on_hamilton(hamilton) -> None:
-    dets = track(hamilton.whole.detections.sorted(), TrackerConfig())
+    dets, _ = fill_unclassified(track(hamilton.whole.detections.sorted(), TrackerConfig()))
     raw = smooth(dets, 0.0)
     np.testing.assert_array_equal(raw, dets.probs)
     smoothed = smooth(dets, 0.5)
@@ -344,3 +344,47 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops() -> None:
     assert next(items) == 0
     items.close()
     assert threading.active_count() == before
+
+
+def test_followed_faces_are_classified_on_a_time_schedule(hamilton) -> None:
+    """Scheduled classification: the classifier's own values where it ran, interpolation between.
+
+    Compared with classifying every frame (``classify_interval_s=0``), the default
+    finds the same faces in the same rows, classifies detected faces and about one
+    frame in every 0.2 s otherwise, and gives the same probabilities on those rows.
+    """
+    every_frame = Analyzer(Settings(classify_interval_s=0)).run_chunk(
+        hamilton.path, 0, len(hamilton.index), hamilton.index
+    )
+    full, scheduled = every_frame.detections, hamilton.whole.detections
+    np.testing.assert_array_equal(full.xywh, scheduled.xywh)
+    assert not np.isnan(full.probs).any()
+    classified = ~np.isnan(scheduled.probs).any(axis=1)
+    assert 0.15 < classified.mean() < 0.6  # 24 fps: detections every 5th frame, and cuts
+    np.testing.assert_allclose(scheduled.probs[classified], full.probs[classified], atol=1e-5)
+    for frame in np.unique(scheduled.frame):  # all faces of a frame, or none of them
+        assert len(set(classified[scheduled.frame == frame])) == 1
+
+    tracked, was_classified = fill_unclassified(track(scheduled.sorted(), TrackerConfig()))
+    np.testing.assert_array_equal(
+        was_classified,
+        classified[np.lexsort((scheduled.xywh[:, 1], scheduled.xywh[:, 0], scheduled.frame))],
+    )
+    faces = tracked.face_id > 0
+    assert not np.isnan(tracked.probs[faces]).any()
+    np.testing.assert_allclose(tracked.probs[faces].sum(axis=1), 1.0, atol=1e-5)
+    assert sorted(set(tracked.face_id[faces])) == list(range(1, tracked.face_id.max() + 1))
+    for face in np.unique(tracked.face_id[faces]):  # each filled value lies between its anchors
+        rows = np.flatnonzero(tracked.face_id == face)
+        anchors = tracked.probs[rows[was_classified[rows]]]
+        assert (tracked.probs[rows] >= anchors.min(axis=0) - 1e-6).all()
+        assert (tracked.probs[rows] <= anchors.max(axis=0) + 1e-6).all()
+
+    timeline = reduce_detections(scheduled, Settings(), hamilton.whole.analysed_times)
+    reference = reduce_detections(full, Settings(classify_interval_s=0), every_frame.analysed_times)
+    assert timeline["classified"].any() and not timeline["classified"].all()
+    assert reference["classified"].all()
+    assert len(timeline) >= 0.95 * len(reference)
+    agree = (timeline.merge(reference, on=["frame", "face_id"])
+             .pipe(lambda m: (m.emotion_x == m.emotion_y).mean()))  # fmt: skip
+    assert agree > 0.85

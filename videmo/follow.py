@@ -88,6 +88,8 @@ class ScheduledDetector:
         self._scores = np.zeros(0, np.float32)
         self._previous: Frame | None = None  # its luma is where the followed faces were
         self._thumb: np.ndarray | None = None
+        #: Whether the latest :meth:`detect` ran the full-frame detector (boxes not followed).
+        self.detected_in_full = False
 
     def first_frame(self, start: int) -> int:
         """Where a chunk starting at ``start`` begins reading, to follow faces as a full read."""
@@ -106,6 +108,7 @@ class ScheduledDetector:
             and float(np.mean(cv2.absdiff(thumb, self._thumb))) > CUT_THRESHOLD
         )
         self._thumb = thumb
+        self.detected_in_full = scheduled or cut
         if scheduled or cut:
             self.stats.cuts += cut
             xywh, score = self._detect_full(frame)
@@ -114,6 +117,7 @@ class ScheduledDetector:
                 xywh, score, lost = self._follow(frame)
             if lost:  # a face left or was covered: look at the whole frame again now
                 self.stats.lost += 1
+                self.detected_in_full = True
                 xywh, score = self._detect_full(frame)
         self._boxes, self._scores, self._previous = xywh, score, frame
         return xywh, score

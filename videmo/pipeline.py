@@ -28,7 +28,7 @@ from videmo.errors import VideoError
 from videmo.follow import FollowStats, ScheduledDetector
 from videmo.outputs.timeline import build_timeline
 from videmo.settings import Settings
-from videmo.track import smooth, track
+from videmo.track import fill_unclassified, smooth, track
 from videmo.video import DecodeReport, Frame, PacketIndex, read_frames
 
 ProgressFn = Callable[[int], None]
@@ -167,13 +167,16 @@ class Analyzer:
         """
         batcher = _CropBatcher(self.model)
         parts: list[FaceDetections] = []
+        classified: list[np.ndarray] = []  # per part: which of its rows were classified
         analysed: list[tuple[int, float]] = []  # (index, time): never keep the images
         report = DecodeReport()
         detector = self.scheduled_detector()
         lead = detector.first_frame(start)
         frames = read_frames(path, lead, stop, self.settings.every, index, report=report, bgr=False)
         try:
-            self._analyse(prefetch(frames), detector, batcher, parts, analysed, progress, start)
+            self._analyse(
+                prefetch(frames), detector, batcher, parts, classified, analysed, progress, start
+            )
         except VideoError:
             # A damaged file: keep what decoded, record what did not (see the README's
             # damaged-file policy); --strict makes it an error.
@@ -187,7 +190,7 @@ class Analyzer:
         lost = np.asarray([i for i in report.missing if i >= start], np.int64)
         found = FaceDetections.concat(parts)
         with self.clock("classify"):
-            found.probs = batcher.result()
+            found.probs = _scatter_probs(batcher.result(), classified, len(found))
         return ChunkResult(
             start,
             stop if stop is not None else -1,
@@ -209,34 +212,72 @@ class Analyzer:
         detector: ScheduledDetector,
         batcher: _CropBatcher,
         parts: list[FaceDetections],
+        classified: list[np.ndarray],
         analysed: list[tuple[int, float]],
         progress: ProgressFn | None,
         start: int,
     ) -> None:
-        """Detect, crop and batch-classify every frame; collect detections in ``parts``.
+        """Detect every frame, crop and batch-classify faces on the classification schedule.
 
+        Detections go to ``parts``, and which of them were classified to ``classified``.
         Frames before ``start`` are only seen by the detector (to follow faces into the
         chunk). Progress counts source frames, so the bar reaches its end with ``--every N``.
         """
         spec, clock = self.model.spec, self.clock
+        schedule = ClassifySchedule(self.settings.classify_interval_s)
         while True:
             with clock("decode (waiting for frames)"):
                 frame = next(frames, None)
             if frame is None:
                 return
             xywh, score = detector.detect(frame)  # timed inside: full frame or followed
+            # Faces the full detector found are always classified (so every face is
+            # classified where it first appears), followed ones on the time schedule.
+            classify = schedule.due(frame.time_s) or detector.detected_in_full
             if frame.index < start:
                 continue
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
             if len(dets):
-                with clock("crop"):
-                    crops = [frame_face_crop(frame, box, self.crop, spec) for box in dets.xywh]
-                with clock("classify"):
-                    batcher.add(crops)
+                if classify:
+                    with clock("crop"):
+                        crops = [frame_face_crop(frame, box, self.crop, spec) for box in dets.xywh]
+                    with clock("classify"):
+                        batcher.add(crops)
                 parts.append(dets)
+                classified.append(np.full(len(dets), classify))
             if progress is not None:  # source frames since the previous analysed one
                 progress(frame.index + 1 - (analysed[-1][0] + 1 if analysed else start))
             analysed.append((frame.index, frame.time_s))
+
+
+class ClassifySchedule:
+    """Which frames followed faces are classified on: the first in each ``interval_s`` of time.
+
+    Frame ``i`` is due when ``floor(t_i / interval_s)`` differs from that of the frame
+    read before it. A chunk starts reading at a full-detection frame (classified
+    anyway) and sees every frame after it, so any chunking picks the same frames.
+    Measured in time, not frames, so a 5-fps clip is classified on every frame and
+    a 60-fps clip no more often than a 30-fps one.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._bucket: float | None = None
+
+    def due(self, time_s: float) -> bool:
+        if self.interval_s <= 0:
+            return True
+        bucket = float(np.floor(time_s / self.interval_s))
+        due, self._bucket = bucket != self._bucket, bucket
+        return due
+
+
+def _scatter_probs(probs: np.ndarray, classified: list[np.ndarray], n_rows: int) -> np.ndarray:
+    """Probabilities for every row: the classifier's on classified rows, NaN elsewhere."""
+    out = np.full((n_rows, probs.shape[1]), np.nan, np.float32)
+    if n_rows:
+        out[np.concatenate(classified)] = probs
+    return out
 
 
 def reduce_detections(
@@ -251,6 +292,7 @@ def reduce_detections(
     face (``face_id == -1``) are dropped.
     """
     tracked = track(dets.sorted(), settings.tracker_config, analysed_times)
+    tracked, classified = fill_unclassified(tracked)
     smoothed = smooth(tracked, settings.smooth_s)
     keep = tracked.face_id > 0
-    return build_timeline(tracked[keep], smoothed[keep])
+    return build_timeline(tracked[keep], smoothed[keep], classified=classified[keep])

@@ -31,7 +31,8 @@ DEVICES = ("auto", "cpu", "gpu")
 
 #: Settings that change the timeline; the rest only change speed or which files are written.
 ANALYSIS_KEYS = (
-    "detector", "det_size", "score_threshold", "min_face", "every", "detect_every", "model",
+    "detector", "det_size", "score_threshold", "min_face", "every", "detect_every",
+    "classify_interval_s", "model",
     "iou_threshold", "min_hits", "max_gap_s", "smooth_s",
 )  # fmt: skip
 
@@ -54,6 +55,12 @@ class Settings:
         5,
         "run the full-frame face detector on every Nth analysed frame and at shot cuts; "
         "between, each face is re-found near where it was (1: full detection on every frame)",
+    )
+    classify_interval_s: float = _opt(
+        0.2,
+        "classify each followed face once per this many seconds (faces the full-frame "
+        "detector finds are always classified); between, raw probabilities are "
+        "interpolated in time (0: every frame)",
     )
     device: str = _opt("auto", "where the emotion model runs: auto, cpu or gpu")
     batch_size: int = _opt(64, "face crops per ONNX Runtime call")
@@ -98,6 +105,7 @@ class Settings:
             ("min_face", self.min_face >= 1, "at least 1"),
             ("every", self.every >= 1, "at least 1"),
             ("detect_every", self.detect_every >= 1, "at least 1"),
+            ("classify_interval_s", self.classify_interval_s >= 0, "at least 0"),
             ("batch_size", 1 <= self.batch_size <= 4096, "between 1 and 4096"),
             ("iou_threshold", 0.0 < self.iou_threshold <= 1.0, "in (0, 1]"),
             ("min_hits", self.min_hits >= 1, "at least 1"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from videmo.detections import FaceDetections
 
@@ -54,6 +53,21 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def _assign(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the assignment that maximises total IOU (Hungarian).
+
+    Usually every track overlaps at most one box and every box at most one track:
+    then the overlapping pairs are the optimal assignment, and scipy (half a second
+    to import) is loaded only for frames where faces really compete.
+    """
+    overlaps = iou > 0
+    if (overlaps.sum(axis=0) <= 1).all() and (overlaps.sum(axis=1) <= 1).all():
+        return np.nonzero(overlaps)
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(-iou)
+
+
 class _Tracker:
     """Online IOU tracker over frames in order; keeps every track's row list."""
 
@@ -68,7 +82,7 @@ class _Tracker:
         if not tracks or not free:
             return []
         iou = iou_matrix(np.stack([t.box for t in tracks]), boxes[free])
-        pairs = zip(*linear_sum_assignment(-iou), strict=True)
+        pairs = zip(*_assign(iou), strict=True)
         return [(tracks[r], free[c]) for r, c in pairs if iou[r, c] >= self.config.iou_threshold]
 
     def update(self, rows: np.ndarray, boxes: np.ndarray, now: float) -> None:
@@ -124,6 +138,35 @@ def track(
     out = dets[:]
     out.face_id = tracker.face_ids(len(dets))
     return out
+
+
+def fill_unclassified(dets: FaceDetections) -> tuple[FaceDetections, np.ndarray]:
+    """Give every tracked row probabilities, interpolated in time within its face.
+
+    Faces are classified on a schedule (``--classify-every``); rows between carry
+    NaN probabilities from the analysis. Each is filled per class by linear
+    interpolation between the face's nearest classified rows (the nearest one
+    before its first or after its last), so a row's probabilities still sum to 1.
+    A face with no classified row at all (a track split off between classified
+    frames and lost again) is dropped, and faces are renumbered so ids stay
+    1, 2, ... in order of first appearance. Returns the filled detections and
+    which rows were classified.
+    """
+    classified = ~np.isnan(dets.probs).any(axis=1)
+    out = dets[:]
+    out.probs, out.face_id = dets.probs.copy(), dets.face_id.copy()  # a slice is a view
+    for face in np.unique(out.face_id[out.face_id > 0]):
+        rows = np.flatnonzero(out.face_id == face)
+        known = rows[classified[rows]]
+        if not len(known):
+            out.face_id[rows] = -1
+        elif len(known) < len(rows):
+            times, known_times = out.time_s[rows], out.time_s[known]
+            for c in range(out.probs.shape[1]):
+                out.probs[rows, c] = np.interp(times, known_times, out.probs[known, c])
+    tracked = out.face_id > 0
+    out.face_id[tracked] = np.unique(out.face_id[tracked], return_inverse=True)[1] + 1
+    return out, classified
 
 
 def smooth(dets: FaceDetections, time_constant_s: float) -> np.ndarray:

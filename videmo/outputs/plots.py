@@ -10,17 +10,19 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from videmo.outputs.atomic import atomic_write, ensure_dir
 from videmo.outputs.palette import EMOTION_COLORS
 from videmo.outputs.timeline import EMOTION_DTYPE, PROB_COLUMNS, SMOOTH_COLUMNS
 from videmo.spec import EMOTIONS
+
+if TYPE_CHECKING:  # matplotlib takes half a second to import: only runs that plot load it
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ _PNG_METADATA = {"Software": None}
 
 
 def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -82,6 +87,8 @@ def _break_gaps(times: np.ndarray, values: np.ndarray, step: float) -> tuple:
 
 
 def _legend_handles() -> list[Patch]:
+    from matplotlib.patches import Patch
+
     return [Patch(color=EMOTION_COLORS[name], label=name) for name in EMOTIONS]
 
 

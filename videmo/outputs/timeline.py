@@ -45,6 +45,7 @@ TIMELINE_COLUMNS: dict[str, object] = {
     "w": np.dtype(np.float32),
     "h": np.dtype(np.float32),
     "det_score": np.dtype(np.float32),
+    "classified": np.dtype(bool),
     **{col: np.dtype(np.float32) for col in PROB_COLUMNS},
     **{col: np.dtype(np.float32) for col in SMOOTH_COLUMNS},
     "emotion": EMOTION_DTYPE,
@@ -110,7 +111,11 @@ def _empty(schema: dict[str, object]) -> pd.DataFrame:
 
 
 def build_timeline(
-    dets: FaceDetections, smoothed: np.ndarray, *, drop_untracked: bool = True
+    dets: FaceDetections,
+    smoothed: np.ndarray,
+    *,
+    classified: np.ndarray | None = None,
+    drop_untracked: bool = True,
 ) -> pd.DataFrame:
     """The timeline table from tracked, classified detections.
 
@@ -118,6 +123,8 @@ def build_timeline(
         dets: detections after classification and tracking.
         smoothed: (len(dets), n_classes) temporally smoothed probabilities,
             row-aligned with ``dets`` and columns in ``EMOTIONS`` order.
+        classified: which rows the classifier saw (the others' raw probabilities
+            were interpolated); default: all of them.
         drop_untracked: leave out rows with ``face_id < 0`` (detections that
             never became a confirmed face); the timeline is per face.
 
@@ -129,10 +136,12 @@ def build_timeline(
         raise ValueError(
             f"smoothed has shape {smoothed.shape}, expected {(len(dets), len(EMOTIONS))}"
         )
+    if classified is None:
+        classified = np.ones(len(dets), dtype=bool)
     keep = dets.face_id >= 0 if drop_untracked else np.ones(len(dets), dtype=bool)
-    dets, smoothed = dets[keep], smoothed[keep]
+    dets, smoothed, classified = dets[keep], smoothed[keep], classified[keep]
     order = np.lexsort((dets.face_id, dets.frame))
-    dets, smoothed = dets[order], smoothed[order]
+    dets, smoothed, classified = dets[order], smoothed[order], classified[order]
 
     raw = {
         "frame": dets.frame,
@@ -140,6 +149,7 @@ def build_timeline(
         "face_id": dets.face_id,
         **{name: dets.xywh[:, i] for i, name in enumerate("xywh")},
         "det_score": dets.score,
+        "classified": classified,
         **{col: dets.probs[:, i] for i, col in enumerate(PROB_COLUMNS)},
         **{col: smoothed[:, i] for i, col in enumerate(SMOOTH_COLUMNS)},
         "confidence": smoothed.max(axis=1, initial=0.0),
