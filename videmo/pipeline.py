@@ -8,11 +8,13 @@ No output files are written here; see ``videmo.runner``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -131,6 +133,18 @@ def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
                 buffer.get(timeout=0.05)
 
 
+def lookahead(items: Iterator[T], depth: int, on_enter: Callable[[T], None]) -> Iterator[T]:
+    """``items`` in order, each handed to ``on_enter`` ``depth`` items before it is produced."""
+    waiting: collections.deque[T] = collections.deque()
+    for item in items:
+        on_enter(item)
+        waiting.append(item)
+        if len(waiting) > depth:
+            yield waiting.popleft()
+    while waiting:
+        yield waiting.popleft()
+
+
 @dataclass
 class _Failure:
     error: BaseException
@@ -146,6 +160,8 @@ class Analyzer:
         self.clock = StageClock()  # seconds per stage, summed over every chunk run here
         self.model = EmotionModel(settings.model, settings.device, settings.batch_size, threads)
         self.crop = self.model.spec.crop_for(settings.detector)
+        # One thread runs every full-frame detection, ahead of the frames being followed.
+        self.detect_pool = ThreadPoolExecutor(1, thread_name_prefix="videmo-detect")
 
     @property
     def provider(self) -> str:
@@ -173,15 +189,18 @@ class Analyzer:
         detector = self.scheduled_detector()
         lead = detector.first_frame(start)
         frames = read_frames(path, lead, stop, self.settings.every, index, report=report, bgr=False)
+        # Frames wait in a short queue once decoded, so that the detection of the next
+        # scheduled frame starts while the frames before it are still being followed.
+        ahead = lookahead(prefetch(frames), max(2, detector.interval), detector.look_ahead)
         try:
-            self._analyse(
-                prefetch(frames), detector, batcher, parts, classified, analysed, progress, start
-            )
+            self._analyse(ahead, detector, batcher, parts, classified, analysed, progress, start)
         except VideoError:
             # A damaged file: keep what decoded, record what did not (see the README's
             # damaged-file policy); --strict makes it an error.
             if self.settings.strict or not report.missing:
                 raise
+        finally:
+            detector.close()
         self.stats = detector.stats
         end = lead + report.expected
         covered = analysed[-1][0] + 1 if analysed else start
@@ -204,7 +223,9 @@ class Analyzer:
     def scheduled_detector(self) -> ScheduledDetector:
         """A fresh detection schedule (it holds the faces followed within one chunk)."""
         s = self.settings
-        return ScheduledDetector(self.detector, s.detect_every, s.every, s.det_size, self.clock)
+        return ScheduledDetector(
+            self.detector, s.detect_every, s.every, s.det_size, self.clock, self.detect_pool
+        )
 
     def _analyse(
         self,
@@ -233,7 +254,7 @@ class Analyzer:
             xywh, score = detector.detect(frame)  # timed inside: full frame or followed
             # Faces the full detector found are always classified (so every face is
             # classified where it first appears), followed ones on the time schedule.
-            classify = schedule.due(frame.time_s) or detector.detected_in_full
+            classify = schedule.due(frame.time_s, detector.detected_in_full)
             if frame.index < start:
                 continue
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
@@ -251,24 +272,29 @@ class Analyzer:
 
 
 class ClassifySchedule:
-    """Which frames followed faces are classified on: the first in each ``interval_s`` of time.
+    """Which frames' followed faces are classified: those ``interval_s`` after the last classified.
 
-    Frame ``i`` is due when ``floor(t_i / interval_s)`` differs from that of the frame
-    read before it. A chunk starts reading at a full-detection frame (classified
-    anyway) and sees every frame after it, so any chunking picks the same frames.
-    Measured in time, not frames, so a 5-fps clip is classified on every frame and
-    a 60-fps clip no more often than a 30-fps one.
+    Faces the full detector finds are always classified (every face is classified where
+    it first appears) and reset the clock, so at 30 fps with detection every 5th frame
+    (0.17 s) and the default 0.2 s, only detected faces are classified. A chunk starts
+    reading at a full-detection frame and sees every frame after it, so any chunking
+    classifies the same rows. Measured in time, not frames, so a 5-fps clip is
+    classified on every frame and a 60-fps clip no more often than a 30-fps one.
     """
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
-        self._bucket: float | None = None
+        self._last: float | None = None  # time of the latest classified frame
 
-    def due(self, time_s: float) -> bool:
-        if self.interval_s <= 0:
-            return True
-        bucket = float(np.floor(time_s / self.interval_s))
-        due, self._bucket = bucket != self._bucket, bucket
+    def due(self, time_s: float, detected_in_full: bool) -> bool:
+        due = (
+            detected_in_full
+            or self.interval_s <= 0
+            or self._last is None
+            or time_s - self._last >= self.interval_s - 1e-9
+        )
+        if due:
+            self._last = time_s
         return due
 
 

@@ -58,9 +58,9 @@ class Settings:
     )
     classify_interval_s: float = _opt(
         0.2,
-        "classify each followed face once per this many seconds (faces the full-frame "
-        "detector finds are always classified); between, raw probabilities are "
-        "interpolated in time (0: every frame)",
+        "classify faces at least this often, in seconds (faces the full-frame detector "
+        "finds are always classified); between, raw probabilities are interpolated in "
+        "time (0: every frame)",
     )
     device: str = _opt("auto", "where the emotion model runs: auto, cpu or gpu")
     batch_size: int = _opt(64, "face crops per ONNX Runtime call")

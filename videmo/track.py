@@ -53,19 +53,24 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _assign(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of the assignment that maximises total IOU (Hungarian).
+def _assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, column) pairs of the assignment maximising total IOU among pairs above ``threshold``.
 
-    Usually every track overlaps at most one box and every box at most one track:
-    then the overlapping pairs are the optimal assignment, and scipy (half a second
+    Pairs below the threshold are ruled out before assigning (gating, as ByteTrack
+    does with ``lap``'s cost limit), so a weak pair can never displace a good one.
+    Usually every track then overlaps at most one box and every box at most one
+    track, and those pairs are the answer; scipy's Hungarian solver (half a second
     to import) is loaded only for frames where faces really compete.
     """
-    overlaps = iou > 0
-    if (overlaps.sum(axis=0) <= 1).all() and (overlaps.sum(axis=1) <= 1).all():
-        return np.nonzero(overlaps)
-    from scipy.optimize import linear_sum_assignment
+    gated = np.where(iou >= threshold, iou, 0.0)
+    candidates = gated > 0
+    if (candidates.sum(axis=0) <= 1).all() and (candidates.sum(axis=1) <= 1).all():
+        rows, cols = np.nonzero(candidates)
+    else:
+        from scipy.optimize import linear_sum_assignment
 
-    return linear_sum_assignment(-iou)
+        rows, cols = linear_sum_assignment(-gated)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if candidates[r, c]]
 
 
 class _Tracker:
@@ -78,12 +83,11 @@ class _Tracker:
         self.finished: list[_Track] = []
 
     def _match(self, tracks: list[_Track], boxes: np.ndarray, free: list[int]) -> list[tuple]:
-        """Hungarian assignment of tracks to the free boxes, above the IOU threshold."""
+        """Tracks matched to free boxes: the best assignment among pairs above the IOU threshold."""
         if not tracks or not free:
             return []
         iou = iou_matrix(np.stack([t.box for t in tracks]), boxes[free])
-        pairs = zip(*_assign(iou), strict=True)
-        return [(tracks[r], free[c]) for r, c in pairs if iou[r, c] >= self.config.iou_threshold]
+        return [(tracks[r], free[c]) for r, c in _assign(iou, self.config.iou_threshold)]
 
     def update(self, rows: np.ndarray, boxes: np.ndarray, now: float) -> None:
         """Feed one analysed frame: its row numbers, boxes and time."""
