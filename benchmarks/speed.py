@@ -10,12 +10,14 @@ this process and back to back:
 - decode only: every frame decoded by PyAV, no pixel conversion (the ceiling);
 - ``videmo run FILE --no-video --no-plots --no-report`` as a subprocess, default
   settings otherwise: wall time of the whole command, start-up included;
-- the same with ``--detect-every 1`` (the full detector on every frame, the old way);
+- the same with the previous release's defaults (detection on every 5th frame, every
+  face classified on every frame) and with everything on every frame (``VARIANTS``);
 - with ``--compare-model M``, default settings with ``--model M`` as well (another
   emotion model, measured in the same run).
 
-Each figure is the median of ``--repeat`` runs. Faces and timeline rows are
-printed so a speed-up that loses faces shows.
+Each figure is the median of ``--repeat`` runs, interleaved (decode-only, then each
+variant, ``--repeat`` times) so a machine that slows down slows every figure alike.
+Faces and timeline rows are printed so a speed-up that loses faces shows.
 """
 
 from __future__ import annotations
@@ -54,17 +56,38 @@ def timed_run(video: Path, out: Path, *options: str) -> tuple[float, int, int]:
     return seconds, len(faces), int(faces["n_frames"].sum())
 
 
+#: Settings compared with the defaults in the same run: label -> (description, options).
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "default": ("default settings", ()),
+    "previous": (
+        "previous defaults: detect every 5th frame, classify every frame",
+        ("--detect-every", "5", "--classify-interval-s", "0"),
+    ),
+    "every_frame": (
+        "detect and classify every frame",
+        ("--detect-every", "1", "--classify-interval-s", "0"),
+    ),
+}
+
+
 def measure(video: Path, repeat: int, work: Path, compare_model: Path | None = None) -> dict:
-    frames, decode = decode_fps(video, convert=False)
-    result = {"video": video.name, "frames": frames, "decode_fps": decode}
-    variants = [("default", ()), ("detect_every_1", ("--detect-every", "1"))]
+    """Decode-only and every variant, interleaved ``repeat`` times; medians."""
+    variants = dict(VARIANTS)
     if compare_model is not None:
-        variants.append(("compare_model", ("--model", str(compare_model))))
-    for label, options in variants:
-        runs = [timed_run(video, work / label, *options) for _ in range(repeat)]
-        seconds = statistics.median(r[0] for r in runs)
-        result[label] = {"seconds": seconds, "fps": frames / seconds, "faces": runs[0][1],
-                         "rows": runs[0][2]}  # fmt: skip
+        model = ("--model", str(compare_model))
+        variants["compare_model"] = (f"--model {compare_model.name}", model)
+    decodes, runs = [], {label: [] for label in variants}
+    for _ in range(repeat):
+        decodes.append(decode_fps(video, convert=False))
+        for label, (_, options) in variants.items():
+            runs[label].append(timed_run(video, work / label, *options))
+    frames = decodes[0][0]
+    result = {"video": video.name, "frames": frames,
+              "decode_fps": statistics.median(fps for _, fps in decodes)}  # fmt: skip
+    for label, (description, _) in variants.items():
+        seconds = statistics.median(r[0] for r in runs[label])
+        result[label] = {"what": description, "seconds": seconds, "fps": frames / seconds,
+                         "faces": runs[label][0][1], "rows": runs[label][0][2]}  # fmt: skip
     return result
 
 
@@ -84,15 +107,12 @@ def main() -> None:
             result = measure(video, args.repeat, work, args.compare_model)
             result["clip"] = label
             results.append(result)
-            d, e = result["default"], result["detect_every_1"]
-            print(f"{label}: {result['frames']} frames | decode only {result['decode_fps']:.0f} fps"
-                  f" | videmo run {d['fps']:.0f} fps ({d['seconds']:.1f} s, {d['faces']} faces,"
-                  f" {d['rows']} rows) | --detect-every 1 {e['fps']:.0f} fps ({e['seconds']:.1f} s,"
-                  f" {e['faces']} faces, {e['rows']} rows)", flush=True)  # fmt: skip
-            if "compare_model" in result:
-                c = result["compare_model"]
-                print(f"  with --model {args.compare_model.name}: {c['fps']:.0f} fps "
-                      f"({c['seconds']:.1f} s, {c['faces']} faces)", flush=True)  # fmt: skip
+            print(f"{label}: {result['frames']} frames | decode only "
+                  f"{result['decode_fps']:.0f} fps", flush=True)  # fmt: skip
+            for key in [k for k in result if isinstance(result[k], dict)]:
+                r = result[key]
+                print(f"  {r['what']}: {r['fps']:.0f} fps ({r['seconds']:.2f} s, "
+                      f"{r['faces']} faces, {r['rows']} rows)", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

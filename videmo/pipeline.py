@@ -134,13 +134,22 @@ def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
 
 
 def lookahead(items: Iterator[T], depth: int, on_enter: Callable[[T], None]) -> Iterator[T]:
-    """``items`` in order, each handed to ``on_enter`` ``depth`` items before it is produced."""
+    """``items`` in order, each handed to ``on_enter`` ``depth`` items before it is produced.
+
+    An error from ``items`` (a damaged file) is raised only after the items already
+    read have been produced, so no decoded frame is lost to the look-ahead.
+    """
     waiting: collections.deque[T] = collections.deque()
-    for item in items:
-        on_enter(item)
-        waiting.append(item)
-        if len(waiting) > depth:
+    try:
+        for item in items:
+            on_enter(item)
+            waiting.append(item)
+            if len(waiting) > depth:
+                yield waiting.popleft()
+    except Exception:
+        while waiting:
             yield waiting.popleft()
+        raise
     while waiting:
         yield waiting.popleft()
 
@@ -275,8 +284,8 @@ class ClassifySchedule:
     """Which frames' followed faces are classified: those ``interval_s`` after the last classified.
 
     Faces the full detector finds are always classified (every face is classified where
-    it first appears) and reset the clock, so at 30 fps with detection every 5th frame
-    (0.17 s) and the default 0.2 s, only detected faces are classified. A chunk starts
+    it first appears) and reset the clock, so at 30 fps with detection every 10th frame
+    and the default 0.2 s, faces are classified on 2 frames in 10. A chunk starts
     reading at a full-detection frame and sees every frame after it, so any chunking
     classifies the same rows. Measured in time, not frames, so a 5-fps clip is
     classified on every frame and a 60-fps clip no more often than a 30-fps one.

@@ -52,7 +52,7 @@ class Settings:
     min_face: int = _opt(20, "minimum face side in full-resolution pixels")
     every: int = _opt(1, "analyse every Nth frame")
     detect_every: int = _opt(
-        5,
+        10,
         "run the full-frame face detector on every Nth analysed frame and at shot cuts; "
         "between, each face is re-found near where it was (1: full detection on every frame)",
     )
