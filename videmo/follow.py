@@ -40,7 +40,7 @@ WINDOW_SCALE = 2.0
 #: Optical flow runs where a face is this many pixels wide (smaller faces: at full size).
 FLOW_FACE_PIXELS = 48
 #: Points tracked per face: a FLOW_GRID x FLOW_GRID grid over the box.
-FLOW_GRID = 8
+FLOW_GRID = 6
 #: Fewer points than this tracked reliably (forward and back): the face is lost.
 MIN_FLOW_POINTS = 10
 #: The most a followed face's size may change from one frame to the next.
