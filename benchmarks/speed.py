@@ -13,7 +13,9 @@ this process and back to back:
 - the same with the previous release's defaults (detection on every 5th frame, every
   face classified on every frame) and with everything on every frame (``VARIANTS``);
 - with ``--compare-model M``, default settings with ``--model M`` as well (another
-  emotion model, measured in the same run).
+  emotion model, measured in the same run);
+- with ``--fer N``, the `fer` package's own loop on the first N frames
+  (``fer_speed.py``; it needs `fer` importable, which videmo does not install).
 
 Each figure is the median of ``--repeat`` runs, interleaved (decode-only, then each
 variant, ``--repeat`` times) so a machine that slows down slows every figure alike.
@@ -91,12 +93,23 @@ def measure(video: Path, repeat: int, work: Path, compare_model: Path | None = N
     return result
 
 
+def fer_fps(video: Path, frames: int) -> dict:
+    """The `fer` package's loop on the first ``frames`` frames of ``video``, in a subprocess."""
+    script = Path(__file__).resolve().parent / "fer_speed.py"
+    command = [sys.executable, str(script), str(video), "--frames", str(frames)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each looped clip")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--compare-model", type=Path, help="also time default settings with it")
+    parser.add_argument("--fer", type=int, default=0, metavar="FRAMES",
+                        help="also time the `fer` package's loop on this many frames "
+                             "(benchmarks/fer_speed.py; needs fer importable)")  # fmt: skip
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="videmo-speed-") as tmp:
@@ -106,10 +119,16 @@ def main() -> None:
             loop_clips([clip], video, args.seconds / 60)
             result = measure(video, args.repeat, work, args.compare_model)
             result["clip"] = label
+            if args.fer:
+                result["fer"] = fer_fps(video, args.fer)
             results.append(result)
             print(f"{label}: {result['frames']} frames | decode only "
                   f"{result['decode_fps']:.0f} fps", flush=True)  # fmt: skip
-            for key in [k for k in result if isinstance(result[k], dict)]:
+            if "fer" in result:
+                f = result["fer"]
+                print(f"  fer (Haar), first {f['frames']} frames: {f['fps']:.1f} fps "
+                      f"(start-up {f['startup_s']:.1f} s)", flush=True)  # fmt: skip
+            for key in [k for k in result if isinstance(result[k], dict) and k != "fer"]:
                 r = result[key]
                 print(f"  {r['what']}: {r['fps']:.0f} fps ({r['seconds']:.2f} s, "
                       f"{r['faces']} faces, {r['rows']} rows)", flush=True)  # fmt: skip
