@@ -100,6 +100,26 @@ def test_round_trip_exact(timeline: pd.DataFrame, tmp_path: Path, name: str) -> 
 
 
 @pytest.mark.parametrize("name", ["timeline.parquet", "timeline.csv"])
+def test_classified_flag_round_trips_and_older_timelines_read(
+    timeline: pd.DataFrame, tmp_path: Path, name: str
+) -> None:
+    """Rows the model did not see keep their flag in both files; a timeline written before
+    the flag existed (every row classified) still reads, with the flag set."""
+    flagged = timeline.assign(classified=np.arange(len(timeline)) % 3 == 0)
+    write_timeline(flagged, tmp_path / "new")
+    back = read_timeline(tmp_path / "new" / name)
+    pd.testing.assert_frame_equal(back, flagged, check_exact=True)
+    assert back["classified"].dtype == bool and 0 < back["classified"].sum() < len(back)
+    write_timeline(timeline, tmp_path / "old")
+    old = tmp_path / "old" / name
+    if name.endswith(".csv"):
+        pd.read_csv(old).drop(columns="classified").to_csv(old, index=False)
+    else:
+        pd.read_parquet(old).drop(columns="classified").to_parquet(old)
+    assert read_timeline(old)["classified"].all()
+
+
+@pytest.mark.parametrize("name", ["timeline.parquet", "timeline.csv"])
 def test_round_trip_empty(tmp_path: Path, name: str) -> None:
     empty = build_timeline(FaceDetections.empty(), np.zeros((0, K)))
     write_timeline(empty, tmp_path)

@@ -239,6 +239,8 @@ def read_timeline(path: Path) -> pd.DataFrame:
     """
     path = Path(path)
     df = _read_any(path)
+    if "classified" not in df.columns and "prob_neutral" in df.columns:
+        df["classified"] = True  # written before classification had a schedule: every row was
     try:
         out = _conform(df, TIMELINE_COLUMNS)
     except KeyError as exc:
