@@ -149,7 +149,7 @@ class ScheduledDetector:
 
     def _detect_full(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         self.stats.full += 1
-        with self.clock("detect (full frame; waiting for it if run ahead)"):
+        with self.clock("detect (full frame, or waiting for the detection thread)"):
             future = self._ahead.pop(frame.index, None)
             if future is not None:
                 return future.result()
