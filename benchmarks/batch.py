@@ -7,7 +7,7 @@ Each input is a copy of a short shared clip (CREMA-D ``1001_DFA_HAP_XX.flv``, 56
 ``videmo run FOLDER --no-video --no-plots --no-report`` subprocess runs the whole batch;
 the benchmark reads its stdout (one finished folder per line, printed at the end) for the
 count, watches the output folder for the first ``run.json`` (time to the first finished
-video) and reads the driver's peak RSS from ``/usr/bin/time``-style rusage of the child.
+video) and reads the driver's peak RSS and CPU time from the child's own rusage.
 """
 
 from __future__ import annotations
@@ -50,21 +50,23 @@ def run_batch(folder: Path, out: Path, workers: int) -> dict:
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     done = len(proc.stdout.read().split())
-    peak_kib = int(rss_file.read_text())
+    peak_kib, cpu_s = rss_file.read_text().split()
     return {"workers": workers, "videos_done": done, "seconds": seconds,
             "first_result_s": first, "videos_per_s": done / seconds,
-            "driver_peak_rss_mib": peak_kib / 1024}  # fmt: skip
+            "driver_peak_rss_mib": int(peak_kib) / 1024,
+            "driver_cpu_s": float(cpu_s)}  # fmt: skip
 
 
-#: Runs the videmo CLI in this process and writes its own peak RSS (the driver's; Ray
-#: workers are other processes) to the file named by argv[1] when it exits.
+#: Runs the videmo CLI in this process and writes its own peak RSS and CPU seconds (the
+#: driver's; Ray workers are other processes) to the file named by argv[1] when it exits.
 _DRIVER = """
 import resource, runpy, sys
 rss_file, sys.argv = sys.argv[1], ["videmo", *sys.argv[2:]]
 try:
     runpy.run_module("videmo", run_name="__main__")
 finally:
-    open(rss_file, "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    open(rss_file, "w").write(f"{own.ru_maxrss} {own.ru_utime + own.ru_stime}")
 """
 
 

@@ -219,9 +219,10 @@ def test_batch_is_tracked_and_written_on_the_workers(
 def test_batch_inputs_are_probed_and_indexed_on_the_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only the inputs needed to choose the executor are indexed in the driver; the rest
-    are probed and indexed on the workers. A file that is no video fails there, alone,
-    with the same one-line reason as in-process."""
+    """Only the inputs needed to choose the executor are fingerprinted and indexed in the
+    driver; the rest are fingerprinted, resume-checked, probed and indexed on the workers.
+    A file that is no video fails there, alone, with the same one-line reason as
+    in-process; a rerun skips the finished ones there."""
     import videmo.runner as runner
 
     folder = tmp_path / "in"
@@ -231,14 +232,29 @@ def test_batch_inputs_are_probed_and_indexed_on_the_workers(
     serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
     assert [r.status for r in serial] == ["done", "done", "failed", "done"]
 
-    indexed_here = []
-    real = runner.index_packets
-    monkeypatch.setattr(runner, "index_packets", lambda p: indexed_here.append(p) or real(p))
+    indexed_here, fingerprinted_here = [], []
+    real_index, real_fingerprint = runner.index_packets, runner.run_fingerprint
+    monkeypatch.setattr(runner, "index_packets", lambda p: indexed_here.append(p) or real_index(p))
+    monkeypatch.setattr(
+        runner,
+        "run_fingerprint",
+        lambda p, *a: fingerprinted_here.append(p) or real_fingerprint(p, *a),
+    )
     runs = run_videos(
         inputs, tmp_path / "ray", Settings(workers=2, **ANALYSIS), keep_timelines=False
     )
     assert indexed_here == [inputs[0]]  # the first, to choose between serial and Ray
+    assert fingerprinted_here == [inputs[0]]
     assert [r.status for r in runs] == ["done", "done", "failed", "done"]
+    # a rerun after one more input: the finished ones are skipped (found on the workers)
+    extra = copy_clip(SINGLE, folder, "clip4.mp4")
+    again = run_videos(
+        [extra, *inputs], tmp_path / "ray", Settings(workers=2, **ANALYSIS), keep_timelines=False
+    )
+    assert [r.status for r in again] == ["done", "skipped", "skipped", "failed", "skipped"]
+    assert [(r.frames, r.faces) for r in again[1:]] == [
+        (r.frames, r.faces) for r in runs
+    ] and again[1].frames > 0
     assert runs[2].error == serial[2].error and "\n" not in runs[2].error
     good = [r for r in runs if r.status == "done"]
     _same_as_serial(good, tmp_path / "ray", tmp_path / "serial")

@@ -67,15 +67,17 @@ class FinishTask:
 
 @dataclass(frozen=True)
 class PrepareTask:
-    """Probe and index one input of a batch and plan its chunks, on a worker.
+    """Fingerprint, resume-check, probe and index one input of a batch, on a worker.
 
-    Reading every packet of a file is I/O; on a cluster it belongs on the workers, next
-    to the decoding, not queued up in the driver ahead of the first chunk.
+    Reading a file (its first and last MiB for the fingerprint, every packet for the
+    index) is I/O; on a cluster it belongs on the workers, next to the decoding, not
+    queued up in the driver ahead of the first chunk.
     """
 
     video: int
-    run: VideoRun  # named, fingerprinted and checked for earlier outputs by the driver
+    run: VideoRun  # named by the driver
     settings: Settings
+    model_sha: str  # of the emotion model, part of the fingerprint (hashed once, in the driver)
 
 
 def plan_chunks(index: PacketIndex, times_s: np.ndarray, chunk_s: float) -> list[tuple[int, int]]:
@@ -504,11 +506,12 @@ class _AnalyzerActor:
         return task.run(index, info, every)
 
     def prepare(self, task: PrepareTask) -> PrepareOutcome:
-        """Probe, index and plan one input of a batch (see ``PrepareTask``)."""
-        from videmo.runner import probe_and_plan
+        """Fingerprint, resume-check, probe, index and plan one input (see ``PrepareTask``)."""
+        from videmo.runner import check_and_plan
 
-        run = probe_and_plan(task.run, task.settings)
-        return run.status, run.error, run.info, run.index, run.chunks
+        run, fingerprint = check_and_plan(task.run, task.settings, task.model_sha)
+        return (run.status, run.error, run.info, run.index, run.chunks, run.frames, run.faces,
+                fingerprint)  # fmt: skip
 
     def finish(self, task: FinishTask) -> FinishOutcome:
         """Track, smooth and write one video of a batch (see ``FinishTask``)."""

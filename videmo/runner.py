@@ -114,6 +114,28 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
         )
 
 
+def check_and_plan(
+    run: VideoRun, settings: Settings, model_sha: str
+) -> tuple[VideoRun, dict | None]:
+    """Fingerprint an input, check its folder for earlier outputs, then probe and plan it.
+
+    Runs in the driver, or on a Ray worker for a batch (``PrepareTask``): the fingerprint
+    reads the file's first and last MiB, I/O that should not queue up in one process for
+    thousands of inputs. Never raises. Returns the run (``skipped`` if its outputs are
+    already there, ``failed`` with a one-line reason) and its fingerprint (None if the
+    file could not be read).
+    """
+    try:
+        fingerprint = run_fingerprint(run.path, settings, model_sha)
+        _check_existing(run, settings, fingerprint)
+    except (VidemoError, OSError) as exc:  # unreadable input, unusable folder: this video
+        _fail(run, _video_error(run, exc))
+        return run, None
+    if run.status == "pending":
+        probe_and_plan(run, settings)
+    return run, fingerprint
+
+
 def probe_and_plan(run: VideoRun, settings: Settings) -> VideoRun:
     """Probe and index one input, plan its chunks, and clear older outputs from its folder.
 
@@ -203,19 +225,17 @@ def run_videos(
     runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, given, strict=True))]
     fingerprints: dict[int, dict] = {}
 
-    def prepare(run: VideoRun, probe_here: bool = True) -> None:
-        """Name, fingerprint and resume-check one input (and probe it, unless a worker will)."""
+    def prepare(run: VideoRun, here: bool = True) -> None:
+        """Name one input; fingerprint, resume-check and probe it here unless a worker will."""
         try:
             if not run.path.is_file():
                 probe(run.path)  # raises the one-line "no such file" / "not a file" error
             if run.out_dir is None:
                 run.out_dir = claim_output_dir(out_root, run.path)
-            fingerprints[run.position] = run_fingerprint(run.path, settings, model_sha)
-            _check_existing(run, settings, fingerprints[run.position])
         except (VidemoError, OSError) as exc:  # unreadable input, unusable folder: this video
             _fail(run, _video_error(run, exc))
-        if run.status == "pending" and probe_here:
-            probe_and_plan(run, settings)
+        if run.status == "pending" and here:
+            _, fingerprints[run.position] = check_and_plan(run, settings, model_sha)
         if run.status in ("skipped", "failed"):
             reporter.video_done(run)
 
@@ -251,7 +271,8 @@ def run_videos(
     )  # fmt: skip
     # videos: all inputs, as skipped and failed ones were already counted done
     reporter.start(sum(r.expected_frames for r in ready), len(runs))
-    # Later inputs of a batch on Ray are probed and indexed on the workers as well.
+    # Later inputs of a batch on Ray are fingerprinted, resume-checked, probed and indexed
+    # on the workers as well; the driver only names them.
     probe_on_workers = isinstance(executor, RayExecutor)
     queued: list[ChunkTask | FinishTask] = []  # ready to hand out before anything new
 
@@ -277,11 +298,11 @@ def run_videos(
             yield from _chunk_tasks(run, complete)
         for run in upcoming:
             yield from queued_now()
-            prepare(run, probe_here=not probe_on_workers)
+            prepare(run, here=not probe_on_workers)
             if run.status != "pending":
                 continue
             if probe_on_workers:
-                yield PrepareTask(run.position, run, settings)
+                yield PrepareTask(run.position, run, settings, model_sha)
                 continue
             reporter.add_frames(run.expected_frames)
             yield from _chunk_tasks(run, complete)
@@ -298,7 +319,8 @@ def run_videos(
         if isinstance(outcome, BaseException):
             _fail(run, outcome)
         else:
-            run.status, run.error, run.info, run.index, run.chunks = outcome
+            run.status, run.error, run.info, run.index, run.chunks = outcome[:5]
+            run.frames, run.faces, fingerprints[run.position] = outcome[5:]
         if run.status != "pending":
             reporter.video_done(run)
             return
@@ -364,7 +386,10 @@ def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -
 #: (status, error, frames, faces, damage) of a video finished on a worker.
 FinishOutcome = tuple[str, str, int, int, "dict | None"]
 #: (status, error, info, packet index, chunks) of a video probed on a worker.
-PrepareOutcome = tuple[str, str, "VideoInfo | None", "PacketIndex | None", list]
+#: status, error, info, index, chunks, frames and faces (of a skipped run), fingerprint.
+PrepareOutcome = tuple[
+    str, str, "VideoInfo | None", "PacketIndex | None", list, int, int, "dict | None"
+]
 
 
 def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:
