@@ -36,7 +36,7 @@ ANALYSIS = dict(video=False, plots=False, report=False, chunk_s=1.0)
 TIMELINE_FILES = ("timeline.csv", "timeline.parquet", "faces.csv")
 
 
-def _actor_pids() -> list[int]:
+def _actor_pids(actor: bytes = b"_AnalyzerActor") -> list[int]:
     """Process ids of the running videmo Ray actors (their process title names the actor)."""
     pids = []
     for entry in Path("/proc").iterdir():
@@ -46,7 +46,7 @@ def _actor_pids() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"_AnalyzerActor" in cmdline:
+        if actor in cmdline:
             pids.append(int(entry.name))
     return pids
 
@@ -88,6 +88,34 @@ def test_worker_process_killed_mid_chunk_is_retried_and_results_equal_serial(
     runs = run_videos(inputs, tmp_path / "ray", Settings(workers=2, **ANALYSIS), reporter)
     assert reporter.killed, "no worker process was found to kill"
     _same_as_serial(runs, tmp_path / "ray", tmp_path / "serial")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes through /proc")
+def test_separate_classification_stage_equals_serial_and_survives_its_actor_killed(
+    tmp_path: Path,
+) -> None:
+    """``--classify-stage on``: workers cut crops, one classifier actor classifies them (the
+    GPU stage, here on the CPU). Killing its process mid-batch costs a retry; the timelines
+    are the bytes of a serial run, where each worker classifies its own crops."""
+    inputs = [HAMILTON, copy_clip(SINGLE, tmp_path / "in")]
+    serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
+    assert [r.status for r in serial] == ["done", "done"]
+
+    def kill_classifier() -> list[int]:
+        pids = _actor_pids(b"_ClassifierActor")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return pids
+
+    reporter = _KillOnce(kill_classifier)
+    settings = Settings(workers=2, classify_stage="on", **ANALYSIS)
+    runs = run_videos(inputs, tmp_path / "ray", settings, reporter)
+    assert reporter.killed, "no classifier process was found to kill"
+    _same_as_serial(runs, tmp_path / "ray", tmp_path / "serial")
+    import json
+
+    execution = json.loads((runs[0].out_dir / "run.json").read_text())["execution"]
+    assert execution["executor"] == "ray" and execution["classify_stage"] is True
 
 
 def test_hung_chunk_times_out_and_fails_only_its_video(tmp_path: Path) -> None:

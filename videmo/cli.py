@@ -18,10 +18,11 @@ import click
 
 from videmo import __version__
 from videmo.errors import SettingsError, VidemoError
-from videmo.settings import DETECTORS, DEVICES, Settings, load_toml
+from videmo.settings import CLASSIFY_STAGES, DETECTORS, DEVICES, Settings, load_toml
 
 DEFAULT_OUT = Path("videmo_out")
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+_CHOICES = {"detector": DETECTORS, "device": DEVICES, "classify_stage": CLASSIFY_STAGES}
 
 
 def _base_type(annotation: str) -> type:
@@ -44,7 +45,7 @@ def settings_options(command: typing.Callable, skip: tuple[str, ...] = ()) -> ty
                 f"--{flag}", f.name, flag_value=True, default=None, help=help_text
             )
         else:
-            choices = {"detector": DETECTORS, "device": DEVICES}.get(f.name)
+            choices = _CHOICES.get(f.name)
             kind = click.Choice(choices) if choices else _CLICK_TYPES[base]
             shown = getattr(defaults, f.name)
             option = click.option(
@@ -267,6 +268,7 @@ def bench(
         "overwrite",
         "chunk_s",
         "chunk_timeout_s",
+        "classify_stage",
         "address",
         "smooth_s",
     ),

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from videmo.detections import FaceDetections
 from videmo.errors import VidemoError, one_line
-from videmo.pipeline import Analyzer, ChunkResult
+from videmo.pipeline import Analyzer, ChunkResult, classify_chunk
 from videmo.settings import Settings
 from videmo.video import PacketIndex, VideoInfo
 
@@ -188,6 +188,7 @@ class RayExecutor:
         self._ray = ray
         self._temp_dir: str | None = None
         self.actors: list = []
+        self.classifiers: list = []
         if workers is not None and workers > max(1, max_useful):
             note(f"--workers {workers}: only {max(1, max_useful)} chunk(s) to run; using that many")
             workers = max(1, max_useful)
@@ -214,6 +215,12 @@ class RayExecutor:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             workers = max(1, min(cpus, max_useful))
         gpus = ray.cluster_resources().get("GPU", 0.0) if settings.device != "cpu" else 0.0
+        stage = settings.classify_stage == "on" or (settings.classify_stage == "auto" and gpus >= 1)
+        if stage:
+            self._start_classifiers(settings, gpus)
+            # The workers only cut crops; the model they load gives the crop geometry.
+            settings = replace(settings, device="cpu")
+            gpus = 0.0
         # A worker process or node that dies costs a restart of its actor (models loaded
         # again, elsewhere if need be) and a retry of the call it was running, not a video.
         self._actor_cls = ray.remote(_AnalyzerActor).options(
@@ -227,7 +234,35 @@ class RayExecutor:
         self.workers = workers
         # The first call also tells whether the actors could start; a constructor error is
         # final, so it is not retried (and Ray prints no retry messages for it).
-        self.provider = ray.get(self.actors[0].provider.options(max_task_retries=0).remote())
+        first = self.classifiers[0] if self.classifiers else self.actors[0]
+        self.provider = ray.get(first.provider.options(max_task_retries=0).remote())
+        if self.classifiers:
+            ray.get(self.actors[0].provider.options(max_task_retries=0).remote())
+
+    def _start_classifiers(self, settings: Settings, gpus: float) -> None:
+        """The classification stage: one actor per GPU (one on CPUs), fed by all workers.
+
+        Each worker's chunk result goes to a classifier straight from the object store,
+        not through the driver. Without a GPU the classifier reserves no CPU: it shares
+        the workers' cores, as classification inside them would.
+        """
+        ray = self._ray
+        self._classifier_cls = ray.remote(_ClassifierActor).options(
+            num_cpus=0,
+            num_gpus=1 if gpus >= 1 else 0,
+            max_restarts=ACTOR_RESTARTS,
+            max_task_retries=CALL_RETRIES,
+        )
+        self._classifier_settings = settings
+        count = max(1, int(gpus))
+        self.classifiers = [self._classifier_cls.remote(settings) for _ in range(count)]
+        self._next_classifier = 0
+
+    def _classify(self, chunk_ref: object) -> object:
+        """Send a chunk's crops (an ObjectRef, still on its worker) to the next classifier."""
+        classifier = self.classifiers[self._next_classifier % len(self.classifiers)]
+        self._next_classifier += 1
+        return classifier.classify.remote(chunk_ref)
 
     def _init(self, address: str | None, workers: int) -> None:
         kwargs: dict = dict(
@@ -282,13 +317,17 @@ class RayExecutor:
                 self._replace(actor, pending, again)
                 yield k, VidemoError(f"no result after {self.timeout_s:g} s (worker replaced)")
                 continue
-            k, _, actor, _ = pending.pop(done[0])
+            k, pending_call, actor, _ = pending.pop(done[0])
             for other in pending.values():  # the actor's next call starts now
                 if other[2] is actor and other[3] == float("inf"):
                     other[3] = time.monotonic()
             try:
                 result = ray.get(done[0])
             except self._actor_died as exc:
+                if self._replace_classifier(getattr(exc, "actor_id", None)):
+                    again.append((k, pending_call))
+                    again.sort(key=lambda item: item[0])
+                    continue
                 self._replace(actor, pending, again)
                 yield k, VidemoError(f"worker lost: {one_line(exc)}")
                 continue
@@ -312,6 +351,19 @@ class RayExecutor:
                 start = time.monotonic() if busy[id(actor)] == 0 else float("inf")
                 pending[call(actor)] = [k, call, actor, start]
                 busy[id(actor)] += 1
+
+    def _replace_classifier(self, actor_id: str | None) -> bool:
+        """Replace the classifier ``actor_id`` names, if it is one that died for good.
+
+        The chunk is then sent again: its worker did its part, the classifier did not.
+        """
+        ids = [c._actor_id.hex() for c in self.classifiers]
+        if actor_id is None or actor_id not in ids:
+            return False
+        at = ids.index(actor_id)
+        self._ray.kill(self.classifiers[at], no_restart=True)
+        self.classifiers[at] = self._classifier_cls.remote(self._classifier_settings)
+        return True
 
     def _replace(self, actor: object, pending: dict, again: list) -> None:
         """Kill ``actor`` for good, start a fresh one, and queue its other calls again."""
@@ -359,6 +411,11 @@ class RayExecutor:
                         refs.pop(next(iter(refs)))
                     refs[task.video] = self._ray.put(index_of(task.video))
                 ref = refs[task.video]
+                if self.classifiers:  # crops go from the worker to the classification stage
+                    yield lambda actor, t=task, r=ref: self._classify(
+                        actor.run_chunk.remote(t.path, t.start, t.stop, r, False)
+                    )
+                    continue
                 yield lambda actor, t=task, r=ref: actor.run_chunk.remote(
                     t.path, t.start, t.stop, r
                 )
@@ -390,7 +447,7 @@ class RayExecutor:
 
     def close(self) -> None:
         ray = self._ray
-        for actor in getattr(self, "actors", []):
+        for actor in [*getattr(self, "actors", []), *getattr(self, "classifiers", [])]:
             ray.kill(actor)
         if self._owns_ray:
             ray.shutdown()
@@ -499,8 +556,10 @@ class _AnalyzerActor:
         """The worker's process id (for diagnostics and the worker-kill test)."""
         return os.getpid()
 
-    def run_chunk(self, path: Path, start: int, stop: int, index: PacketIndex) -> ChunkResult:
-        return self.analyzer.run_chunk(path, start, stop, index)
+    def run_chunk(
+        self, path: Path, start: int, stop: int, index: PacketIndex, classify: bool = True
+    ) -> ChunkResult:
+        return self.analyzer.run_chunk(path, start, stop, index, classify=classify)
 
     def annotate(self, task: AnnotateTask, index: PacketIndex, info: VideoInfo, every: int) -> int:
         return task.run(index, info, every)
@@ -520,3 +579,25 @@ class _AnalyzerActor:
 
         run = finish_video(task.run, task.settings, write_video_outputs, task.context)
         return run.status, run.error, run.frames, run.faces, run.damage
+
+
+class _ClassifierActor:
+    """Ray actor: the classification stage, one emotion model for every worker's crops.
+
+    It holds the GPU where there is one (``--device``), so crops from all CPU workers
+    meet one session in large batches instead of each worker holding a slice of it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from videmo.emotion import EmotionModel
+
+        self.model = EmotionModel(settings.model, settings.device, settings.batch_size, threads=1)
+
+    def provider(self) -> str:
+        return self.model.provider
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def classify(self, result: ChunkResult) -> ChunkResult:
+        return classify_chunk(result, self.model)

@@ -51,6 +51,11 @@ class ChunkResult:
     #: Frames of the range the decoder could not produce (a damaged file), and why.
     lost_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     damage: str = ""
+    #: Face crops still to classify (uint8, N x S x S) and the detection rows they belong
+    #: to, when the chunk ran with ``classify=False``: a separate stage (one model, on a
+    #: GPU where there is one) classifies them with :func:`classify_chunk`.
+    crops: np.ndarray | None = None
+    crop_rows: np.ndarray | None = None
 
 
 class StageClock:
@@ -74,22 +79,32 @@ class _CropBatcher:
 
     Only full batches run until the chunk ends, so the model is never fed
     mostly padding, and crops never pile up beyond one batch: memory stays
-    flat however long the chunk is.
+    flat however long the chunk is. With ``model=None`` the crops are only
+    collected, for a separate classification stage.
     """
 
-    def __init__(self, model: EmotionModel) -> None:
+    def __init__(self, model: EmotionModel | None) -> None:
         self.model = model
         self.pending: list[np.ndarray] = []
         self.probs: list[np.ndarray] = []
 
     def add(self, crops: list[np.ndarray]) -> None:
         self.pending.extend(crops)
+        if self.model is None:
+            return
         full = len(self.pending) - len(self.pending) % self.model.batch_size
         if full:
             self.probs.append(self.model.predict(np.stack(self.pending[:full])))
             self.pending = self.pending[full:]
 
+    def collected(self, size: int) -> np.ndarray:
+        """The crops collected (uint8, N x size x size), for a separate stage."""
+        if not self.pending:
+            return np.zeros((0, size, size), np.uint8)
+        return np.stack(self.pending)
+
     def result(self) -> np.ndarray:
+        assert self.model is not None
         if self.pending:
             self.probs.append(self.model.predict(np.stack(self.pending)))
             self.pending = []
@@ -183,14 +198,17 @@ class Analyzer:
         stop: int | None,
         index: PacketIndex | None = None,
         progress: ProgressFn | None = None,
+        classify: bool = True,
     ) -> ChunkResult:
         """Decode frames [start, stop), detect faces and classify them in batches.
 
+        With ``classify=False`` the face crops are returned instead, for a separate
+        classification stage (:func:`classify_chunk`); the result is then the same.
         Reading starts at the scheduled full-detection frame at or before ``start``
         (see ``videmo.follow``); the frames before ``start`` only set up which faces
         are followed, so any chunking gives the detections of one whole read.
         """
-        batcher = _CropBatcher(self.model)
+        batcher = _CropBatcher(self.model if classify else None)
         parts: list[FaceDetections] = []
         classified: list[np.ndarray] = []  # per part: which of its rows were classified
         analysed: list[tuple[int, float]] = []  # (index, time): never keep the images
@@ -217,9 +235,7 @@ class Analyzer:
             progress(end - covered)  # frames after the last analysed one
         lost = np.asarray([i for i in report.missing if i >= start], np.int64)
         found = FaceDetections.concat(parts)
-        with self.clock("classify"):
-            found.probs = _scatter_probs(batcher.result(), classified, len(found))
-        return ChunkResult(
+        result = ChunkResult(
             start,
             stop if stop is not None else -1,
             found,
@@ -228,6 +244,15 @@ class Analyzer:
             lost,
             (report.error or "") if len(lost) else "",
         )
+        rows = np.flatnonzero(np.concatenate([np.zeros(0, bool), *classified]))
+        if not classify:
+            result.crops = batcher.collected(self.model.spec.input_size)
+            result.crop_rows = rows
+            found.probs = np.full((len(found), self.model.n_classes), np.nan, np.float32)
+            return result
+        with self.clock("classify"):
+            found.probs = _scatter_probs(batcher.result(), rows, len(found))
+        return result
 
     def scheduled_detector(self) -> ScheduledDetector:
         """A fresh detection schedule (it holds the faces followed within one chunk)."""
@@ -307,12 +332,27 @@ class ClassifySchedule:
         return due
 
 
-def _scatter_probs(probs: np.ndarray, classified: list[np.ndarray], n_rows: int) -> np.ndarray:
-    """Probabilities for every row: the classifier's on classified rows, NaN elsewhere."""
+def _scatter_probs(probs: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """Probabilities for every row: the classifier's on the classified ``rows``, NaN elsewhere."""
     out = np.full((n_rows, probs.shape[1]), np.nan, np.float32)
-    if n_rows:
-        out[np.concatenate(classified)] = probs
+    out[rows] = probs
     return out
+
+
+def classify_chunk(result: ChunkResult, model: EmotionModel) -> ChunkResult:
+    """Classify the crops of a chunk run with ``classify=False``: the separate stage.
+
+    ``EmotionModel.predict`` pads every batch to one size, so each crop gets the same
+    probabilities here as inside the chunk: the timeline does not depend on where
+    classification ran.
+    """
+    if result.crops is None:
+        return result
+    probs = result.detections.probs.copy()  # from Ray's object store: read-only
+    probs[result.crop_rows] = model.predict(result.crops)
+    result.detections.probs = probs
+    result.crops = result.crop_rows = None
+    return result
 
 
 def reduce_detections(

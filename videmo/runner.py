@@ -260,6 +260,7 @@ def run_videos(
         "executor": executor.name,
         "workers": executor.workers,
         "provider": executor.provider,
+        "classify_stage": bool(getattr(executor, "classifiers", None)),
         "pool": executor,  # finish() may hand work to its workers (the annotated video)
     }
     # A batch on Ray tracks and writes each video on a worker, so the driver only

@@ -28,6 +28,8 @@ else:  # pragma: no cover
 #: Choices of ``--detector`` and ``--device``.
 DETECTORS = ("yunet", "haar")
 DEVICES = ("auto", "cpu", "gpu")
+#: Choices of ``--classify-stage`` (where face crops are classified in a Ray run).
+CLASSIFY_STAGES = ("auto", "on", "off")
 
 #: Settings that change the timeline; the rest only change speed or which files are written.
 ANALYSIS_KEYS = (
@@ -79,6 +81,11 @@ class Settings:
         "else one per CPU)",
     )
     chunk_s: float = _opt(10.0, "target chunk length in seconds for parallel work")
+    classify_stage: str = _opt(
+        "auto",
+        "Ray runs: classify face crops in a separate stage fed by all workers (on), in "
+        "each worker (off), or separately only when the cluster has a GPU (auto)",
+    )
     chunk_timeout_s: float = _opt(
         600.0, "a Ray chunk that runs longer than this fails its video (a hung worker)"
     )
@@ -114,6 +121,11 @@ class Settings:
             ("workers", self.workers is None or self.workers >= 0, "at least 0"),
             ("chunk_s", self.chunk_s > 0, "greater than 0"),
             ("chunk_timeout_s", self.chunk_timeout_s > 0, "greater than 0"),
+            (
+                "classify_stage",
+                self.classify_stage in CLASSIFY_STAGES,
+                f"one of {', '.join(CLASSIFY_STAGES)}",
+            ),
         ]
         for key, ok, expected in checks:
             if not ok:

@@ -203,7 +203,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             "metrics": model_metrics(model),
         },
         "settings": settings.to_dict(),
-        "execution": {k: context[k] for k in ("executor", "workers", "provider")},
+        "execution": {k: context[k] for k in ("executor", "workers", "provider", "classify_stage")},
         "video": {
             "width": info.width,
             "height": info.height,
