@@ -143,6 +143,34 @@ def test_hung_chunk_times_out_and_fails_only_its_video(tmp_path: Path) -> None:
     assert "no result after 8 s" in failed.error and "\n" not in failed.error
 
 
+def test_hung_classifier_is_replaced_and_later_chunks_complete(tmp_path: Path) -> None:
+    """A classifier that stops answering (SIGSTOP) fails the chunk that waited longest, in one
+    line, after the chunk timeout; it is replaced and the chunks queued on it are sent again,
+    so the other video completes."""
+    inputs = [SINGLE, copy_clip(SINGLE, tmp_path / "in", "other.mp4")]
+
+    def stop_the_classifier() -> list[int]:
+        pids = _actor_pids(b"_ClassifierActor")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    reporter = _KillOnce(stop_the_classifier)
+    settings = Settings(workers=2, chunk_timeout_s=8.0, classify_stage="on",
+                        **{**ANALYSIS, "chunk_s": 0.5})  # fmt: skip
+    try:
+        runs = run_videos(inputs, tmp_path / "out", settings, reporter)
+    finally:
+        for pid in reporter.killed or []:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert reporter.killed, "no classifier process was found to stop"
+    assert sorted(r.status for r in runs) == ["done", "failed"], [r.error for r in runs]
+    [failed] = [r for r in runs if r.status == "failed"]
+    assert "no result after 8 s (classifier replaced)" in failed.error
+    assert "\n" not in failed.error
+
+
 @pytest.fixture
 def three_node_cluster():
     """A head (no CPUs: it schedules only) and two worker nodes on this machine."""

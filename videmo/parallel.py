@@ -188,7 +188,9 @@ class RayExecutor:
         self._ray = ray
         self._temp_dir: str | None = None
         self.actors: list = []
-        self.classifiers: list = []
+        self.classifiers: list = []  # the classification stage, when there is one
+        self._retired: set[str] = set()  # ids of classifiers replaced (dead or hung)
+        self._staged: dict = {}  # classifier's ref -> (its worker's ref, classifier)
         if workers is not None and workers > max(1, max_useful):
             note(f"--workers {workers}: only {max(1, max_useful)} chunk(s) to run; using that many")
             workers = max(1, max_useful)
@@ -262,7 +264,25 @@ class RayExecutor:
         """Send a chunk's crops (an ObjectRef, still on its worker) to the next classifier."""
         classifier = self.classifiers[self._next_classifier % len(self.classifiers)]
         self._next_classifier += 1
-        return classifier.classify.remote(chunk_ref)
+        ref = classifier.classify.remote(chunk_ref)
+        self._staged[ref] = (chunk_ref, classifier)
+        return ref
+
+    def _hung_classifier(self, ref: object, pending: dict, again: list) -> bool:
+        """Whether an overdue call is stuck in its classifier (its worker's part is done).
+
+        That classifier is then replaced, and the other calls queued on it are sent again.
+        """
+        chunk_ref, classifier = self._staged.pop(ref, (None, None))
+        if chunk_ref is None or not self._ray.wait([chunk_ref], timeout=0)[0]:
+            return False
+        self._replace_classifier(classifier._actor_id.hex())
+        for other in [r for r in pending if self._staged.get(r, (None, None))[1] is classifier]:
+            k, call, _, _ = pending.pop(other)
+            self._staged.pop(other)
+            again.append((k, call))
+        again.sort(key=lambda item: item[0])
+        return True
 
     def _init(self, address: str | None, workers: int) -> None:
         kwargs: dict = dict(
@@ -314,9 +334,13 @@ class RayExecutor:
             if not done:  # the oldest running call is overdue
                 ref = min(pending, key=lambda r: pending[r][3])
                 k, _, actor, _ = pending.pop(ref)
-                self._replace(actor, pending, again)
-                yield k, VidemoError(f"no result after {self.timeout_s:g} s (worker replaced)")
+                hung = self._hung_classifier(ref, pending, again)
+                which = "classifier" if hung else "worker"
+                if which == "worker":
+                    self._replace(actor, pending, again)
+                yield k, VidemoError(f"no result after {self.timeout_s:g} s ({which} replaced)")
                 continue
+            self._staged.pop(done[0], None)
             k, pending_call, actor, _ = pending.pop(done[0])
             for other in pending.values():  # the actor's next call starts now
                 if other[2] is actor and other[3] == float("inf"):
@@ -353,14 +377,18 @@ class RayExecutor:
                 busy[id(actor)] += 1
 
     def _replace_classifier(self, actor_id: str | None) -> bool:
-        """Replace the classifier ``actor_id`` names, if it is one that died for good.
+        """Replace the classifier ``actor_id`` names; False if it names no classifier.
 
-        The chunk is then sent again: its worker did its part, the classifier did not.
+        A chunk whose classifier died for good (or was replaced) is then sent again: its
+        worker did its part, the classifier did not.
         """
         ids = [c._actor_id.hex() for c in self.classifiers]
+        if actor_id in self._retired:
+            return True
         if actor_id is None or actor_id not in ids:
             return False
         at = ids.index(actor_id)
+        self._retired.add(actor_id)
         self._ray.kill(self.classifiers[at], no_restart=True)
         self.classifiers[at] = self._classifier_cls.remote(self._classifier_settings)
         return True
@@ -372,6 +400,7 @@ class RayExecutor:
         self.actors = [fresh if a is actor else a for a in self.actors]
         for ref in [r for r, p in pending.items() if p[2] is actor]:
             k, call, _, _ = pending.pop(ref)
+            self._staged.pop(ref, None)
             again.append((k, call))
         again.sort(key=lambda item: item[0])
 
