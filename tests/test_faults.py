@@ -231,6 +231,27 @@ def test_rerun_adds_outputs_an_earlier_run_skipped_and_overwrite_leaves_nothing_
     assert (folder / "run.json").is_file()
 
 
+@requires_data
+def test_overwrite_with_a_bad_model_or_device_keeps_the_earlier_outputs(tmp_path: Path) -> None:
+    """The model and device are checked before any input is touched: an --overwrite run that
+    cannot start deletes nothing, and a finished video is not reported skipped instead."""
+    out = tmp_path / "out"
+    folder = out / SINGLE.stem
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    fake = tmp_path / "fake.onnx"
+    fake.write_text("not a model")
+    bad_model = run_cli("run", SINGLE, "-o", out, "--model", fake, "--overwrite", *FAST)
+    assert "cannot load emotion model" in bad_model.assert_one_line_error()
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        no_gpu = run_cli("run", SINGLE, "-o", out, "--device", "gpu", "--overwrite", *FAST)
+        assert "--device gpu" in no_gpu.assert_one_line_error()
+        run_cli("run", SINGLE, "-o", out, "--device", "gpu", *FAST).assert_one_line_error()
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
 # --------------------------------------------------------------------------- damaged files
 
 PEXELS = SINGLE.parent / "pyfeat_WolfgangLanger_Pexels.mp4"  # 472 frames, 19.7 s

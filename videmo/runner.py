@@ -141,16 +141,13 @@ def probe_and_plan(run: VideoRun, settings: Settings) -> VideoRun:
 
     Runs in the driver, or on a Ray worker for a batch (``PrepareTask``): reading a file's
     packets is I/O that should not queue up in one process. Never raises: a bad input
-    fails this video only, with a one-line reason.
+    fails this video only, with a one-line reason. Earlier outputs in the video's folder
+    are left alone until new ones are ready to be written (``finish_video``).
     """
     try:
         run.info = probe(run.path)
         run.index = index_packets(run.path)
         run.chunks = plan_chunks(run.index, run.index.times_s(run.info), settings.chunk_s)
-        if run.out_dir.is_dir():  # outputs are partial from here on
-            (run.out_dir / RUN_JSON).unlink(missing_ok=True)
-            remove_temp_files(run.out_dir)
-            remove_old_outputs(run.out_dir)
     except (VidemoError, OSError) as exc:
         _fail(run, _video_error(run, exc))
     return run
@@ -198,6 +195,20 @@ def check_output_root(out_root: Path) -> None:
         raise OutputError(f"output root {out_root} exists and is not a folder")
 
 
+def check_model_and_device(settings: Settings) -> None:
+    """Load the emotion model once before any input is touched; raise its one-line error.
+
+    A file that is not a videmo ONNX model, or ``--device gpu`` where this machine has no
+    usable GPU, then fails the run before anything is read or written (and before
+    finished videos are skipped, which would hide the error). On a Ray cluster the GPU is
+    the workers' business, so ``--device gpu`` is checked there instead.
+    """
+    from videmo.emotion import EmotionModel
+
+    device = "gpu" if settings.device == "gpu" and not ray_address(settings) else "cpu"
+    EmotionModel(settings.model, device, batch_size=1, threads=1)
+
+
 def run_videos(
     paths: list[Path],
     out_root: Path,
@@ -221,6 +232,7 @@ def run_videos(
     finish = finish or write_video_outputs
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
     check_output_root(out_root)
+    check_model_and_device(settings)
     given = out_dirs or [None] * len(paths)
     runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, given, strict=True))]
     fingerprints: dict[int, dict] = {}
@@ -368,12 +380,26 @@ def finish_video(
             raise VidemoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
         run.timeline = reduce_detections(dets, settings, analysed_times(run.results))
         run.faces = int(run.timeline["face_id"].nunique())
+        clear_previous_outputs(run.out_dir)
         finish(run, settings, context)
         run.status = "damaged" if run.damage else "done"
         run.error = damage_line(run.damage) if run.damage else ""
     except Exception as exc:  # noqa: BLE001 - the batch goes on
         _fail(run, exc)
     return run
+
+
+def clear_previous_outputs(out_dir: Path | None) -> None:
+    """Remove an earlier run's outputs from ``out_dir``: the folder is partial from here on.
+
+    Called only once the new outputs are ready to be written, so a run that fails or is
+    interrupted before that (a bad ``--model``, a damaged input, Ctrl-C) leaves the earlier
+    complete outputs as they were, ``run.json`` included.
+    """
+    if out_dir is not None and out_dir.is_dir():
+        (out_dir / RUN_JSON).unlink(missing_ok=True)
+        remove_temp_files(out_dir)
+        remove_old_outputs(out_dir)
 
 
 def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -> None:
