@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, SINGLE, copy_clip, requires_data, run_cli
+from conftest import CREMA_HAP, FAST, SINGLE, copy_clip, requires_data, run_cli
 
 from videmo.detections import FaceDetections
 from videmo.errors import ModelError, SettingsError
@@ -275,24 +275,29 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     corrupt = _corrupt_middle(SINGLE, tmp_path / "corrupt.mp4")
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(PEXELS.read_bytes()[:979_375])  # 60 %, index at the front
+    cut_flv = tmp_path / "cut.flv"  # FLV counts no frames: only its duration tells
+    cut_flv.write_bytes(CREMA_HAP.read_bytes()[: CREMA_HAP.stat().st_size // 2])
     out = tmp_path / "out"
-    result = run_cli("run", corrupt, truncated, "-o", out, *FAST)
+    result = run_cli("run", corrupt, truncated, cut_flv, "-o", out, *FAST)
     assert result.rc == 0, result
     batch = pd.read_csv(out / "batch.csv", keep_default_na=False).set_index("output")
-    for name, frames_at_least in (("corrupt", 60), ("truncated", 280)):
+    for name, frames_at_least in (("corrupt", 60), ("truncated", 280), ("cut", 20)):
         report = json.loads((out / name / "run.json").read_text())
         assert report["status"] == "damaged", report
         assert report["counts"]["frames_analysed"] >= frames_at_least  # what decodes is used
         row = batch.loc[str(out / name)]
         assert row["status"] == "damaged" and row["error"].startswith("damaged: ")
     assert "readable until 12.0 s of 19.7 s" in batch.loc[str(out / "truncated"), "error"]
+    assert "of 1.9 s" in batch.loc[str(out / "cut"), "error"]
     corrupt_report = json.loads((out / "corrupt" / "run.json").read_text())
     assert 0 < corrupt_report["damage"]["frames_lost"] <= 12  # before: 42 of 72 lost, no output
     # the damaged outputs count as finished: a rerun skips them
-    again = run_cli("run", corrupt, truncated, "-o", out, *FAST).assert_ok()
+    again = run_cli("run", corrupt, truncated, cut_flv, "-o", out, *FAST).assert_ok()
     rerun = pd.read_csv(out / "batch.csv")
     assert set(rerun["status"]) == {"skipped"}, again
-    assert (rerun["frames"] >= 60).all()  # a skipped row still says what the video holds
+    first = batch.reset_index()
+    # a skipped row still says what the video holds
+    assert rerun["frames"].tolist() == first["frames"].tolist() and (rerun["frames"] >= 20).all()
     # --strict: a damaged video is a failure, one line, nothing that looks complete
     strict = run_cli("run", corrupt, "-o", tmp_path / "strict", "--strict", *FAST)
     assert "lost" in strict.assert_one_line_error(rc=2)
@@ -325,8 +330,8 @@ def test_damaged_file_gets_its_annotated_video(tmp_path: Path, workers: str) -> 
 
 
 @requires_data
-def test_failing_ray_actor_is_one_line_and_cleans_up(tmp_path: Path) -> None:
-    """--device gpu without CUDA on Ray: the actors' constructor fails; Ray is shut down."""
+def test_device_gpu_without_cuda_fails_before_ray_starts(tmp_path: Path) -> None:
+    """--device gpu without CUDA on a local run: one line, before Ray or any input."""
     import tempfile
 
     from videmo.emotion import EmotionModel
@@ -341,12 +346,9 @@ def test_failing_ray_actor_is_one_line_and_cleans_up(tmp_path: Path) -> None:
     result = run_cli(
         "run", SINGLE, "-o", tmp_path / "out", "--workers", "4", "--device", "gpu", *FAST
     )
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.rc == 2 and "Traceback" not in result.stderr, result
-    # --workers above the number of chunks is capped, and said so
-    assert lines[0] == "videmo: --workers 4: only 1 chunk(s) to run; using that many", result
-    assert lines[-1].startswith("videmo: error: --device gpu: CUDA is not usable"), result
+    assert result.assert_one_line_error().startswith("videmo: error: --device gpu: CUDA")
     assert set(Path(tempfile.gettempdir()).glob("videmo-ray-*")) == before
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- one bad video

@@ -265,6 +265,29 @@ def test_run_on_a_ray_head(ray_head, tmp_path: Path) -> None:
     assert read_timeline(tmp_path / SINGLE.stem).equals(serial.timeline)
 
 
+def test_actors_that_cannot_start_fail_in_one_line(ray_head, tmp_path: Path) -> None:
+    """On a cluster the GPU is the workers' business: --device gpu where they have none
+    fails when the actors start, in one line, and --workers above the chunks is capped."""
+    from videmo.emotion import EmotionModel
+    from videmo.errors import ModelError
+
+    try:
+        EmotionModel(device="gpu")
+        pytest.skip("CUDA works here: --device gpu does not fail")
+    except ModelError:
+        pass
+    address, env = ray_head
+    proc = subprocess.run(
+        videmo_cmd("run", SINGLE, "-o", tmp_path, "--address", address, "--workers", "4",
+                   "--device", "gpu", *FAST),  # fmt: skip
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0] == "videmo: --workers 4: only 1 chunk(s) to run; using that many", lines
+    assert lines[-1].startswith("videmo: error: --device gpu: CUDA is not usable"), lines
+
+
 # --------------------------------------------------------------------------- batches
 
 

@@ -30,8 +30,10 @@ def damage_summary(
     lost = np.sort(np.concatenate([np.zeros(0, np.int64), *[r.lost_frames for r in results]]))
     times = index.times_s(info)
     shortfall = (info.frame_count or 0) - len(index)
-    truncated = bool(index.error) or shortfall > max(
-        HEADER_SLACK_FRAMES, HEADER_SLACK_SHARE * (info.frame_count or 0)
+    truncated = (
+        bool(index.error)
+        or shortfall > max(HEADER_SLACK_FRAMES, HEADER_SLACK_SHARE * (info.frame_count or 0))
+        or _cut_short_in_time(info, index)
     )
     if not len(lost) and not truncated:
         return None
@@ -49,6 +51,19 @@ def damage_summary(
             "error": index.error,
         }
     return damage
+
+
+def _cut_short_in_time(info: VideoInfo, index: PacketIndex) -> bool:
+    """Whether a file whose header counts no frames (FLV, Matroska) ends before its duration.
+
+    Its packets, of every stream (audio may outlast the video), must span the header's
+    duration within the same slack as the frame count check.
+    """
+    if info.frame_count or not info.duration_s or index.span_s is None:
+        return False
+    frame_s = 1.0 / info.fps if info.fps else 1.0 / 30
+    slack_s = max(HEADER_SLACK_FRAMES * frame_s, HEADER_SLACK_SHARE * info.duration_s)
+    return index.span_s < info.duration_s - slack_s
 
 
 def _ranges_s(lost: np.ndarray, times: np.ndarray) -> list[list[float]]:

@@ -80,6 +80,9 @@ class PacketIndex:
     pts: np.ndarray  # int64, ascending, unique
     keyframe: np.ndarray  # bool, per sorted entry
     error: str | None = None
+    #: Seconds the packets of all streams span: a file cut short where no header counts
+    #: frames (FLV, Matroska) is recognised by this falling short of the header's duration.
+    span_s: float | None = None
 
     def __len__(self) -> int:
         return int(self.pts.size)
@@ -340,8 +343,9 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 # --------------------------------------------------------------------------- packet index
 
 
-def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None]:
-    """``(pts, keyframe)`` per real video packet in file order, plus an error if cut short.
+def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None]:
+    """``(pts, keyframe)`` per real video packet in file order, an error if cut short, and
+    the seconds the file's packets span (all streams: audio may outlast the video).
 
     Skipped: flush packets (size 0) and packets flagged DISCARD (mp4 edit-list pre-roll,
     which the decoder drops, so they are not frames). A packet without pts uses its dts, and
@@ -349,19 +353,31 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None]:
     """
     pts: list[int] = []
     key: list[bool] = []
+    first_s, last_s = float("inf"), float("-inf")
     with _open(p) as container:
+        video = _video_stream(container, p)
         try:
-            for packet in container.demux(_video_stream(container, p)):
+            for packet in container.demux():
                 if packet.size == 0 or packet.is_discard:
                     continue
                 ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is not None and packet.time_base is not None:
+                    start = float(ts * packet.time_base)
+                    first_s = min(first_s, start)
+                    last_s = max(last_s, start + float((packet.duration or 0) * packet.time_base))
+                if packet.stream.index != video.index:
+                    continue
                 if ts is None:
                     ts = pts[-1] + 1 if pts else 0
                 pts.append(ts)
                 key.append(packet.is_keyframe)
         except av.FFmpegError as err:
-            return pts, key, _ffmpeg_reason(err)
-    return pts, key, None
+            return pts, key, _ffmpeg_reason(err), _span(first_s, last_s)
+    return pts, key, None, _span(first_s, last_s)
+
+
+def _span(first_s: float, last_s: float) -> float | None:
+    return last_s - first_s if last_s >= first_s else None
 
 
 def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
@@ -370,13 +386,13 @@ def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
     A damaged file gives the index of its readable part with ``error`` set; reading those
     frames then reports the damage (see :func:`read_frames`).
     """
-    pts, key, error = _demux_pts(_check_path(path))
+    pts, key, error, span_s = _demux_pts(_check_path(path))
     pts_arr = np.asarray(pts, dtype=np.int64)
     # Sort into presentation order; a duplicated pts is one frame (keyframe if any copy is).
     uniq, inverse = np.unique(pts_arr, return_inverse=True)
     key_u = np.zeros(uniq.size, dtype=bool)
     np.logical_or.at(key_u, inverse, np.asarray(key, dtype=bool))
-    return PacketIndex(pts=uniq, keyframe=key_u, error=error)
+    return PacketIndex(pts=uniq, keyframe=key_u, error=error, span_s=span_s)
 
 
 # --------------------------------------------------------------------------- reading
