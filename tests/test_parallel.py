@@ -333,6 +333,32 @@ OUTPUT_NAMES = {
 }  # fmt: skip
 
 
+def test_interrupted_batch_reports_what_finished(tmp_path: Path) -> None:
+    """Ctrl-C mid-batch: exit 130, stdout lists the videos that finished, and batch.csv (an
+    earlier batch's is removed when the run starts) marks the rest ``interrupted``."""
+    clips = tmp_path / "clips"
+    for k in range(12):
+        copy_clip(CREMA_HAP, clips, f"clip{k:02d}.flv")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "batch.csv").write_text("video,output,status\nold,old,done\n")
+    cmd = videmo_cmd("run", clips, "-o", out, "--workers", "0", *FAST)
+    proc = subprocess.Popen(cmd, env=cli_env(), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not complete_run_jsons(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # our own child, by pid
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stderr.strip().endswith("videmo: interrupted"), stderr
+    finished = sorted(str(p.parent) for p in complete_run_jsons(out))
+    assert finished and sorted(stdout.split()) == finished
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False)
+    assert len(batch) == 12 and set(batch["status"]) <= {"done", "interrupted"}
+    assert sorted(batch.loc[batch["status"] == "done", "output"]) == finished
+    assert (batch["status"] == "interrupted").any(), "the batch finished before the interrupt"
+
+
 def test_resume_after_kill(tmp_path: Path) -> None:
     clips = tmp_path / "clips"
     a = copy_clip(SINGLE, clips, "a_single.mp4")

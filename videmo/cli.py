@@ -137,29 +137,53 @@ def job(job_file: Path, quiet: bool, **options) -> None:
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
     from videmo.progress import RichReporter, print_summary
-    from videmo.runner import run_videos, write_batch_csv, write_batch_report
+    from videmo.runner import (
+        interrupted_runs,
+        remove_batch_summary,
+        run_videos,
+        write_batch_csv,
+        write_batch_report,
+    )
 
     reporter = RichReporter(enabled=not quiet, inputs=len(paths))
-    # stdout carries results only: whatever a library prints meanwhile (Ray reports task
-    # retries from its own threads) goes to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        runs = run_videos(paths, out_root, settings, reporter, keep_timelines=False)
-    batch_csv = write_batch_csv(runs, out_root) if len(runs) > 1 else None
-    if len(runs) > 1 and settings.report:
+    batch = len(paths) > 1
+    if batch and out_root.is_dir():
+        remove_batch_summary(out_root)
+    try:
+        # stdout carries results only: whatever a library prints meanwhile (Ray reports task
+        # retries from its own threads) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            runs = run_videos(paths, out_root, settings, reporter, keep_timelines=False)
+    except KeyboardInterrupt:
+        # What finished is finished: say so on stdout and in batch.csv, then stop.
+        reporter.close()
+        runs = interrupted_runs(paths, reporter.finished)
+        if batch:
+            write_batch_csv(runs, out_root)
+        _print_results(runs)
+        raise
+    batch_csv = write_batch_csv(runs, out_root) if batch else None
+    if batch and settings.report:
         write_batch_report(runs, out_root)
     failed = [r for r in runs if r.status == "failed"]
     if not quiet:
         print_summary(runs, batch_csv)
-    for run in runs:  # results on stdout (scripts read it), everything else on stderr
-        if run.status in ("done", "skipped", "damaged"):
-            click.echo(run.out_dir)
-        if run.status == "damaged" and len(runs) == 1:
-            click.echo(f"videmo: warning: {run.path}: {run.error}", err=True)
+    _print_results(runs)
+    if len(runs) == 1 and runs[0].status == "damaged":
+        click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
     if len(runs) == 1 and failed:
         raise VidemoError(failed[0].error)
     if failed:
-        click.echo(f"videmo: {len(failed)} of {len(runs)} videos failed; see {batch_csv}", err=True)
+        where = f"see {batch_csv}" if batch_csv else f"batch.csv could not be written in {out_root}"
+        click.echo(f"videmo: {len(failed)} of {len(runs)} videos failed; {where}", err=True)
         sys.exit(1)
+
+
+def _print_results(runs: list) -> None:
+    """The output folder of every finished video on stdout, in input order (scripts read it)."""
+    for run in runs:
+        if run.status in ("done", "skipped", "damaged"):
+            click.echo(run.out_dir)
 
 
 def _register_model_tools() -> None:
@@ -175,11 +199,23 @@ def _register_model_tools() -> None:
         cli.add_command(command)
 
 
+def _ignore_late_interrupts() -> None:
+    """The work is done and reported: a Ctrl-C during interpreter shutdown must not print a
+    traceback from some library's cleanup (or turn a finished run's exit status into 130)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors instead of tracebacks for everything the user can fix."""
     _register_model_tools()
     try:
         cli.main(args=argv, prog_name="videmo", standalone_mode=False)
+        if argv is None:  # the command line, not a caller in the same process
+            _ignore_late_interrupts()
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

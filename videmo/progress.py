@@ -33,6 +33,7 @@ class RichReporter(Reporter):
         self.task: TaskID | None = None
         self.videos_total = 0
         self.videos_done = 0
+        self.finished: dict[int, VideoRun] = {}  # by input position: what an interrupt keeps
 
     def start(self, total_frames: int, videos: int) -> None:
         self.videos_total += videos
@@ -70,12 +71,13 @@ class RichReporter(Reporter):
 
     def video_done(self, run: VideoRun) -> None:
         self.videos_done += 1
+        self.finished[run.position] = run
         if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run
             # file names and errors are text, never Rich markup (`clip [final].mp4`)
             console.print(Text.assemble(("failed: ", "red"), printable(run.error)), soft_wrap=True)
-        elif run.status == "damaged" and self.inputs > 1:
-            name = printable(run.path.name)
-            console.print(Text.assemble((f"{name}: ", "yellow"), printable(run.error)))
+        elif run.status == "damaged" and self.inputs > 1:  # one line, as for a single input
+            line = f"videmo: warning: {printable(run.path)}: {printable(run.error)}"
+            console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
 

@@ -483,6 +483,26 @@ def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
         return None
 
 
+def remove_batch_summary(out_root: Path) -> None:
+    """Delete an earlier batch's ``batch.csv`` and ``report.html`` before a new batch runs.
+
+    They describe the earlier run; left in place while this one runs, a batch that is
+    interrupted or killed would leave a summary that no longer matches the folders.
+    """
+    from videmo.outputs.report import REPORT_HTML
+
+    for name in (BATCH_CSV, REPORT_HTML):
+        (out_root / name).unlink(missing_ok=True)
+
+
+def interrupted_runs(paths: list[Path], finished: dict[int, VideoRun]) -> list[VideoRun]:
+    """Every input of an interrupted batch: finished ones as they ended, others ``interrupted``."""
+    return [
+        finished.get(k) or VideoRun(k, path, None, status="interrupted", error="interrupted")
+        for k, path in enumerate(paths)
+    ]
+
+
 def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path | None:
     """``report.html`` at the output root: every input, linking to its own page."""
     from videmo.outputs.report import write_batch_report as write_page
