@@ -252,6 +252,25 @@ def test_overwrite_with_a_bad_model_or_device_keeps_the_earlier_outputs(tmp_path
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
 
+@requires_data
+def test_a_finished_folder_that_lost_an_output_is_redone(tmp_path: Path) -> None:
+    """run.json lists the outputs with their sizes: a rerun redoes a folder where one is
+    missing or was changed, instead of reporting it finished."""
+    out = tmp_path / "out"
+    folder = out / SINGLE.stem
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
+    original = (folder / "timeline.csv").read_bytes()
+    (folder / "timeline.parquet").unlink()
+    (folder / "timeline.csv").write_text("garbage")
+    again = run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
+    assert "skipped" not in again.stderr
+    assert (folder / "timeline.csv").read_bytes() == original
+    assert (folder / "timeline.parquet").is_file()
+    record = (folder / "run.json").read_bytes()
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()  # intact now: skipped, not redone
+    assert (folder / "run.json").read_bytes() == record
+
+
 # --------------------------------------------------------------------------- damaged files
 
 PEXELS = SINGLE.parent / "pyfeat_WolfgangLanger_Pexels.mp4"  # 472 frames, 19.7 s

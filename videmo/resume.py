@@ -54,7 +54,8 @@ OUTPUT_FILES = (
 def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None = None) -> str:
     """'complete' (same fingerprint), 'different' (complete, other input), or 'absent'.
 
-    A complete folder that lacks an output now asked for (the annotated video
+    A folder whose listed outputs are missing or changed in size is 'absent': the rerun
+    makes them again. A complete folder that lacks an output now asked for (the annotated video
     or the plots of an earlier ``--no-video``/``--no-plots`` run) is 'absent':
     the rerun adds it.
     """
@@ -66,10 +67,25 @@ def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None =
         return "absent"
     if data.get("fingerprint") != fingerprint:
         return "different"
+    if not _outputs_intact(out_dir, data):
+        return "absent"  # same input and settings: redo it, no --overwrite needed
     done = data.get("settings", {})
     if settings is not None and any(getattr(settings, k) and not done.get(k) for k in OUTPUT_KEYS):
         return "absent"
     return "complete"
+
+
+def _outputs_intact(out_dir: Path, data: dict) -> bool:
+    """Whether every output ``run.json`` lists is there, with the size it was written with."""
+    sizes = data.get("output_bytes") or {}
+    for name in data.get("outputs") or []:
+        try:
+            size = (out_dir / name).stat().st_size
+        except OSError:
+            return False
+        if name in sizes and sizes[name] != size:
+            return False
+    return True
 
 
 def previous_counts(out_dir: Path) -> tuple[int, int]:

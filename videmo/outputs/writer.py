@@ -228,5 +228,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
     }
     if settings.report:  # the page shows run.json's facts, so it is made from the same dict
         write_video_report(report, faces_summary(run.timeline), out, printable(run.path.name))
+    # Sizes let a rerun tell a finished folder from one whose files were lost or changed.
+    report["output_bytes"] = {name: (out / name).stat().st_size for name in report["outputs"]}
     write_json_atomic(out / RUN_JSON, report)
     return written
