@@ -106,6 +106,15 @@ def test_non_finite_floats_are_rejected(key: str, value: float) -> None:
         Settings(**{key: value})
 
 
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [("no_video", "write video = false"), ("smoth_s", "did you mean 'smooth_s'")],
+)
+def test_unknown_job_keys_say_what_was_meant(key: str, hint: str) -> None:
+    with pytest.raises(SettingsError, match=f"unknown key '{key}' .*{hint}"):
+        Settings.from_mapping({key: True}, "job.toml [settings]")
+
+
 def test_mistyped_model_path_does_not_fall_back(tmp_path: Path) -> None:
     from videmo.models import model_path
 

@@ -163,12 +163,24 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         for key, value in values.items():
             if key not in known:
-                raise SettingsError(f"{source or 'settings'}: unknown key {key!r}")
+                raise SettingsError(f"{source or 'settings'}: unknown key {key!r}{_hint(key)}")
             _check_type(key, value, known[key].type, source)
         try:
             return replace(cls(), **values)
         except SettingsError as exc:
             raise SettingsError(f"{source}: {exc}" if source else str(exc)) from None
+
+
+def _hint(key: str) -> str:
+    """How to write a job-file key that names a ``--no-...`` option or is misspelt."""
+    import difflib
+
+    names = [f.name for f in fields(Settings)]
+    flag = key.removeprefix("no_")
+    if key != flag and flag in names:
+        return f" (for --no-{flag.replace('_', '-')} write {flag} = false)"
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
