@@ -94,6 +94,14 @@ def test_output_root_that_is_a_file_fails_before_work(tmp_path: Path) -> None:
     bad.write_text("x")
     line = run_cli("run", SINGLE, "-o", bad, *FAST).assert_one_line_error()
     assert "is not a folder" in line
+    line = run_cli("run", SINGLE, "-o", bad / "sub", *FAST).assert_one_line_error()
+    assert line.endswith(f"output root {bad / 'sub'}: {bad} is not a folder")
+    # evaluate-clips: a missing folder and an unwritable --csv are refused before any work
+    missing = run_cli("evaluate-clips", tmp_path / "nope").assert_one_line_error()
+    assert missing.endswith("nope: no such folder")
+    labeled = CREMA_HAP.parent
+    csv = run_cli("evaluate-clips", labeled, "--csv", bad / "x.csv").assert_one_line_error()
+    assert csv.endswith(f"{bad} is not a folder")
 
 
 # --------------------------------------------------------------------------- settings

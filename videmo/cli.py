@@ -326,8 +326,12 @@ def evaluate_clips_command(
       videmo evaluate-clips ../shared/data/videos/labeled/*/
     """
     from videmo.evaluation.clips import accuracy_table, confusion, evaluate_clips
+    from videmo.outputs.atomic import check_writable_target
 
     settings = settings_from({**options, "workers": 0})
+    for target in (csv_path, confusion_png):
+        if target is not None:  # before minutes of evaluation, not after
+            check_writable_target(target)
 
     def progress(clip) -> None:
         if not quiet:

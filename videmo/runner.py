@@ -190,9 +190,14 @@ def choose_executor(
 
 
 def check_output_root(out_root: Path) -> None:
-    """Refuse an output root that is a file before any work is done."""
+    """Refuse an output root that is (or lies under) a file before any work is done."""
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"output root {out_root} exists and is not a folder")
+    for parent in out_root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"output root {out_root}: {parent} is not a folder")
+            break
 
 
 def check_model_and_device(settings: Settings) -> None:

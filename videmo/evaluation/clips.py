@@ -36,6 +36,9 @@ class LabeledClip:
 def read_labels(folder: Path) -> list[LabeledClip]:
     """The clips listed in ``folder/labels.csv``; one-line DataError on anything malformed."""
     path = folder / LABELS_FILE
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "no such folder"
+        raise DataError(f"{folder}: {what}")
     if not path.is_file():
         raise DataError(f"{folder}: no {LABELS_FILE} (columns: file, fer2013_class)")
     try:

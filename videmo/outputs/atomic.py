@@ -56,6 +56,11 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def check_writable_target(path: Path) -> None:
+    """Fail before any work when ``path``'s folder cannot hold the file (one line)."""
+    _check_parent(Path(path))
+
+
 def _check_parent(path: Path) -> None:
     """Fail early, before any work, when the destination folder cannot hold the file."""
     parent = path.parent
