@@ -86,8 +86,9 @@ def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None
     """Analyse videos: INPUTS are files, folders (searched recursively) or globs.
 
     Writes per video: timeline.parquet, timeline.csv, faces.csv, annotated.mp4,
-    plots/*.png and run.json. Rerunning the same command skips videos whose
-    outputs are complete and redoes failed or partial ones.
+    plots/*.png, report.html with faces/*.jpg, and run.json (last); a batch adds
+    batch.csv and report.html at the output root. Rerunning the same command
+    skips videos whose outputs are complete and redoes failed or partial ones.
     """
     from videmo.inputs import collect_inputs
 

@@ -32,6 +32,7 @@ from videmo.parallel import (
     SerialExecutor,
     analysed_times,
     merge,
+    note,
     plan_chunks,
 )
 from videmo.pipeline import ChunkResult, reduce_detections
@@ -185,6 +186,8 @@ def choose_executor(
     if workers is None and not address and (chunks <= 1 or _duration(runs) < serial_below_s()):
         workers = 0
     if workers == 0:
+        if settings.classify_stage == "on":
+            note("--classify-stage on: a Ray-only stage; this run is in-process")
         return SerialExecutor(settings)
     return RayExecutor(settings, workers, address, max_useful=chunks + unread)
 
