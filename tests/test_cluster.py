@@ -51,6 +51,18 @@ def _actor_pids(actor: bytes = b"_AnalyzerActor") -> list[int]:
     return pids
 
 
+def _signal_all(actor: bytes, sig: int):
+    """A step for ``_KillOnce``: send ``sig`` to every process of ``actor``; their pids."""
+
+    def send() -> list[int]:
+        pids = _actor_pids(actor)
+        for pid in pids:
+            os.kill(pid, sig)
+        return pids
+
+    return send
+
+
 class _KillOnce(Reporter):
     """Runs ``kill`` once, when the first chunk result arrives (others are in flight then)."""
 
@@ -78,13 +90,7 @@ def test_worker_process_killed_mid_chunk_is_retried_and_results_equal_serial(
     serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
     assert [r.status for r in serial] == ["done", "done"]
 
-    def kill_workers() -> list[int]:
-        pids = _actor_pids()
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        return pids
-
-    reporter = _KillOnce(kill_workers)
+    reporter = _KillOnce(_signal_all(b"_AnalyzerActor", signal.SIGKILL))
     runs = run_videos(inputs, tmp_path / "ray", Settings(workers=2, **ANALYSIS), reporter)
     assert reporter.killed, "no worker process was found to kill"
     _same_as_serial(runs, tmp_path / "ray", tmp_path / "serial")
@@ -101,13 +107,7 @@ def test_separate_classification_stage_equals_serial_and_survives_its_actor_kill
     serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
     assert [r.status for r in serial] == ["done", "done"]
 
-    def kill_classifier() -> list[int]:
-        pids = _actor_pids(b"_ClassifierActor")
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        return pids
-
-    reporter = _KillOnce(kill_classifier)
+    reporter = _KillOnce(_signal_all(b"_ClassifierActor", signal.SIGKILL))
     settings = Settings(workers=2, classify_stage="on", **ANALYSIS)
     runs = run_videos(inputs, tmp_path / "ray", settings, reporter)
     assert reporter.killed, "no classifier process was found to kill"
@@ -118,18 +118,26 @@ def test_separate_classification_stage_equals_serial_and_survives_its_actor_kill
     assert execution["executor"] == "ray" and execution["classify_stage"] is True
 
 
-def test_hung_chunk_times_out_and_fails_only_its_video(tmp_path: Path) -> None:
-    """A chunk that never returns (its worker is stopped with SIGSTOP) fails its video, in one
-    line, after the chunk timeout; the other video completes on the replacement worker."""
+@pytest.mark.parametrize("hung", ["worker", "classifier"])
+def test_hung_actor_fails_one_chunk_and_the_other_video_completes(
+    tmp_path: Path, hung: str
+) -> None:
+    """A worker or the classifier that stops answering (SIGSTOP: a stuck decode, a hung GPU)
+    fails the chunk that waited longest, in one line, after the chunk timeout; the actor is
+    replaced, the chunks queued on it are sent again, and the other video completes."""
     inputs = [SINGLE, copy_clip(SINGLE, tmp_path / "in", "other.mp4")]
+    actor = b"_AnalyzerActor" if hung == "worker" else b"_ClassifierActor"
 
-    def stop_a_worker() -> list[int]:
-        pids = _actor_pids()
-        os.kill(pids[0], signal.SIGSTOP)  # hangs whatever it runs: a stuck decode
-        return pids[:1]
+    def stop_one() -> list[int]:
+        pids = _actor_pids(actor)[:1]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
 
-    reporter = _KillOnce(stop_a_worker)
-    settings = Settings(workers=2, chunk_timeout_s=8.0, **{**ANALYSIS, "chunk_s": 0.5})
+    reporter = _KillOnce(stop_one)
+    stage = "on" if hung == "classifier" else "off"
+    settings = Settings(workers=2, chunk_timeout_s=8.0, classify_stage=stage,
+                        **{**ANALYSIS, "chunk_s": 0.5})  # fmt: skip
     started = time.monotonic()
     try:
         runs = run_videos(inputs, tmp_path / "out", settings, reporter)
@@ -137,37 +145,11 @@ def test_hung_chunk_times_out_and_fails_only_its_video(tmp_path: Path) -> None:
         for pid in reporter.killed or []:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+    assert reporter.killed, f"no {hung} process was found to stop"
     assert time.monotonic() - started < 120
     assert sorted(r.status for r in runs) == ["done", "failed"], [r.error for r in runs]
     [failed] = [r for r in runs if r.status == "failed"]
-    assert "no result after 8 s" in failed.error and "\n" not in failed.error
-
-
-def test_hung_classifier_is_replaced_and_later_chunks_complete(tmp_path: Path) -> None:
-    """A classifier that stops answering (SIGSTOP) fails the chunk that waited longest, in one
-    line, after the chunk timeout; it is replaced and the chunks queued on it are sent again,
-    so the other video completes."""
-    inputs = [SINGLE, copy_clip(SINGLE, tmp_path / "in", "other.mp4")]
-
-    def stop_the_classifier() -> list[int]:
-        pids = _actor_pids(b"_ClassifierActor")
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        return pids
-
-    reporter = _KillOnce(stop_the_classifier)
-    settings = Settings(workers=2, chunk_timeout_s=8.0, classify_stage="on",
-                        **{**ANALYSIS, "chunk_s": 0.5})  # fmt: skip
-    try:
-        runs = run_videos(inputs, tmp_path / "out", settings, reporter)
-    finally:
-        for pid in reporter.killed or []:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-    assert reporter.killed, "no classifier process was found to stop"
-    assert sorted(r.status for r in runs) == ["done", "failed"], [r.error for r in runs]
-    [failed] = [r for r in runs if r.status == "failed"]
-    assert "no result after 8 s (classifier replaced)" in failed.error
+    assert f"no result after 8 s ({hung} replaced)" in failed.error
     assert "\n" not in failed.error
 
 
