@@ -1,6 +1,7 @@
 """A batch of many short videos: time to the first finished video, throughput, driver memory.
 
     python benchmarks/batch.py --videos 100 200 --workers 0 2 [--json out.json]
+    python benchmarks/batch.py --videos 200 --workers 2 --classify-stage off on
 
 Each input is a copy of a short shared clip (CREMA-D ``1001_DFA_HAP_XX.flv``, 56 frames,
 2.2 s), so every video does the same work. For each batch size and worker count, one
@@ -34,12 +35,12 @@ def make_inputs(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def run_batch(folder: Path, out: Path, workers: int) -> dict:
+def run_batch(folder: Path, out: Path, workers: int, classify_stage: str = "auto") -> dict:
     """One batch in a fresh process; wall time, first result, throughput, peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
     rss_file = out.parent / "driver_rss_kib"
     args = ["run", str(folder), "-o", str(out), "-q", "--no-video", "--no-plots", "--no-report",
-            "--workers", str(workers)]  # fmt: skip
+            "--workers", str(workers), "--classify-stage", classify_stage]  # fmt: skip
     command = [sys.executable, "-c", _DRIVER, str(rss_file), *args]
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -51,7 +52,8 @@ def run_batch(folder: Path, out: Path, workers: int) -> dict:
     seconds = time.perf_counter() - started
     done = len(proc.stdout.read().split())
     peak_kib, cpu_s = rss_file.read_text().split()
-    return {"workers": workers, "videos_done": done, "seconds": seconds,
+    return {"workers": workers, "classify_stage": classify_stage, "videos_done": done,
+            "seconds": seconds,
             "first_result_s": first, "videos_per_s": done / seconds,
             "driver_peak_rss_mib": int(peak_kib) / 1024,
             "driver_cpu_s": float(cpu_s)}  # fmt: skip
@@ -74,6 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument(
+        "--classify-stage",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "on", "off"],
+        help="videmo run's, one batch each",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = []
@@ -82,9 +91,11 @@ def main() -> None:
         for count in sorted(args.videos):
             make_inputs(work / f"in{count}", count)
             for workers in args.workers:
-                figures = {"videos": count, **run_batch(work / f"in{count}", work / "out", workers)}
-                results.append(figures)
-                print(json.dumps(figures), flush=True)
+                for stage in args.classify_stage:
+                    inputs = work / f"in{count}"
+                    figures = {"videos": count, **run_batch(inputs, work / "out", workers, stage)}
+                    results.append(figures)
+                    print(json.dumps(figures), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
