@@ -13,6 +13,7 @@ code runs on an existing cluster.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -278,10 +279,7 @@ class RayExecutor:
             return False
         self._replace_classifier(classifier._actor_id.hex())
         for other in [r for r in pending if self._staged.get(r, (None, None))[1] is classifier]:
-            k, call, _, _ = pending.pop(other)
-            self._staged.pop(other)
-            again.append((k, call))
-        again.sort(key=lambda item: item[0])
+            self._requeue(other, pending, again)
         return True
 
     def _init(self, address: str | None, workers: int) -> None:
@@ -349,8 +347,7 @@ class RayExecutor:
                 result = ray.get(done[0])
             except self._actor_died as exc:
                 if self._replace_classifier(getattr(exc, "actor_id", None)):
-                    again.append((k, pending_call))
-                    again.sort(key=lambda item: item[0])
+                    _insert_in_order(again, (k, pending_call))
                     continue
                 self._replace(actor, pending, again)
                 yield k, VidemoError(f"worker lost: {one_line(exc)}")
@@ -399,10 +396,13 @@ class RayExecutor:
         fresh = self._actor_cls.remote(self._settings)
         self.actors = [fresh if a is actor else a for a in self.actors]
         for ref in [r for r, p in pending.items() if p[2] is actor]:
-            k, call, _, _ = pending.pop(ref)
-            self._staged.pop(ref, None)
-            again.append((k, call))
-        again.sort(key=lambda item: item[0])
+            self._requeue(ref, pending, again)
+
+    def _requeue(self, ref: object, pending: dict, again: list) -> None:
+        """Take a call off ``pending`` and queue it to be sent again, in call order."""
+        k, call, _, _ = pending.pop(ref)
+        self._staged.pop(ref, None)
+        _insert_in_order(again, (k, call))
 
     def run(
         self,
@@ -482,6 +482,11 @@ class RayExecutor:
             ray.shutdown()
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+def _insert_in_order(again: list, item: tuple[int, Callable]) -> None:
+    """Queue a call to be sent again; earlier calls (lower k) go first."""
+    bisect.insort(again, item, key=lambda entry: entry[0])
 
 
 #: Calls queued on each worker at once: it starts the next chunk while the driver writes.

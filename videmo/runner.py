@@ -420,8 +420,8 @@ def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -
 
 #: (status, error, frames, faces, damage) of a video finished on a worker.
 FinishOutcome = tuple[str, str, int, int, "dict | None"]
-#: (status, error, info, packet index, chunks) of a video probed on a worker.
-#: status, error, info, index, chunks, frames and faces (of a skipped run), fingerprint.
+#: Of a video prepared on a worker: status, error, info, packet index, chunks, frames and
+#: faces (of a skipped run), fingerprint.
 PrepareOutcome = tuple[
     str, str, "VideoInfo | None", "PacketIndex | None", list, int, int, "dict | None"
 ]

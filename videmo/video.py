@@ -353,7 +353,7 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
     """
     pts: list[int] = []
     key: list[bool] = []
-    first_s, last_s = float("inf"), float("-inf")
+    extent: dict[int, list] = {}  # stream index -> [first pts, last pts + duration, time base]
     with _open(p) as container:
         video = _video_stream(container, p)
         try:
@@ -361,10 +361,10 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
                 if packet.size == 0 or packet.is_discard:
                     continue
                 ts = packet.pts if packet.pts is not None else packet.dts
-                if ts is not None and packet.time_base is not None:
-                    start = float(ts * packet.time_base)
-                    first_s = min(first_s, start)
-                    last_s = max(last_s, start + float((packet.duration or 0) * packet.time_base))
+                if ts is not None:  # integers per stream; seconds only once, at the end
+                    end = ts + (packet.duration or 0)
+                    seen = extent.setdefault(packet.stream.index, [ts, end, packet.time_base])
+                    seen[0], seen[1] = min(seen[0], ts), max(seen[1], end)
                 if packet.stream.index != video.index:
                     continue
                 if ts is None:
@@ -372,12 +372,16 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
                 pts.append(ts)
                 key.append(packet.is_keyframe)
         except av.FFmpegError as err:
-            return pts, key, _ffmpeg_reason(err), _span(first_s, last_s)
-    return pts, key, None, _span(first_s, last_s)
+            return pts, key, _ffmpeg_reason(err), _span_s(extent)
+    return pts, key, None, _span_s(extent)
 
 
-def _span(first_s: float, last_s: float) -> float | None:
-    return last_s - first_s if last_s >= first_s else None
+def _span_s(extent: dict[int, list]) -> float | None:
+    """Seconds from the earliest packet start to the latest packet end over all streams."""
+    known = [(float(a * tb), float(b * tb)) for a, b, tb in extent.values() if tb is not None]
+    if not known:
+        return None
+    return max(end for _, end in known) - min(start for start, _ in known)
 
 
 def index_packets(path: str | os.PathLike[str]) -> PacketIndex:

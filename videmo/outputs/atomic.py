@@ -57,12 +57,8 @@ def ensure_dir(path: Path) -> Path:
 
 
 def check_writable_target(path: Path) -> None:
-    """Fail before any work when ``path``'s folder cannot hold the file (one line)."""
-    _check_parent(Path(path))
-
-
-def _check_parent(path: Path) -> None:
     """Fail early, before any work, when the destination folder cannot hold the file."""
+    path = Path(path)
     parent = path.parent
     if not parent.is_dir():
         what = "is not a folder" if parent.exists() else "does not exist"
@@ -87,7 +83,7 @@ def atomic_write(path: Path, suffix_keep: bool = True) -> Iterator[Path]:
     filesystem) is re-raised as ``OutputError``; other exceptions pass through.
     """
     path = Path(path)
-    _check_parent(path)
+    check_writable_target(path)
     tmp = temp_path_for(path, suffix_keep)
     try:
         yield tmp
