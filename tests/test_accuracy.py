@@ -136,6 +136,24 @@ def test_evaluate_clips_cli_on_crema_d(tmp_path: Path) -> None:
     assert "crema-d" in done.stdout and "all" in done.stdout
     assert (tmp_path / "confusion.png").stat().st_size > 1000
 
+    # The figure measured is the label a user reads: `videmo run`'s faces.csv gives the
+    # main face the same dominant emotion. The angry clip is one where the most frequent
+    # per-frame label (sad) differs from the highest mean probability (angry).
+    clip = "1001_DFA_ANG_XX.flv"
+    ran = subprocess.run(
+        [sys.executable, "-m", "videmo", "run", str(CREMA / clip), "--out", str(tmp_path / "out"),
+         "--no-video", "--no-plots", "--no-report"],
+        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    faces = pd.read_csv(tmp_path / "out" / "1001_DFA_ANG_XX" / "faces.csv")
+    main = faces.loc[faces["n_frames"].idxmax()]
+    row = table.set_index("file").loc[clip]
+    assert main["dominant_emotion"] == row["predicted"]
+    timeline = pd.read_csv(tmp_path / "out" / "1001_DFA_ANG_XX" / "timeline.csv")
+    labels = timeline.loc[timeline["face_id"] == main["face_id"], "emotion"]
+    assert labels.mode().iloc[0] != main["dominant_emotion"]  # the case this guards
+
 
 def _crema_label(file: str) -> str:
     code = file.split("_")[2]

@@ -244,6 +244,28 @@ def test_faces_summary_values(tmp_path: Path) -> None:
     assert path.read_text().splitlines()[1].startswith("3,0.100000,0.400000,1,4,2,angry,")
 
 
+def test_dominant_emotion_is_the_highest_mean_probability_not_the_most_frequent_label() -> None:
+    """One strong happy frame outweighs two barely-sad ones: the label agrees with the means."""
+    happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+    probs = np.zeros((3, K), np.float32)
+    probs[0, happy] = 1.0
+    probs[1:, sad], probs[1:, happy] = 0.55, 0.45
+    dets = FaceDetections(
+        frame=[0, 1, 2],
+        time_s=[0.0, 0.1, 0.2],
+        xywh=np.tile([10, 10, 50, 50], (3, 1)),
+        score=np.ones(3),
+        probs=probs,
+        face_id=[1, 1, 1],
+    )
+    timeline = build_timeline(dets, probs)  # per-frame labels: happy, sad, sad
+    assert timeline["emotion"].astype(str).tolist() == ["happy", "sad", "sad"]
+    summary = faces_summary(timeline)
+    assert summary["dominant_emotion"].astype(str).tolist() == ["happy"]
+    means = summary[[f"mean_{name}" for name in EMOTIONS]].to_numpy()
+    assert EMOTIONS[int(means[0].argmax())] == "happy"
+
+
 def test_faces_summary_empty(tmp_path: Path) -> None:
     empty = build_timeline(FaceDetections.empty(), np.zeros((0, K)))
     assert_schema(faces_summary(empty), FACES_COLUMNS)

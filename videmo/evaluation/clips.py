@@ -4,8 +4,9 @@ A labeled folder holds clips and a ``labels.csv`` with at least ``file`` and
 ``fer2013_class`` (one of the 7 FER2013 class names). Each clip is decoded,
 its faces detected, cropped, classified and tracked exactly as ``videmo run``
 does (serially, in this process); the clip's *main face* is the face with the
-most timeline rows, and the clip's prediction is the class with the highest
-mean raw probability of that face. A clip with no face counts as wrong.
+most timeline rows, and the clip's prediction is that face's ``dominant_emotion``
+in ``faces.csv`` (the class with the highest mean raw probability), the label a
+user reads. A clip with no face counts as wrong.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from videmo.errors import DataError, VidemoError
+from videmo.outputs.timeline import faces_summary
 from videmo.pipeline import Analyzer, reduce_detections
 from videmo.settings import Settings
 from videmo.spec import EMOTIONS
 
 LABELS_FILE = "labels.csv"
-PROB_COLUMNS = [f"prob_{name}" for name in EMOTIONS]
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,16 @@ def read_labels(folder: Path) -> list[LabeledClip]:
     return clips
 
 
-def main_face_probs(timeline: pd.DataFrame) -> tuple[int, int, np.ndarray]:
-    """(face_id, rows, mean raw probabilities) of the face seen in most frames."""
-    if timeline.empty:
-        return -1, 0, np.full(len(EMOTIONS), np.nan)
-    counts = timeline["face_id"].value_counts()
-    top = counts[counts == counts.max()].index.min()  # ties: the earliest face
-    rows = timeline[timeline["face_id"] == top]
-    return int(top), len(rows), rows[PROB_COLUMNS].to_numpy(np.float64).mean(axis=0)
+def main_face(timeline: pd.DataFrame) -> pd.Series | None:
+    """The ``faces.csv`` row of the face seen in most frames (ties: the earliest face).
+
+    Its ``dominant_emotion`` is the clip's prediction: the very label a user reads
+    in ``faces.csv`` and the report.
+    """
+    faces = faces_summary(timeline)
+    if faces.empty:
+        return None
+    return faces.iloc[int(faces["n_frames"].to_numpy().argmax())]  # first maximum: lowest id
 
 
 def evaluate_clips(
@@ -86,9 +89,9 @@ def evaluate_clips(
             timeline = reduce_detections(chunk.detections, settings, chunk.analysed_times)
             error = ""
         except VidemoError as exc:
-            timeline, error = pd.DataFrame(columns=["face_id", *PROB_COLUMNS]), str(exc)
-        face, n_rows, probs = main_face_probs(timeline)
-        predicted = EMOTIONS[int(np.argmax(probs))] if n_rows else ""
+            timeline, error = pd.DataFrame(), str(exc)
+        face = main_face(timeline)
+        predicted = str(face["dominant_emotion"]) if face is not None else ""
         rows.append(
             {
                 "folder": clip.folder,
@@ -96,11 +99,13 @@ def evaluate_clips(
                 "label": clip.label,
                 "predicted": predicted,
                 "correct": predicted == clip.label,
-                "main_face": face,
-                "face_rows": n_rows,
+                "main_face": int(face["face_id"]) if face is not None else -1,
+                "face_rows": int(face["n_frames"]) if face is not None else 0,
                 **{
-                    f"mean_{name}": round(float(p), 4)
-                    for name, p in zip(EMOTIONS, probs, strict=True)
+                    f"mean_{name}": round(float(face[f"mean_{name}"]), 4)
+                    if face is not None
+                    else np.nan
+                    for name in EMOTIONS
                 },
                 "error": error,
             }

@@ -252,20 +252,18 @@ def read_timeline(path: Path) -> pd.DataFrame:
     return out
 
 
-def _dominant(codes: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """Most frequent class code per group; ties go to the class earlier in ``EMOTIONS``."""
-    counts = np.zeros((n_groups, len(EMOTIONS)), dtype=np.int64)
-    np.add.at(counts, (groups, codes), 1)
-    return counts.argmax(axis=1)
-
-
 def faces_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per face_id (ascending): when it was seen, its dominant emotion, mean raw probs."""
+    """One row per face_id (ascending): when it was seen, its dominant emotion, mean raw probs.
+
+    The dominant emotion is the class of the highest mean raw probability, as stored
+    beside it (ties: the class earlier in ``EMOTIONS``). That is the figure
+    ``videmo evaluate-clips`` measures, so the accuracy in the README is the accuracy
+    of the label a user reads here and in the report.
+    """
     if len(df) == 0:
         return _empty(FACES_COLUMNS)
     face_ids, groups = np.unique(df["face_id"].to_numpy(np.int64), return_inverse=True)
     grouped = df.groupby(groups, sort=True)
-    codes = pd.Categorical(df["emotion"], dtype=EMOTION_DTYPE).codes.astype(np.int64)
     raw = {
         "face_id": face_ids,
         "first_s": grouped["time_s"].min().to_numpy(),
@@ -279,7 +277,7 @@ def faces_summary(df: pd.DataFrame) -> pd.DataFrame:
         },
     }
     data = {col: _quantize(raw[col], col, FACES_COLUMNS[col]) for col in raw}
-    dominant = _dominant(codes, groups, len(face_ids))
+    dominant = np.stack([data[col] for col in MEAN_COLUMNS], axis=1).argmax(axis=1)
     data["dominant_emotion"] = pd.Categorical.from_codes(dominant, dtype=EMOTION_DTYPE)
     return pd.DataFrame({col: data[col] for col in FACES_COLUMNS})
 

@@ -85,6 +85,7 @@ class TrainConfig:
     video_augment: bool = False  # resolution loss, contrast, brightness and noise
     input_size: int = 48  # side of the square face the model sees
     init_from: str = ""  # Keras checkpoint to fine-tune (its input must be input_size)
+    freeze_batchnorm: bool = False  # fine-tuning: keep init_from's normalisation statistics
     verbose: int = 2
 
     def __post_init__(self) -> None:
@@ -182,6 +183,12 @@ def _initial_model(keras: Any, spec: ModelSpec, config: TrainConfig) -> Any:
             f"init_from {config.init_from}: input {tuple(model.input_shape[1:])} and output "
             f"{tuple(model.output_shape[1:])} must be {want} and ({len(EMOTIONS)},)"
         )
+    if config.freeze_batchnorm:
+        # A frozen BatchNormalization layer runs in inference mode: its statistics stay
+        # those the net was trained with instead of drifting to the augmented batches.
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     return model
 
 
