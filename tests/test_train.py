@@ -143,9 +143,7 @@ def test_job_file_unknown_key(tmp_path: Path) -> None:
         TrainConfig.from_toml(job)
 
 
-@pytest.mark.parametrize(
-    "job", ["train-minixception.toml", "train-minixception-w2.toml", "train-finetune-paper.toml"]
-)
+@pytest.mark.parametrize("job", sorted(p.name for p in (REPO / "jobs").glob("train-*.toml")))
 def test_shipped_job_files_parse(job: str) -> None:
     from videmo.train.train import TrainConfig
 
@@ -309,6 +307,27 @@ def test_fine_tune_from_a_keras_file(tmp_path: Path, tiny_fer_csv: Path) -> None
     assert sum(moved) > len(moved) // 2
     spec = default_spec(TrainConfig.from_toml(job))
     assert spec.input_size == 64 and spec.extra["init_from"] == "start.h5"
+
+    # freeze_batchnorm keeps the start's normalisation (statistics and scale) while the
+    # convolutions still learn
+    frozen_job = tmp_path / "frozen.toml"
+    frozen_job.write_text(
+        job.read_text().replace(str(tmp_path / "ft"), str(tmp_path / "frozen"))
+        + "freeze_batchnorm = true\n"
+    )
+    frozen = subprocess.run(
+        [*train[:-3], "--job", str(frozen_job), "--no-export"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert frozen.returncode == 0, frozen.stderr[-2000:]
+    tuned = load_keras(tmp_path / "frozen" / LAST_FILE)
+    for old, new in zip(before.layers, tuned.layers, strict=True):
+        pairs = zip(old.get_weights(), new.get_weights(), strict=True)
+        same = [np.array_equal(a, b) for a, b in pairs]
+        if type(old).__name__ == "BatchNormalization":
+            assert all(same), old.name
+        elif old.get_weights():
+            assert not all(same), old.name
 
     job.write_text(job.read_text().replace("input_size = 64", "input_size = 48")
                    .replace(str(tmp_path / "ft"), str(tmp_path / "ft48")))  # fmt: skip
