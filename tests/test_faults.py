@@ -499,3 +499,88 @@ def test_failed_export_leaves_the_target_untouched(tmp_path: Path, monkeypatch) 
         export.export_onnx(model, target, ModelSpec(), faces)
     assert target.read_bytes() == b"the model users run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emotion.onnx"]
+
+
+# --------------------------------------------------------------------------- probe, session 19
+
+
+def test_hidden_files_in_a_folder_are_not_inputs(tmp_path: Path) -> None:
+    """macOS leaves ``._clip.mp4`` resource forks on shared drives: not videos."""
+    clips = tmp_path / "clips"
+    (clips / ".cache").mkdir(parents=True)
+    for name in ("a.mp4", "._a.mp4", ".DS_Store", ".cache/b.mp4"):
+        (clips / name).write_bytes(b"0")
+    assert collect_inputs([str(clips)]) == [clips / "a.mp4"]
+    # named on its own, a dot file is still taken: the user asked for it
+    assert collect_inputs([str(clips / "._a.mp4")]) == [clips / "._a.mp4"]
+
+
+@requires_data
+def test_batch_summary_that_cannot_be_replaced_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "batch.csv").mkdir(parents=True)  # an earlier summary that cannot be removed
+    line = run_cli("run", SINGLE, CREMA_HAP, "-o", out, *FAST).assert_one_line_error(rc=None)
+    assert f"cannot replace {out / 'batch.csv'}" in line
+
+
+def _labeled(folder: Path, rows: str, clips: tuple[str, ...] = ()) -> Path:
+    folder.mkdir(parents=True)
+    for name in clips:
+        copy_clip(CREMA_HAP, folder, name)
+    (folder / "labels.csv").write_text("file,fer2013_class\n" + rows)
+    return folder
+
+
+@requires_data
+def test_evaluate_clips_refuses_bad_labels_and_folders_in_one_line(tmp_path: Path) -> None:
+    header_only = _labeled(tmp_path / "empty", "")
+    assert (
+        run_cli("evaluate-clips", header_only)
+        .assert_one_line_error()
+        .endswith("labels.csv: no clips listed")
+    )
+    twice = _labeled(tmp_path / "twice", "a.mp4,happy\na.mp4,sad\n", ("a.mp4",))
+    line = run_cli("evaluate-clips", twice).assert_one_line_error()
+    assert line.endswith("a.mp4 is listed more than once")
+    no_class = _labeled(tmp_path / "noclass", "a.mp4,\n", ("a.mp4",))
+    assert (
+        run_cli("evaluate-clips", no_class)
+        .assert_one_line_error()
+        .endswith("a.mp4: no fer2013_class")
+    )
+    good = _labeled(tmp_path / "good", "a.mp4,happy\n", ("a.mp4",))
+    line = run_cli("evaluate-clips", good, f"{good}/").assert_one_line_error()
+    assert "given twice" in line
+    # an image type matplotlib cannot write is refused before the evaluation, not after it
+    line = run_cli("evaluate-clips", good, "--confusion-png", tmp_path / "c.txt")
+    assert "the suffix must be an image type" in line.assert_one_line_error()
+
+
+@requires_data
+def test_evaluate_clips_names_unreadable_clips_and_keeps_same_named_folders_apart(
+    tmp_path: Path,
+) -> None:
+    one = _labeled(tmp_path / "one" / "clips", "a.mp4,happy\nbroken.mp4,sad\n", ("a.mp4",))
+    (one / "broken.mp4").write_bytes(b"")
+    two = _labeled(tmp_path / "two" / "clips", "b.mp4,happy\n", ("b.mp4",))
+    result = run_cli("evaluate-clips", "-q", one, two, "--confusion-png", tmp_path / "c.png")
+    assert result.rc == 1, result
+    assert "Traceback" not in result.stderr
+    warning = [line for line in result.stderr.splitlines() if "broken.mp4" in line]
+    assert len(warning) == 1 and "could not be read: " in warning[0] and "empty" in warning[0]
+    assert "1 of 3 clips could not be read" in result.stderr
+    table = result.stdout.split("\n\n")[-1]
+    # two folders both named "clips": two accuracy rows, by path, not one merged row
+    assert str(one) in table and str(two) in table
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+@requires_data
+def test_json_targets_are_checked_before_the_work(tmp_path: Path) -> None:
+    missing = tmp_path / "nodir" / "x.json"
+    line = run_cli("bench", SINGLE, "--json", missing).assert_one_line_error()
+    assert line.endswith(f"{missing.parent} does not exist")
+    line = run_cli("bench", SINGLE, "--json", tmp_path).assert_one_line_error()
+    assert line.endswith("it is a folder")
+    line = run_cli("evaluate", "--data", tmp_path / "none.csv", "--json", missing)
+    assert line.assert_one_line_error().endswith(f"{missing.parent} does not exist")

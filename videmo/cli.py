@@ -255,7 +255,10 @@ def bench(
     from rich.table import Table
 
     from videmo.bench import run_bench
+    from videmo.outputs.atomic import check_writable_target, write_text_atomic
 
+    if json_path is not None:  # before the benchmark, not after
+        check_writable_target(json_path)
     settings = settings_from(options)
     results = [run_bench(Path(v), settings, list(workers) or [0]) for v in videos]
     table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
@@ -283,7 +286,7 @@ def bench(
             breakdown.add_row(stage, f"{ms:.2f}")
         console.print(breakdown)
     if json_path:
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
 
 
 @cli.command("evaluate-clips")
@@ -322,17 +325,21 @@ def evaluate_clips_command(
     \b
     Each FOLDER holds clips and a labels.csv with columns file and fer2013_class.
     A clip's prediction is the class with the highest mean raw probability of its
-    main face (the face in most frames); a clip with no face counts as wrong.
+    main face (the face in most frames), its dominant_emotion in faces.csv; a clip
+    with no face counts as wrong. A clip that cannot be read counts as wrong too, is
+    named on stderr, and makes the exit status 1.
     Prints the per-clip table and the accuracy per folder (stdout).
       videmo evaluate-clips ../shared/data/videos/labeled/*/
     """
     from videmo.evaluation.clips import accuracy_table, confusion, evaluate_clips
     from videmo.outputs.atomic import check_writable_target
+    from videmo.train.evaluate import check_image_target
 
     settings = settings_from({**options, "workers": 0})
-    for target in (csv_path, confusion_png):
-        if target is not None:  # before minutes of evaluation, not after
-            check_writable_target(target)
+    if csv_path is not None:  # before minutes of evaluation, not after
+        check_writable_target(csv_path)
+    if confusion_png is not None:
+        check_image_target(confusion_png)
 
     def progress(clip) -> None:
         if not quiet:
@@ -354,3 +361,13 @@ def evaluate_clips_command(
         right, total = int(per_clip["correct"].sum()), len(per_clip)
         title = f"labeled clips: {right}/{total} right"
         save_confusion_png(confusion(per_clip), list(EMOTIONS), confusion_png, title)
+    unreadable = per_clip[per_clip["error"] != ""]
+    for folder, file, error in unreadable[["folder", "file", "error"]].itertuples(index=False):
+        click.echo(f"videmo: warning: {folder}/{file} could not be read: {error}", err=True)
+    if len(unreadable):
+        click.echo(
+            f"videmo: {len(unreadable)} of {len(per_clip)} clips could not be read; they count "
+            "as wrong above",
+            err=True,
+        )
+        sys.exit(1)

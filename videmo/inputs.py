@@ -32,6 +32,9 @@ VIDEO_SUFFIXES = frozenset(
 def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
     """Expand files, folders (searched recursively for videos) and glob patterns, in order.
 
+    Hidden files in a folder (names starting with a dot, such as the ``._clip.mp4``
+    resource forks macOS leaves on shared drives) are not videos and are skipped.
+
     Paths keep the form the user gave (a symlink is named after the link, not
     its target); duplicates are dropped by their resolved file. Files under
     ``exclude`` (the output root) are skipped when folders and globs are
@@ -45,7 +48,10 @@ def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
             found += sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not _under(p, skip)
+                if p.is_file()
+                and p.suffix.lower() in VIDEO_SUFFIXES
+                and not _hidden(p.relative_to(path))
+                and not _under(p, skip)
             )
         elif any(ch in spec for ch in "*?[") and not path.exists():
             matches = [Path(p) for p in glob.glob(spec, recursive=True)]
@@ -60,6 +66,11 @@ def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
     if not unique:
         raise VidemoError(f"no video files found in {' '.join(specs)}")
     return list(unique.values())
+
+
+def _hidden(relative: Path) -> bool:
+    """A dot file or a file in a dot folder: macOS ``._clip.mp4`` resource forks, ``.git``."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def _under(path: Path, root: Path | None) -> bool:

@@ -500,7 +500,10 @@ def remove_batch_summary(out_root: Path) -> None:
     from videmo.outputs.report import REPORT_HTML
 
     for name in (BATCH_CSV, REPORT_HTML):
-        (out_root / name).unlink(missing_ok=True)
+        try:
+            (out_root / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot replace {out_root / name}: {exc.strerror}") from None
 
 
 def interrupted_runs(paths: list[Path], finished: dict[int, VideoRun]) -> list[VideoRun]:

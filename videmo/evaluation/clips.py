@@ -34,8 +34,11 @@ class LabeledClip:
     label: str
 
 
-def read_labels(folder: Path) -> list[LabeledClip]:
-    """The clips listed in ``folder/labels.csv``; one-line DataError on anything malformed."""
+def read_labels(folder: Path, name: str | None = None) -> list[LabeledClip]:
+    """The clips listed in ``folder/labels.csv``; one-line DataError on anything malformed.
+
+    ``name`` labels the folder's rows in the accuracy table (default: its name).
+    """
     path = folder / LABELS_FILE
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "no such folder"
@@ -49,15 +52,42 @@ def read_labels(folder: Path) -> list[LabeledClip]:
     missing = {"file", "fer2013_class"} - set(table.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    if table.empty:
+        raise DataError(f"{path}: no clips listed")
+    twice = table["file"][table["file"].duplicated()].unique()
+    if len(twice):
+        raise DataError(f"{path}: {twice[0]} is listed more than once")
     clips = []
     for file, label in zip(table["file"], table["fer2013_class"], strict=True):
+        if pd.isna(file):
+            raise DataError(f"{path}: a row has no file name")
+        if pd.isna(label):
+            raise DataError(f"{path}: {file}: no fer2013_class")
         if label not in EMOTIONS:
             raise DataError(f"{path}: {file}: class {label!r} is not one of {', '.join(EMOTIONS)}")
         clip = folder / file
         if not clip.is_file():
             raise DataError(f"{path}: listed clip {file} not found")
-        clips.append(LabeledClip(folder.name, clip, label))
+        clips.append(LabeledClip(name or folder.name, clip, label))
     return clips
+
+
+def folder_names(folders: Sequence[Path]) -> list[str]:
+    """How each folder is named in the accuracy table: its name, or its path where names clash.
+
+    The same folder given twice is refused: its clips would be counted twice.
+    """
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        key = Path(folder).resolve()
+        if key in seen:
+            raise DataError(f"{folder}: given twice (as {seen[key]} too)")
+        seen[key] = Path(folder)
+    names = [Path(folder).name for folder in folders]
+    clash = {name for name in names if names.count(name) > 1}
+    return [
+        str(folder) if name in clash else name for folder, name in zip(folders, names, strict=True)
+    ]
 
 
 def main_face(timeline: pd.DataFrame) -> pd.Series | None:
@@ -78,7 +108,12 @@ def evaluate_clips(
     progress: Callable[[LabeledClip], None] | None = None,
 ) -> pd.DataFrame:
     """One row per clip: folder, file, label, predicted, correct, main face, its mean probs."""
-    clips = [clip for folder in folders for clip in read_labels(Path(folder))]
+    names = folder_names(folders)
+    clips = [
+        clip
+        for folder, name in zip(folders, names, strict=True)
+        for clip in read_labels(Path(folder), name)
+    ]
     analyzer = Analyzer(settings)
     rows = []
     for clip in clips:

@@ -154,8 +154,18 @@ def evaluate_command(
     import json
 
     from videmo.models import EMOTION_FILE, model_path
-    from videmo.train.evaluate import bench_faces_per_second, evaluate, save_confusion_png
+    from videmo.outputs.atomic import check_writable_target, write_text_atomic
+    from videmo.train.evaluate import (
+        bench_faces_per_second,
+        check_image_target,
+        evaluate,
+        save_confusion_png,
+    )
 
+    if json_out is not None:  # before the evaluation, not after
+        check_writable_target(json_out)
+    if confusion_png is not None:
+        check_image_target(confusion_png)
     path = model_path(model or EMOTION_FILE)
     results = evaluate(path, data, flip_tta=flip_tta, limit_per_split=limit_per_split)
     _print_results(results)
@@ -163,7 +173,7 @@ def evaluate_command(
         results["faces_per_second_batch32_threads2"] = fps = bench_faces_per_second(path)
         click.echo(f"CPU throughput: {fps:,.0f} faces/s (batch 32, 2 threads, model only)")
     if json_out:
-        json_out.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(results, indent=2) + "\n")
     if confusion_png and results["splits"]:
         name = "PublicTest" if "PublicTest" in results["splits"] else next(iter(results["splits"]))
         split = results["splits"][name]

@@ -115,6 +115,24 @@ def split_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...
     }
 
 
+def check_image_target(path: str | Path) -> None:
+    """Fail before any work when ``path`` cannot take an image (folder, or a type matplotlib
+    does not write, chosen by the file's suffix as ``savefig`` does)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from videmo.errors import OutputError
+    from videmo.outputs.atomic import check_writable_target
+
+    path = Path(path)
+    check_writable_target(path)
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in supported:
+        raise OutputError(
+            f"cannot write {path}: the suffix must be an image type "
+            f"({', '.join(sorted(supported))})"
+        )
+
+
 def save_confusion_png(
     confusion: list[list[int]] | np.ndarray,
     classes: tuple[str, ...] | list[str],
@@ -151,9 +169,14 @@ def save_confusion_png(
         ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
+    from videmo.outputs.atomic import atomic_write
+
     path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lower().lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
