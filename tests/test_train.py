@@ -428,6 +428,11 @@ def test_shipped_model_metadata_and_speed() -> None:
     # the paper's mini-Xception sees 64x64 faces (FER2013's 48x48 scaled up in training)
     assert spec.classes == EMOTIONS and spec.input_size == 64
     assert spec.extra["flip_tta_in_graph"] is True
+    # the figures every run.json and report.html show are the README's, not a stale release's
+    metrics, readme = spec.extra["metrics"], (REPO / "README.md").read_text()
+    assert f"**{metrics['dev_clips_correct']} development clips" in readme
+    assert f"{metrics['video_path_accuracy'] * 100:.1f} % through the video path**" in readme
+    assert f"{metrics['publictest_accuracy'] * 100:.1f} % on FER2013 PublicTest" in readme
     batch_dim = session.get_inputs()[0].shape[0]
     assert batch_dim is None or isinstance(batch_dim, str)  # dynamic batch
     # Speed belongs to benchmarks (the model card); here only that the benchmark runs.
