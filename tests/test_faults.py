@@ -323,7 +323,14 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
         assert report["counts"]["frames_analysed"] >= frames_at_least  # what decodes is used
         row = batch.loc[str(out / name)]
         assert row["status"] == "damaged" and row["error"].startswith("damaged: ")
-    assert "readable until 12.0 s of 19.7 s" in batch.loc[str(out / "truncated"), "error"]
+    truncated_line = batch.loc[str(out / "truncated"), "error"]
+    assert "readable until 12.0 s of 19.7 s" in truncated_line
+    # and how much of the header's frame count that is, not only frames still in the file
+    readable = json.loads((out / "truncated" / "run.json").read_text())["damage"]
+    header = readable["truncated"]["frames_in_header"]
+    assert header and truncated_line.endswith(
+        f", {readable['frames_indexed'] - readable['frames_lost']} of {header} frames"
+    )
     assert "of 1.9 s" in batch.loc[str(out / "cut"), "error"]
     corrupt_report = json.loads((out / "corrupt" / "run.json").read_text())
     assert 0 < corrupt_report["damage"]["frames_lost"] <= 12  # before: 42 of 72 lost, no output

@@ -84,10 +84,18 @@ def damage_line(damage: dict) -> str:
         spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in damage["lost_ranges_s"][:3])
         more = " ..." if len(damage["lost_ranges_s"]) > 3 else ""
         parts.append(
-            f"{damage['frames_lost']} of {damage['frames_indexed']} frames lost ({spans}{more})"
+            f"{damage['frames_lost']} of the {damage['frames_indexed']} frames in the file "
+            f"did not decode ({spans}{more})"
         )
     if "truncated" in damage:
         cut = damage["truncated"]
         whole = f" of {cut['duration_s']:.1f} s" if cut["duration_s"] else ""
-        parts.append(f"file cut short: readable until {cut['readable_until_s']:.1f} s{whole}")
+        # How much is missing, in the header's terms: the count above only covers the
+        # frames still in the file, so alone it would read as nearly intact.
+        decoded = damage["frames_indexed"] - damage["frames_lost"]
+        header = cut.get("frames_in_header")
+        frames = f", {decoded} of {header} frames" if header else ""
+        parts.append(
+            f"file cut short: readable until {cut['readable_until_s']:.1f} s{whole}{frames}"
+        )
     return "damaged: " + "; ".join(parts)
