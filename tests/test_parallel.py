@@ -453,10 +453,11 @@ def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
         'inputs = ["../clips/one.mp4"]\noutput = "../results"\n'
         "[settings]\nevery = 2\nvideo = false\nplots = false\nreport = false\nsmooth_s = 0.0\n"
     )
-    run_cli("job", job, "-q", cwd=tmp_path / "clips").assert_ok()  # cwd does not matter
+    done = run_cli("job", job, "-q", cwd=tmp_path / "clips").assert_ok()  # cwd does not matter
     import json
 
     folder = tmp_path / "results" / "one"
+    assert done.stdout.split() == [str(folder.resolve())]  # printed without "jobs/../"
     report = json.loads((folder / "run.json").read_text())
     assert report["settings"]["every"] == 2 and report["settings"]["smooth_s"] == 0.0
     assert report["outputs"] == ["faces.csv", "timeline.csv", "timeline.parquet"]

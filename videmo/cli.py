@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import typing
 from dataclasses import fields
@@ -131,8 +132,12 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     Settings.from_mapping(data.get("settings", {}), f"{job_file} [settings]")
     settings = settings_from(options, data.get("settings", {}))
     here = job_file.resolve().parent
-    out_root = here / data.get("output", str(DEFAULT_OUT))
-    paths = collect_inputs([str(here / i) for i in inputs], out_root)
+
+    def beside_job(relative: str) -> Path:  # "../out" gives /x/out, not /x/jobs/../out
+        return Path(os.path.normpath(here / relative))
+
+    out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
+    paths = collect_inputs([str(beside_job(i)) for i in inputs], out_root)
     _run_and_report(paths, out_root, settings, quiet)
 
 
