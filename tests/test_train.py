@@ -453,3 +453,25 @@ def test_evaluate_cli_table(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "PublicTest" in result.output and "overall" in result.output
     assert json.loads(out_json.read_text())["splits"]["PublicTest"]["n"] == 7
+
+
+def test_random_upscale_uses_every_kernel_and_stays_in_range() -> None:
+    """`resample_augment`: 48 px faces reach 64 px through linear, cubic and Lanczos kernels."""
+    tf = pytest.importorskip("tensorflow")
+    from videmo.train.train import UPSCALE_KERNELS, _random_upscale
+
+    splits = load_fer2013(FER_CSV, limit_per_split=8, seed=0) if FER_CSV.is_file() else None
+    if splits is None:
+        pytest.skip(f"FER2013 not at {FER_CSV}")
+    x = tf.constant(ModelSpec(input_size=64).normalize(splits["Training"].images))
+    kinds = {
+        method: tf.image.resize(x, [64, 64], method=method).numpy() for method in UPSCALE_KERNELS
+    }
+    seen = set()
+    for _ in range(40):
+        out = _random_upscale(tf, x, 64).numpy()
+        assert out.shape == (len(x), 64, 64, 1) and out.min() >= -1.0 and out.max() <= 1.0
+        for method, expected in kinds.items():
+            if np.allclose(out, np.clip(expected, -1, 1), atol=1e-6):
+                seen.add(method)
+    assert seen == set(UPSCALE_KERNELS)

@@ -83,6 +83,7 @@ class TrainConfig:
     ferplus_weight: float = 0.0  # share of the target taken from FER+ votes (0: FER2013 only)
     ferplus: str = ""  # FER+ votes CSV (default: ../ferplus/ferplus_votes.csv.gz beside data)
     video_augment: bool = False  # resolution loss, contrast, brightness and noise
+    resample_augment: bool = False  # scale 48 px faces up with a random kernel, not always linear
     input_size: int = 48  # side of the square face the model sees
     init_from: str = ""  # Keras checkpoint to fine-tune (its input must be input_size)
     freeze_batchnorm: bool = False  # fine-tuning: keep init_from's normalisation statistics
@@ -309,9 +310,10 @@ def _dataset(
     config: TrainConfig,
     augment: bool,
 ) -> Any:
+    resample = augment and config.resample_augment and split.images.shape[1] != spec.input_size
     x = spec.normalize(
         np.stack([spec.resize(im) for im in split.images])
-        if split.images.shape[1] != spec.input_size
+        if split.images.shape[1] != spec.input_size and not resample
         else split.images
     )
     ds = tf.data.Dataset.from_tensor_slices((x, targets.astype(np.float32)))
@@ -320,12 +322,30 @@ def _dataset(
     # Training drops the last partial batch: besides keeping batch statistics
     # even, TF 2.21 on this CPU segfaulted on a 37-row final training batch.
     ds = ds.batch(config.batch_size, drop_remainder=augment and len(split) > config.batch_size)
+    if resample:
+        ds = ds.map(lambda a, b: (_random_upscale(tf, a, spec.input_size), b))
     if augment:
         aug = _augmenter(keras, config.seed)
         ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=1)
         if config.video_augment:
             ds = ds.map(lambda a, b: (_video_degrade(tf, a), b), num_parallel_calls=1)
     return ds.prefetch(2)
+
+
+#: Kernels a 48 px face may be scaled up with. Video faces reach the model sharp (cut
+#: large and shrunk), while ``ModelSpec.resize`` scales FER2013's 48 px faces up
+#: linearly, which blurs them: a model that only ever saw the linear kind learns that blur.
+UPSCALE_KERNELS = ("bilinear", "bicubic", "lanczos3")
+
+
+def _random_upscale(tf: Any, x: Any, size: int) -> Any:
+    """Scale a batch of normalised faces up to ``size`` with one kernel drawn per batch."""
+    pick = tf.random.uniform([], 0, len(UPSCALE_KERNELS), dtype=tf.int32)
+    branches = [
+        lambda method=method: tf.image.resize(x, [size, size], method=method)
+        for method in UPSCALE_KERNELS
+    ]
+    return tf.clip_by_value(tf.switch_case(pick, branches), -1.0, 1.0)
 
 
 def _video_degrade(tf: Any, x: Any) -> Any:
