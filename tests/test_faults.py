@@ -591,3 +591,57 @@ def test_json_targets_are_checked_before_the_work(tmp_path: Path) -> None:
     assert line.endswith("it is a folder")
     line = run_cli("evaluate", "--data", tmp_path / "none.csv", "--json", missing)
     assert line.assert_one_line_error().endswith(f"{missing.parent} does not exist")
+
+
+@requires_data
+def test_rerun_with_the_same_model_spelled_differently_skips(tmp_path: Path) -> None:
+    """The model counts by its file's hash: its shipped name, an absolute path and ./name
+    are one analysis. A real change of settings is refused, naming what changed."""
+    import shutil
+
+    from videmo.models import EMOTION_FILE, model_path
+
+    own = tmp_path / "mine.onnx"
+    shutil.copy(model_path(EMOTION_FILE), own)
+    out = tmp_path / "out"
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
+    for spelled in (own, "./mine.onnx"):
+        again = run_cli("run", SINGLE, "-o", out, "--model", spelled, *FAST[:-1], cwd=tmp_path)
+        assert "skipped" in again.assert_ok().stderr
+    line = run_cli("run", SINGLE, "-o", out, "--every", "2", *FAST).assert_one_line_error()
+    assert "holds the outputs of other settings (every 1 -> 2)" in line
+    assert "--overwrite" in line
+
+
+@requires_data
+def test_a_folder_named_by_the_api_is_never_taken_by_a_later_batch(tmp_path: Path) -> None:
+    """analyze(out_dir=root/custom) owns that folder; `videmo run x/custom.mp4 -o root`
+    gets custom-<hash> instead of failing on, or claiming, another input's results."""
+    import videmo
+    from videmo.naming import CLAIM_FILE
+
+    root = tmp_path / "root"
+    videmo.analyze(SINGLE, out_dir=root / "custom", video=False, plots=False, report=False)
+    assert (root / "custom" / CLAIM_FILE).read_text().strip() == str(SINGLE)
+    other = copy_clip(CREMA_HAP, tmp_path / "x", "custom.flv")
+    done = run_cli("run", other, "-o", root, *FAST).assert_ok()
+    [folder] = [Path(line) for line in done.stdout.split()]
+    assert folder.parent == root and folder.name.startswith("custom-")
+    assert (root / "custom" / CLAIM_FILE).read_text().strip() == str(SINGLE)
+    # an unclaimed folder holding a run (written before owners were recorded) is left alone
+    (root / "custom" / CLAIM_FILE).unlink()
+    again = run_cli("run", other, "-o", root, *FAST).assert_ok()
+    assert [Path(line) for line in again.stdout.split()] == [folder]
+    assert not (root / "custom" / CLAIM_FILE).exists()
+
+
+def test_api_options_are_checked_like_job_file_keys() -> None:
+    import videmo
+
+    with pytest.raises(SettingsError, match=r"analyze\(\): key 'every' must be int, not str"):
+        videmo.analyze(SINGLE, every="2")
+    with pytest.raises(SettingsError, match=r"unknown key 'evry' \(did you mean 'every'\?\)"):
+        videmo.analyze(SINGLE, evry=2)
+    # numpy numbers and paths are what a Python caller has at hand: taken as plain values
+    settings = Settings().with_options({"every": np.int64(2), "model": Path("m.onnx")})
+    assert (settings.every, settings.model) == (2, "m.onnx") and type(settings.every) is int

@@ -13,7 +13,16 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DINNER, FAST, NO_FACE, SINGLE, copy_clip, requires_data, run_cli
+from conftest import (
+    DINNER,
+    FAST,
+    HAMILTON,
+    NO_FACE,
+    SINGLE,
+    copy_clip,
+    requires_data,
+    run_cli,
+)
 
 pytestmark = requires_data
 
@@ -192,3 +201,27 @@ def test_report_renders_in_headless_chromium(dinner: Path, tmp_path: Path) -> No
     assert seeked == pytest.approx(first_s, abs=1.0)
     pixels = cv2.imread(str(shot))
     assert pixels.shape[0] > 2000 and pixels.std() > 30  # a long page with pictures, not blank
+
+
+def test_seek_targets_use_the_videos_own_clock(tmp_path: Path) -> None:
+    """The Hamilton clip's first frame is at 0.852 s: time_s counts from it, the annotated
+    video keeps the source's timestamps, and the report's buttons add the difference."""
+    import av
+
+    run_cli("run", HAMILTON, "-o", tmp_path, "--no-plots", "-q").assert_ok()
+    folder = tmp_path / HAMILTON.stem
+    start_s = json.loads((folder / "run.json").read_text())["video"]["start_s"]
+    assert start_s == pytest.approx(0.852, abs=0.01)
+    timeline = pd.read_csv(folder / "timeline.csv")
+    times = timeline.groupby("frame")["time_s"].first()
+    with av.open(str(folder / "annotated.mp4")) as container:
+        shown = {
+            i: float(frame.time)
+            for i, frame in enumerate(container.decode(video=0))
+            if i in (times.index[0], times.index[-1])
+        }
+    for frame, time_s in shown.items():
+        assert time_s == pytest.approx(start_s + times[frame], abs=0.002)
+    html = (folder / "report.html").read_text()
+    assert f'data-start="{start_s:.6f}"' in html
+    assert "parseFloat(video.dataset.start" in html

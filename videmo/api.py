@@ -40,7 +40,7 @@ def analyze(
     ``options`` are ``Settings`` fields (``every=2``, ``detector="haar"``...).
     Raises ``VidemoError`` with a one-line message if the video cannot be analysed.
     """
-    settings = replace(settings or Settings(), **options)
+    settings = (settings or Settings()).with_options(options, "analyze()")
     path = Path(path)
     if out_dir is None:
         settings = replace(settings, video=False, plots=False, report=False)

@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 
 from videmo.errors import OutputError
+from videmo.outputs.atomic import write_bytes_atomic
+from videmo.resume import RUN_JSON
 
 CLAIM_FILE = ".videmo-input"
 
@@ -59,10 +61,17 @@ def _owner(folder: Path) -> str | None:
 
 
 def _try_claim(folder: Path, key: str) -> bool:
-    """Claim ``folder`` for ``key``; True if it is (now or already) ``key``'s."""
+    """Claim ``folder`` for ``key``; True if it is (now or already) ``key``'s.
+
+    A folder that holds a run's outputs but no claim (one named explicitly, e.g.
+    ``videmo.analyze(out_dir=...)`` before it recorded its owner) belongs to someone
+    else: it is never claimed over its contents.
+    """
     owner = _owner(folder)
     if owner is not None:
         return owner == key
+    if (folder / RUN_JSON).exists():
+        return False
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -86,3 +95,18 @@ def claim_output_dir(out_root: Path, path: Path) -> Path:
         if _try_claim(folder, key):
             return folder
     raise OutputError(f"{out_root}: both {name} and {_hashed(name, key)} belong to other inputs")
+
+
+def own_output_dir(folder: Path, path: Path) -> None:
+    """Record ``path`` as the owner of ``folder``, which is about to hold its outputs.
+
+    Folders named by ``claim_output_dir`` already are its; a folder the caller named
+    (``out_dir=``) is claimed here, so a later batch into the same root does not take it.
+    """
+    key = input_key(path)
+    if _owner(folder) != key:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
+        write_bytes_atomic(folder / CLAIM_FILE, os.fsencode(key) + b"\n")

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import videmo
-from videmo.settings import Settings
+from videmo.settings import ANALYSIS_KEYS, Settings
 
 RUN_JSON = "run.json"
 
@@ -49,6 +49,30 @@ OUTPUT_FILES = (
     "timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "plots", "faces",
     "report.html",
 )  # fmt: skip
+
+
+def what_differs(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
+    """Why a finished folder is another run's, in words: the input, settings, model or version."""
+    try:
+        data = json.loads((out_dir / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return "another run"
+    old = data.get("fingerprint") or {}
+    if old.get("input") != fingerprint["input"]:
+        return "another input"
+    if old.get("settings") != fingerprint["settings"]:
+        done = data.get("settings") or {}
+        changed = [
+            f"{key} {done[key]} -> {getattr(settings, key)}"
+            for key in ANALYSIS_KEYS
+            if key in done and done[key] != getattr(settings, key)
+        ]
+        return f"other settings ({', '.join(changed)})" if changed else "other settings"
+    if old.get("model_sha256") != fingerprint["model_sha256"]:
+        return "another model"
+    if old.get("videmo") != fingerprint["videmo"]:
+        return f"videmo {old.get('videmo')}"
+    return "another run"
 
 
 def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None = None) -> str:

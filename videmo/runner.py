@@ -22,7 +22,7 @@ import pandas as pd
 from videmo.damage import damage_line, damage_summary
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
-from videmo.naming import claim_output_dir, printable
+from videmo.naming import claim_output_dir, own_output_dir, printable
 from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import (
     ChunkTask,
@@ -43,6 +43,7 @@ from videmo.resume import (
     remove_old_outputs,
     remove_temp_files,
     run_fingerprint,
+    what_differs,
 )
 from videmo.settings import Settings
 from videmo.video import PacketIndex, VideoInfo, index_packets, probe
@@ -110,8 +111,10 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
         run.frames, run.faces = previous_counts(run.out_dir)
         return
     if state == "different" and not settings.overwrite:
+        what = what_differs(run.out_dir, fingerprint, settings)
         raise OutputError(
-            f"{run.out_dir} holds outputs of another input or settings; use --overwrite"
+            f"{run.out_dir} holds the outputs of {what}; "
+            "use --overwrite (overwrite=True in Python) to replace them"
         )
 
 
@@ -389,6 +392,7 @@ def finish_video(
         run.timeline = reduce_detections(dets, settings, analysed_times(run.results))
         run.faces = int(run.timeline["face_id"].nunique())
         clear_previous_outputs(run.out_dir)
+        own_output_dir(run.out_dir, run.path)
         finish(run, settings, context)
         run.status = "damaged" if run.damage else "done"
         run.error = damage_line(run.damage) if run.damage else ""

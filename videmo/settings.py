@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -32,9 +34,11 @@ DEVICES = ("auto", "cpu", "gpu")
 CLASSIFY_STAGES = ("auto", "on", "off")
 
 #: Settings that change the timeline; the rest only change speed or which files are written.
+#: (The model counts by its file's sha256, in the run's fingerprint, not by how its path
+#: was spelled: ``./m.onnx`` and ``m.onnx`` are the same analysis.)
 ANALYSIS_KEYS = (
     "detector", "det_size", "score_threshold", "min_face", "every", "detect_every",
-    "classify_interval_s", "model",
+    "classify_interval_s",
     "iou_threshold", "min_hits", "max_gap_s", "smooth_s",
 )  # fmt: skip
 
@@ -160,13 +164,26 @@ class Settings:
     @classmethod
     def from_mapping(cls, values: dict[str, Any], source: str = "") -> Settings:
         """Build from a dict (e.g. a job file's table), naming unknown or mistyped keys."""
-        known = {f.name: f for f in fields(cls)}
+        return cls().with_options(values, source)
+
+    def with_options(self, values: dict[str, Any], source: str = "") -> Settings:
+        """These settings with ``values`` changed; unknown or mistyped keys are one-line errors.
+
+        A path given for a text setting (``model=Path(...)`` in Python) is taken as text.
+        """
+        known = {f.name: f for f in fields(self)}
+        values = dict(values)
         for key, value in values.items():
             if key not in known:
                 raise SettingsError(f"{source or 'settings'}: unknown key {key!r}{_hint(key)}")
+            if isinstance(value, os.PathLike) and "str" in str(known[key].type):
+                values[key] = value = os.fspath(value)
             _check_type(key, value, known[key].type, source)
+            if isinstance(value, numbers.Number) and not isinstance(value, bool):
+                # numpy numbers become plain ones: settings go to run.json
+                values[key] = float(value) if "float" in str(known[key].type) else int(value)
         try:
-            return replace(cls(), **values)
+            return replace(self, **values)
         except SettingsError as exc:
             raise SettingsError(f"{source}: {exc}" if source else str(exc)) from None
 
@@ -183,7 +200,7 @@ def _hint(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
+_TYPES = {"str": str, "int": numbers.Integral, "float": numbers.Real, "bool": bool}
 
 
 def _check_type(key: str, value: Any, annotation: str, source: str) -> None:

@@ -78,7 +78,9 @@ document.querySelectorAll("button.seek").forEach(function (button) {
   button.addEventListener("click", function () {
     var video = document.getElementById("video");
     if (!video) { return; }
-    video.currentTime = parseFloat(button.dataset.t);
+    // time_s counts from the first frame; the annotated video keeps the source's
+    // timestamps, which a player shows from the first frame's own time (often not 0)
+    video.currentTime = parseFloat(video.dataset.start || "0") + parseFloat(button.dataset.t);
     video.scrollIntoView({behavior: "smooth", block: "center"});
     var playing = video.play();
     if (playing) { playing.catch(function () {}); }
@@ -242,9 +244,11 @@ def render_video_report(run: dict, faces: pd.DataFrame, out_dir: Path, title: st
             f'<section><h2>Who felt what, when</h2><div class="row">{images}</div></section>'
         )
     if has_video:
+        start_s = float((run.get("video") or {}).get("start_s") or 0.0)
         parts.append(
             '<section><h2>Annotated video</h2><video id="video" controls preload="metadata" '
-            f'src="{href(ANNOTATED_MP4)}" width="960"></video></section>'
+            f'data-start="{start_s:.6f}" src="{href(ANNOTATED_MP4)}" width="960"></video>'
+            "</section>"
         )
     parts.append("</main>")
     return _page(f"{title} · videmo", "".join(parts))

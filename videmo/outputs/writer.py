@@ -210,6 +210,8 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             "rotation": info.rotation,
             "fps": info.fps,
             "duration_s": info.duration_s,
+            # the first frame's own time: time_s counts from it, players show it
+            "start_s": round(float(info.start_pts * info.time_base), 6),
             "codec": info.codec,
             "frames_indexed": run.expected_frames,
             "damaged": run.index.error,
