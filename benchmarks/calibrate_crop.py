@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from videmo.detect import DetectorConfig, create_detector
-from videmo.evaluation.pasted import background_frames, plan_scenes, render_scene
+from videmo.evaluation.pasted import (
+    background_frames,
+    nearest_detection,
+    plan_scenes,
+    render_scene,
+)
 from videmo.train.data import load_fer2013
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -34,14 +39,10 @@ def measure(detector_name: str, images: np.ndarray, seed: int, background: Path)
     for face in plan:
         frame = render_scene(backgrounds[face.scene % len(backgrounds)], [face], images)
         boxes, _ = detector.detect(frame)
-        if not len(boxes):
+        best = nearest_detection(face, boxes[:, :2] + boxes[:, 2:] / 2)
+        if best is None:
             continue
-        centres = boxes[:, :2] + boxes[:, 2:] / 2
         paste_centre = np.array([face.x, face.y]) + face.side / 2
-        distance = np.hypot(*(centres - paste_centre).T)
-        best = int(distance.argmin())
-        if distance[best] > face.side / 2:
-            continue
         x, y, w, h = boxes[best]
         side = max(w, h)
         rows.append(

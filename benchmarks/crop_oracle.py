@@ -19,7 +19,14 @@ import numpy as np
 from videmo.crop import crop_square
 from videmo.detect import YUNET_FILE
 from videmo.emotion import EmotionModel
-from videmo.evaluation.pasted import PastedFace, background_frames, plan_scenes, render_scene
+from videmo.evaluation.pasted import (
+    PastedFace,
+    background_frames,
+    by_scene,
+    nearest_detection,
+    plan_scenes,
+    render_scene,
+)
 from videmo.models import model_path
 from videmo.spec import CALIBRATED_CROPS
 from videmo.train.data import load_fer2013
@@ -33,20 +40,14 @@ def detect_pasted(images: np.ndarray, labels: np.ndarray, seed: int, per_scene: 
         SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4", 24
     )
     net = cv2.FaceDetectorYN.create(str(model_path(YUNET_FILE)), "", (640, 360), 0.6, 0.3, 5000)
-    scenes: dict[int, list[PastedFace]] = {}
-    for face in plan_scenes(labels, seed, faces_per_scene=per_scene):
-        scenes.setdefault(face.scene, []).append(face)
     found = []
-    for scene, faces in scenes.items():
+    for scene, faces in by_scene(plan_scenes(labels, seed, faces_per_scene=per_scene)).items():
         frame = render_scene(backgrounds[scene % len(backgrounds)], faces, images)
         _, rows = net.detect(frame)
-        if rows is None:
-            continue
-        centres = rows[:, :2] + rows[:, 2:4] / 2
+        rows = rows if rows is not None else np.zeros((0, 15), np.float32)
         for face in faces:
-            distance = np.hypot(*(centres - (np.array([face.x, face.y]) + face.side / 2)).T)
-            best = int(distance.argmin())
-            if distance[best] <= face.side / 2:
+            best = nearest_detection(face, rows[:, :2] + rows[:, 2:4] / 2)
+            if best is not None:
                 found.append((face, rows[best], frame))
     return found
 

@@ -17,7 +17,13 @@ import numpy as np
 from videmo.crop import face_crop
 from videmo.detect import DetectorConfig, create_detector
 from videmo.emotion import EmotionModel
-from videmo.evaluation.pasted import PastedFace, background_frames, plan_scenes, render_scene
+from videmo.evaluation.pasted import (
+    background_frames,
+    by_scene,
+    nearest_detection,
+    plan_scenes,
+    render_scene,
+)
 from videmo.spec import CropGeometry
 from videmo.train.data import load_fer2013
 
@@ -31,20 +37,13 @@ def found_faces(images: np.ndarray, labels: np.ndarray, seed: int) -> list[tuple
     background = SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4"
     backgrounds = background_frames(background, 24)
     detector = create_detector(DetectorConfig(name="yunet"))
-    scenes: dict[int, list[PastedFace]] = {}
-    for face in plan_scenes(labels, seed, faces_per_scene=2):
-        scenes.setdefault(face.scene, []).append(face)
     found = []
-    for scene, faces in scenes.items():
+    for scene, faces in by_scene(plan_scenes(labels, seed, faces_per_scene=2)).items():
         frame = render_scene(backgrounds[scene % len(backgrounds)], faces, images)
         boxes, _ = detector.detect(frame)
-        if not len(boxes):
-            continue
-        centres = boxes[:, :2] + boxes[:, 2:] / 2
         for face in faces:
-            distance = np.hypot(*(centres - (np.array([face.x, face.y]) + face.side / 2)).T)
-            best = int(distance.argmin())
-            if distance[best] <= face.side / 2:
+            best = nearest_detection(face, boxes[:, :2] + boxes[:, 2:] / 2)
+            if best is not None:
                 found.append((face, boxes[best], frame))
     return found
 

@@ -77,6 +77,23 @@ def plan_scenes(
     return plan
 
 
+def by_scene(plan: Sequence[PastedFace]) -> dict[int, list[PastedFace]]:
+    """The planned faces grouped by scene, scenes in order."""
+    scenes: dict[int, list[PastedFace]] = {}
+    for face in plan:
+        scenes.setdefault(face.scene, []).append(face)
+    return scenes
+
+
+def nearest_detection(face: PastedFace, centres: np.ndarray) -> int | None:
+    """The detection (by box centre) nearest the pasted square's centre, if within half its side."""
+    if not len(centres):
+        return None
+    distance = np.hypot(*(centres - (np.array([face.x, face.y]) + face.side / 2)).T)
+    best = int(distance.argmin())
+    return best if distance[best] <= face.side / 2 else None
+
+
 def _overlap(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -106,9 +123,7 @@ def write_pasted_video(
     fps: int = FPS,
 ) -> int:
     """Encode the planned scenes as an H.264 mp4 (CRF 23, yuv420p); returns the frame count."""
-    scenes: dict[int, list[PastedFace]] = {}
-    for face in plan:
-        scenes.setdefault(face.scene, []).append(face)
+    scenes = by_scene(plan)
     height, width = backgrounds[0].shape[:2]
     frames = 0
     with av.open(str(path), "w") as container:
