@@ -70,7 +70,7 @@ def _try_claim(folder: Path, key: str) -> bool:
     owner = _owner(folder)
     if owner is not None:
         return owner == key
-    if (folder / RUN_JSON).exists():
+    if (folder / RUN_JSON).is_file():
         return False
     try:
         folder.mkdir(parents=True, exist_ok=True)
