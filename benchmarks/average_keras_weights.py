@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("out", help="where to save the average (.h5)")
     parser.add_argument("--alpha", type=float, default=0.5, help="share of the fine-tuned net")
     args = parser.parse_args()
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha is a share, between 0 and 1 (got {args.alpha})")
     start, tuned = load_keras(args.start), load_keras(args.tuned)
     pairs = zip(start.get_weights(), tuned.get_weights(), strict=True)
     start.set_weights([(1 - args.alpha) * a + args.alpha * b for a, b in pairs])

@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
+    if args.faces < 1:
+        parser.error("--faces must be at least 1")
     train = load_fer2013(SHARED / "data/fer2013/fer2013.csv.gz")["Training"]
     pick = np.random.default_rng(args.seed).choice(len(train), args.faces, replace=False)
     images, labels = train.images[pick], train.labels[pick]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videmo.errors import VidemoError
 from videmo.evaluation.pasted import evaluate_path
 from videmo.train.data import load_fer2013
 
@@ -83,4 +85,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except VidemoError as exc:  # a bad --model or --data: one line, as the CLI says it
+        sys.exit(f"video_path_accuracy: error: {exc}")

@@ -329,6 +329,19 @@ def test_fine_tune_from_a_keras_file(tmp_path: Path, tiny_fer_csv: Path) -> None
         elif old.get_weights():
             assert not all(same), old.name
 
+    # runs of different input sizes cannot be one ensemble: one line, before any export
+    small = tmp_path / "small"
+    small.mkdir()
+    stored = json.loads((tmp_path / "ft" / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps({**stored, "input_size": 48, "init_from": ""}))
+    mixed = subprocess.run(
+        [sys.executable, "-m", "videmo", "export", str(tmp_path / "ft"), str(small),
+         "-o", str(tmp_path / "mixed.onnx")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert mixed.returncode == 2, mixed.stderr[-2000:]
+    assert mixed.stderr.strip().splitlines()[-1].endswith("one model needs one input size")
+
     job.write_text(job.read_text().replace("input_size = 64", "input_size = 48")
                    .replace(str(tmp_path / "ft"), str(tmp_path / "ft48")))  # fmt: skip
     refused = subprocess.run(train, capture_output=True, text=True, timeout=600)
@@ -475,3 +488,67 @@ def test_random_upscale_uses_every_kernel_and_stays_in_range() -> None:
             if np.allclose(out, np.clip(expected, -1, 1), atol=1e-6):
                 seen.add(method)
     assert seen == set(UPSCALE_KERNELS)
+
+
+@pytest.mark.train
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5")
+def test_resume_follows_the_checkpoint_not_the_log(tmp_path: Path, tiny_fer_csv: Path) -> None:
+    """A kill between the log row and last.h5 resumes at the epoch the weights are at; a
+    damaged last.h5 is one line; a run early stopping ended is left as it is."""
+    pytest.importorskip("tensorflow")
+    import h5py
+    import pandas as pd
+
+    from videmo.errors import SettingsError
+    from videmo.train.train import (
+        BEST_FILE,
+        EPOCHS_ATTR,
+        HISTORY_FILE,
+        LAST_FILE,
+        SUMMARY_FILE,
+        TrainConfig,
+        train,
+    )  # fmt: skip
+
+    out = tmp_path / "run"
+    config = TrainConfig(data=str(tiny_fer_csv), out=str(out), epochs=1, limit_per_split=200,
+                         verbose=0)  # fmt: skip
+    train(config)
+    with h5py.File(out / LAST_FILE, "r") as fh:
+        assert fh.attrs[EPOCHS_ATTR] == 1
+    log = pd.read_csv(out / HISTORY_FILE)
+    # killed after epoch 2's log row was written, before its weights were
+    pd.concat([log, log.assign(epoch=1)]).to_csv(out / HISTORY_FILE, index=False)
+    spelled = TrainConfig(**{**vars(config), "epochs": 2, "out": f"{tmp_path}/./run"})
+    summary = train(spelled)  # the folder spelled another way is the same run
+    log = pd.read_csv(out / HISTORY_FILE)
+    assert log["epoch"].tolist() == [0, 1] and summary["epochs_run"] == 2
+    assert log["loss"].iloc[1] != log["loss"].iloc[0]  # a real second epoch, not the stale row
+    with h5py.File(out / LAST_FILE, "r") as fh:
+        assert fh.attrs[EPOCHS_ATTR] == 2
+
+    # a run that early stopping ended is finished: running it again changes nothing
+    stored = json.loads((out / SUMMARY_FILE).read_text())
+    (out / SUMMARY_FILE).write_text(json.dumps({**stored, "stopped_early": True}))
+    best = (out / BEST_FILE).read_bytes()
+    again = train(TrainConfig(**{**vars(config), "epochs": 5}))
+    assert again["epochs_run"] == 2 and (out / BEST_FILE).read_bytes() == best
+
+    (out / LAST_FILE).write_bytes((out / LAST_FILE).read_bytes()[:96])  # killed mid-save
+    with pytest.raises(SettingsError, match="is damaged"):
+        train(TrainConfig(**{**vars(config), "epochs": 3}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("lr", "0.001", "lr must be float, not str"), ("epochs", 1.7, "epochs must be int"),
+     ("min_lr_ratio", -1.0, "min_lr_ratio must be in"), ("dropout", 1.5, "dropout must be in"),
+     ("limit_per_split", 1, "limit_per_split must be >= 2"), ("patience", 0, "patience >= 1"),
+     ("freeze_batchnorm", True, "set init_from"), ("resample_augment", True, "input_size")],
+)  # fmt: skip
+def test_bad_training_values_are_one_line(key: str, value: object, message: str) -> None:
+    from videmo.errors import SettingsError
+    from videmo.train.train import TrainConfig
+
+    with pytest.raises(SettingsError, match=message):
+        TrainConfig(**{key: value})

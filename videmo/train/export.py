@@ -222,6 +222,12 @@ def export_runs(
             raise SettingsError(f"{run}: not a training run (no {CONFIG_FILE})")
         configs.append(TrainConfig(**json.loads(config_file.read_text())))
     first = configs[0]
+    sizes = sorted({c.input_size for c in configs})
+    if len(sizes) > 1:
+        raise SettingsError(
+            f"the runs see faces of different sizes ({', '.join(f'{s} px' for s in sizes)}): "
+            "one model needs one input size"
+        )
     spec = default_spec(first)
     widths = [c.width for c in configs]
     if len(set(widths)) > 1:

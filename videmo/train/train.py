@@ -11,10 +11,14 @@ Design choices, and why:
   mini-Xception's accuracy in far fewer epochs than the paper's plateau
   schedule; ``schedule="plateau"`` is kept for comparison.
 * The best model (by validation accuracy) is checkpointed every epoch, so a
-  killed run can still be exported; the history is appended to a CSV log.
+  killed run can still be exported. Every file is written to a temporary name
+  and renamed, in the order history row, ``best.h5``, ``last.h5``; ``last.h5``
+  records how many epochs its weights have seen, so a run killed at any moment
+  resumes from exactly the epoch its weights are at.
 * A run whose folder already holds ``last.h5`` and ``history.csv`` resumes
   from the last finished epoch (same config required): hours-long CPU runs
-  survive a stopped session.
+  survive a stopped session. A run that stopped early (``patience``) is done:
+  running it again changes nothing.
 * ``ferplus_weight`` mixes FER+'s crowd-vote distribution into the target
   (soft labels): FER2013's single labels are noisy, and the votes say how
   ambiguous a face is.
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from videmo.errors import SettingsError
+from videmo.outputs.atomic import write_text_atomic
 from videmo.spec import EMOTIONS, ModelSpec
 from videmo.train.data import (
     Split,
@@ -50,6 +55,12 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+#: Side of FER2013's faces; a larger ``input_size`` scales them up.
+FER2013_SIDE = 48
+#: HDF5 attribute of ``last.h5``: how many epochs its weights have been trained.
+EPOCHS_ATTR = "videmo_epochs"
+_TYPES: dict[str, Any] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
 BEST_FILE = "best.h5"
 LAST_FILE = "last.h5"
@@ -90,6 +101,8 @@ class TrainConfig:
     verbose: int = 2
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), str(f.type))
         if self.schedule not in ("cosine", "plateau"):
             raise SettingsError(f"schedule must be 'cosine' or 'plateau', got {self.schedule!r}")
         for name in ("epochs", "batch_size", "threads", "input_size"):
@@ -99,6 +112,23 @@ class TrainConfig:
             raise SettingsError("lr and width must be > 0")
         if not 0.0 <= self.ferplus_weight <= 1.0:
             raise SettingsError(f"ferplus_weight must be in [0, 1], got {self.ferplus_weight}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise SettingsError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SettingsError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.warmup_epochs < 0 or self.patience < 1:
+            raise SettingsError("warmup_epochs must be >= 0 and patience >= 1")
+        if self.l2 < 0 or self.separable_l2 < 0:
+            raise SettingsError("l2 and separable_l2 must be >= 0")
+        if self.limit_per_split is not None and self.limit_per_split < 2:
+            raise SettingsError(f"limit_per_split must be >= 2, got {self.limit_per_split}")
+        if self.freeze_batchnorm and not self.init_from:
+            raise SettingsError("freeze_batchnorm keeps init_from's statistics: set init_from")
+        if self.resample_augment and self.input_size == FER2013_SIDE:
+            raise SettingsError(
+                f"resample_augment scales {FER2013_SIDE} px faces up: it needs input_size above "
+                f"{FER2013_SIDE}"
+            )
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -121,13 +151,32 @@ class TrainConfig:
         return cls(**values)
 
 
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    """Job files are data: each key must have its field's type (``epochs = 1.7`` is refused)."""
+    optional = "None" in annotation
+    if value is None and optional:
+        return
+    expected = _TYPES[annotation.replace(" | None", "")]
+    if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+        kind = annotation.replace(" | None", "")
+        raise SettingsError(f"{key} must be {kind}, not {type(value).__name__} ({value!r})")
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run training and return the summary (also written to ``<out>/summary.json``)."""
     tf, keras = _import_tf(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     done_epochs = _resumable_epochs(out, config)
-    (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    finished = _finished_early(out, config, done_epochs) if done_epochs else None
+    if finished is not None:
+        print(
+            f"{out} is finished: early stopping ended it at epoch {done_epochs} (patience "
+            f"{finished['config']['patience']}); a larger patience goes on",
+            file=sys.stderr,
+        )
+        return finished
+    write_text_atomic(out / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
 
     spec = default_spec(config)
     train_split, val_split = _load_splits(config)
@@ -136,7 +185,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     val_ds = _dataset(tf, keras, spec, val_split, _one_hot(val_split.labels), config, False)
 
     if done_epochs:
-        model = keras.models.load_model(str(out / LAST_FILE))
+        try:
+            model = keras.models.load_model(str(out / LAST_FILE))
+        except (OSError, ValueError) as exc:
+            raise SettingsError(
+                f"{out / LAST_FILE} cannot be loaded ({str(exc).splitlines()[0]}): delete the "
+                "run folder or choose another --out"
+            ) from None
         print(f"resuming {out} after epoch {done_epochs}", file=sys.stderr)
     else:
         model = _initial_model(keras, spec, config)
@@ -146,17 +201,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
     started = time.time()
+    callbacks = _callbacks(keras, config, out, _history(out) if done_epochs else None)
     model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
         initial_epoch=done_epochs,
-        callbacks=_callbacks(keras, config, out, _history(out) if done_epochs else None),
+        callbacks=callbacks,
         verbose=config.verbose,
     )
+    stopped = any(getattr(cb, "stopped_epoch", 0) > 0 for cb in callbacks)
     return _write_summary(
-        out, config, model, _history(out), time.time() - started, len(train_split), len(val_split)
-    )
+        out, config, model, _history(out), time.time() - started, len(train_split),
+        len(val_split), stopped_early=stopped,
+    )  # fmt: skip
 
 
 def _initial_model(keras: Any, spec: ModelSpec, config: TrainConfig) -> Any:
@@ -193,6 +251,16 @@ def _initial_model(keras: Any, spec: ModelSpec, config: TrainConfig) -> Any:
     return model
 
 
+def _write_history(out: Path, history: dict[str, list]) -> None:
+    """Write the per-epoch log atomically (``epoch`` first, then the metrics by name)."""
+    import pandas as pd
+
+    from videmo.outputs.atomic import write_text_atomic
+
+    columns = ["epoch", *sorted(k for k in history if k != "epoch")]
+    write_text_atomic(out / HISTORY_FILE, pd.DataFrame(history)[columns].to_csv(index=False))
+
+
 def _history(out: Path) -> dict[str, list]:
     """The per-epoch log of a run (all epochs, across resumes)."""
     import pandas as pd
@@ -203,24 +271,70 @@ def _history(out: Path) -> dict[str, list]:
     return {k: v.tolist() for k, v in pd.read_csv(path).items()}
 
 
-#: Settings a resumed run may change: output and speed, and the epoch budget (extending a
-#: run stretches the cosine schedule from the epoch it stands at).
-_RESUME_MAY_CHANGE = ("verbose", "threads", "epochs", "patience")
+#: Settings a resumed run may change: output and speed, the epoch budget (extending a
+#: run stretches the cosine schedule from the epoch it stands at), and where the run is
+#: (a folder may be moved or spelled ``./runs/x`` instead of ``runs/x``).
+_RESUME_MAY_CHANGE = ("verbose", "threads", "epochs", "patience", "out")
 
 
 def _resumable_epochs(out: Path, config: TrainConfig) -> int:
-    """Epochs already finished in ``out`` by a run with the same config (0: start fresh)."""
+    """Epochs already finished in ``out`` by a run with the same config (0: start fresh).
+
+    A key the stored config lacks (a run from before that option existed) counts as
+    its default. The count is the one ``last.h5`` records; the log is cut to it.
+    """
     if not (out / LAST_FILE).is_file() or not (out / CONFIG_FILE).is_file():
         return 0
     stored = json.loads((out / CONFIG_FILE).read_text())
+    defaults = asdict(TrainConfig())
     mine = asdict(config)
-    changed = [k for k in mine if k not in _RESUME_MAY_CHANGE and stored.get(k) != mine[k]]
+    changed = [
+        k for k in mine if k not in _RESUME_MAY_CHANGE and stored.get(k, defaults[k]) != mine[k]
+    ]
     if changed:
         raise SettingsError(
             f"{out} holds a run with other settings ({', '.join(changed)}): "
             "choose another --out or delete it"
         )
-    return len(_history(out).get("epoch", []))
+    history = _history(out)
+    done = _checkpoint_epochs(out / LAST_FILE)
+    if done is None:  # written before checkpoints recorded their epoch
+        return len(history.get("epoch", []))
+    if len(history.get("epoch", [])) > done:  # killed after the log row, before last.h5
+        _write_history(out, {k: v[:done] for k, v in history.items()})
+    return done
+
+
+def _checkpoint_epochs(path: Path) -> int | None:
+    """The epoch count ``last.h5`` records; a one-line error when the file is damaged."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            value = fh.attrs.get(EPOCHS_ATTR)
+    except OSError as exc:
+        raise SettingsError(
+            f"{path} is damaged ({str(exc).splitlines()[0]}): delete the run folder or choose "
+            "another --out"
+        ) from None
+    return None if value is None else int(value)
+
+
+def _finished_early(out: Path, config: TrainConfig, done: int) -> dict[str, Any] | None:
+    """The summary of a run that early stopping ended at ``done`` epochs (None: not such a run).
+
+    Such a run is finished: running it again would train on past the stop. A larger
+    ``patience`` than the one it stopped with lets it go on.
+    """
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    stopped = summary.get("stopped_early")
+    stored_patience = summary.get("config", {}).get("patience", config.patience)
+    if stopped and summary.get("epochs_run") == done and config.patience <= stored_patience:
+        return summary
+    return None
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
@@ -412,19 +526,55 @@ def _callbacks(
             )
         )
     cbs += [
-        keras.callbacks.ModelCheckpoint(
-            str(out / BEST_FILE),
-            monitor="val_accuracy",
-            mode="max",
-            save_best_only=True,
-            initial_value_threshold=best_so_far,
-        ),
+        _Checkpoints(keras)(out, previous or {}, best_so_far),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience),
-        # The log row is written before last.h5, so a resume never skips an epoch's log.
-        keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=previous is not None),
-        keras.callbacks.ModelCheckpoint(str(out / LAST_FILE)),
     ]
     return cbs
+
+
+def _save_atomic(model: Any, path: Path, epochs: int | None = None) -> None:
+    """Save ``model`` as HDF5 under a temporary name, then rename it onto ``path``.
+
+    A kill mid-save leaves the previous file whole. ``epochs`` is recorded in the file.
+    """
+    import h5py
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        model.save(str(tmp))
+        if epochs is not None:
+            with h5py.File(tmp, "a") as fh:
+                fh.attrs[EPOCHS_ATTR] = epochs
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _Checkpoints(keras: Any) -> Any:  # noqa: N802 - factory standing in for a class
+    """Callback writing, after each epoch, the log row, ``best.h5`` if it improved, ``last.h5``.
+
+    In that order and each atomically: the log never lags the weights it describes, and
+    ``last.h5`` says which epoch it holds, so a resume cuts a log row whose weights never
+    reached the disk (see ``_resumable_epochs``).
+    """
+
+    class Checkpoints(keras.callbacks.Callback):
+        def __init__(self, out: Path, previous: dict[str, list], best: float | None) -> None:
+            super().__init__()
+            self.out, self.history, self.best = out, {k: list(v) for k, v in previous.items()}, best
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+            for key, value in row.items():
+                self.history.setdefault(key, []).append(value)
+            _write_history(self.out, self.history)
+            accuracy = row.get("val_accuracy")
+            if accuracy is not None and (self.best is None or accuracy > self.best):
+                self.best = accuracy
+                _save_atomic(self.model, self.out / BEST_FILE)
+            _save_atomic(self.model, self.out / LAST_FILE, epochs=epoch + 1)
+
+    return Checkpoints
 
 
 def _EpochTimer(keras: Any) -> Any:  # noqa: N802 - factory standing in for a class
@@ -450,6 +600,7 @@ def _write_summary(
     seconds: float,
     n_train: int,
     n_val: int,
+    stopped_early: bool = False,
 ) -> dict[str, Any]:
     val_acc = history.get("val_accuracy", [])
     best = int(np.argmax(val_acc)) if val_acc else -1
@@ -458,12 +609,14 @@ def _write_summary(
         "best_epoch": best + 1,
         "best_val_accuracy": float(val_acc[best]) if val_acc else None,
         "epochs_run": len(val_acc),
-        "train_seconds": round(seconds, 1),
+        "stopped_early": stopped_early,
+        # all epochs, across resumes (``seconds``, this invocation's, if none were logged)
+        "train_seconds": round(float(np.sum(history.get("epoch_seconds", [seconds]))), 1),
         "seconds_per_epoch": round(float(np.mean(history.get("epoch_seconds", [0.0]))), 1),
         "params": int(model.count_params()),
         "n_train": n_train,
         "n_val": n_val,
         "config": asdict(config),
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
