@@ -93,8 +93,9 @@ def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
         run = runs[0]
         if run.status != "failed":
             console.print(
-                Text(f"{run.status}: {run.out_dir}  ({run.frames} frames, {run.faces} faces, "
-                     f"{run.seconds:.1f} s)"), highlight=False, soft_wrap=True,
+                Text(f"{run.status}: {run.out_dir}  ({run.frames} frames, {run.faces} "
+                     f"face{'' if run.faces == 1 else 's'}, {run.seconds:.1f} s)"),
+                highlight=False, soft_wrap=True,
             )  # fmt: skip
         return
     table = Table(show_edge=False, pad_edge=False)
