@@ -541,7 +541,7 @@ def test_resume_follows_the_checkpoint_not_the_log(tmp_path: Path, tiny_fer_csv:
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [("lr", "0.001", "lr must be float, not str"), ("epochs", 1.7, "epochs must be int"),
+    [("lr", "0.001", "key 'lr' must be float, not str"), ("epochs", 1.7, "'epochs' must be int"),
      ("min_lr_ratio", -1.0, "min_lr_ratio must be in"), ("dropout", 1.5, "dropout must be in"),
      ("limit_per_split", 1, "limit_per_split must be >= 2"), ("patience", 0, "patience >= 1"),
      ("freeze_batchnorm", True, "set init_from"), ("resample_augment", True, "input_size")],

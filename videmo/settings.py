@@ -178,7 +178,7 @@ class Settings:
                 raise SettingsError(f"{source or 'settings'}: unknown key {key!r}{_hint(key)}")
             if isinstance(value, os.PathLike) and "str" in str(known[key].type):
                 values[key] = value = os.fspath(value)
-            _check_type(key, value, known[key].type, source)
+            check_type(key, value, known[key].type, source)
             if isinstance(value, numbers.Number) and not isinstance(value, bool):
                 # numpy numbers become plain ones: settings go to run.json
                 values[key] = float(value) if "float" in str(known[key].type) else int(value)
@@ -203,8 +203,11 @@ def _hint(key: str) -> str:
 _TYPES = {"str": str, "int": numbers.Integral, "float": numbers.Real, "bool": bool}
 
 
-def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
-    """Job files are data: a value must have the field's type (None allowed if optional)."""
+def check_type(key: str, value: Any, annotation: str, source: str = "") -> None:
+    """Job files are data: a value must have the field's type (None allowed if optional).
+
+    Shared by run settings and training jobs (``videmo.train.train.TrainConfig``).
+    """
     base = str(annotation).replace(" | None", "")
     if value is None and "None" in str(annotation):
         return

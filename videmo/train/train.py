@@ -42,6 +42,7 @@ import numpy as np
 
 from videmo.errors import SettingsError
 from videmo.outputs.atomic import write_text_atomic
+from videmo.settings import check_type
 from videmo.spec import EMOTIONS, ModelSpec
 from videmo.train.data import (
     Split,
@@ -60,7 +61,6 @@ else:  # pragma: no cover
 FER2013_SIDE = 48
 #: HDF5 attribute of ``last.h5``: how many epochs its weights have been trained.
 EPOCHS_ATTR = "videmo_epochs"
-_TYPES: dict[str, Any] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
 BEST_FILE = "best.h5"
 LAST_FILE = "last.h5"
@@ -102,7 +102,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), str(f.type))
+            check_type(f.name, getattr(self, f.name), str(f.type), "train job")
         if self.schedule not in ("cosine", "plateau"):
             raise SettingsError(f"schedule must be 'cosine' or 'plateau', got {self.schedule!r}")
         for name in ("epochs", "batch_size", "threads", "input_size"):
@@ -149,17 +149,6 @@ class TrainConfig:
                 )
         values = {**table, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**values)
-
-
-def _check_type(key: str, value: Any, annotation: str) -> None:
-    """Job files are data: each key must have its field's type (``epochs = 1.7`` is refused)."""
-    optional = "None" in annotation
-    if value is None and optional:
-        return
-    expected = _TYPES[annotation.replace(" | None", "")]
-    if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-        kind = annotation.replace(" | None", "")
-        raise SettingsError(f"{key} must be {kind}, not {type(value).__name__} ({value!r})")
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
