@@ -527,6 +527,11 @@ def test_resume_follows_the_checkpoint_not_the_log(tmp_path: Path, tiny_fer_csv:
     with h5py.File(out / LAST_FILE, "r") as fh:
         assert fh.attrs[EPOCHS_ATTR] == 2
 
+    # a budget below the epochs already trained is not a new run: nothing is rewritten
+    config_json = (out / "config.json").read_text()
+    assert train(TrainConfig(**{**vars(config), "epochs": 1}))["epochs_run"] == 2
+    assert (out / "config.json").read_text() == config_json
+
     # a run that early stopping ended is finished: running it again changes nothing
     stored = json.loads((out / SUMMARY_FILE).read_text())
     (out / SUMMARY_FILE).write_text(json.dumps({**stored, "stopped_early": True}))

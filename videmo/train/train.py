@@ -165,6 +165,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
             file=sys.stderr,
         )
         return finished
+    done = _previous_summary(out) if done_epochs >= config.epochs else None
+    if done is not None:  # nothing to train: leave the run's files as they are
+        print(
+            f"{out} is finished: {done_epochs} epochs trained (--epochs {config.epochs}); "
+            "a larger --epochs goes on",
+            file=sys.stderr,
+        )
+        return done
     write_text_atomic(out / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
 
     spec = default_spec(config)
@@ -309,15 +317,23 @@ def _checkpoint_epochs(path: Path) -> int | None:
     return None if value is None else int(value)
 
 
+def _previous_summary(out: Path) -> dict[str, Any] | None:
+    """The ``summary.json`` an earlier invocation wrote (None: none, or unreadable)."""
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def _finished_early(out: Path, config: TrainConfig, done: int) -> dict[str, Any] | None:
     """The summary of a run that early stopping ended at ``done`` epochs (None: not such a run).
 
     Such a run is finished: running it again would train on past the stop. A larger
     ``patience`` than the one it stopped with lets it go on.
     """
-    try:
-        summary = json.loads((out / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
+    summary = _previous_summary(out)
+    if summary is None:
         return None
     stopped = summary.get("stopped_early")
     stored_patience = summary.get("config", {}).get("patience", config.patience)
