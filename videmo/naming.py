@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from videmo.errors import OutputError
-from videmo.outputs.atomic import write_bytes_atomic
+from videmo.outputs.atomic import ensure_dir, write_bytes_atomic
 from videmo.resume import RUN_JSON
 
 CLAIM_FILE = ".videmo-input"
@@ -105,8 +105,4 @@ def own_output_dir(folder: Path, path: Path) -> None:
     """
     key = input_key(path)
     if _owner(folder) != key:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
-        write_bytes_atomic(folder / CLAIM_FILE, os.fsencode(key) + b"\n")
+        write_bytes_atomic(ensure_dir(folder) / CLAIM_FILE, os.fsencode(key) + b"\n")

@@ -51,11 +51,19 @@ OUTPUT_FILES = (
 )  # fmt: skip
 
 
-def what_differs(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
-    """Why a finished folder is another run's, in words: the input, settings, model or version."""
+def _read_run(out_dir: Path) -> dict | None:
+    """The folder's ``run.json`` as a dict (None: missing, unreadable or not an object)."""
     try:
         data = json.loads((out_dir / RUN_JSON).read_text())
     except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def what_differs(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
+    """Why a finished folder is another run's, in words: the input, settings, model or version."""
+    data = _read_run(out_dir)
+    if data is None:
         return "another run"
     old = data.get("fingerprint") or {}
     if old.get("input") != fingerprint["input"]:
@@ -83,11 +91,8 @@ def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None =
     or the plots of an earlier ``--no-video``/``--no-plots`` run) is 'absent':
     the rerun adds it.
     """
-    try:
-        data = json.loads((out_dir / RUN_JSON).read_text())
-    except (OSError, ValueError):
-        return "absent"
-    if not isinstance(data, dict) or data.get("status") not in FINAL_STATUSES:
+    data = _read_run(out_dir)
+    if data is None or data.get("status") not in FINAL_STATUSES:
         return "absent"
     if data.get("fingerprint") != fingerprint:
         return "different"
@@ -114,10 +119,10 @@ def _outputs_intact(out_dir: Path, data: dict) -> bool:
 
 def previous_counts(out_dir: Path) -> tuple[int, int]:
     """Frames and faces of a finished earlier run (for batch.csv rows of skipped videos)."""
+    counts = (_read_run(out_dir) or {}).get("counts", {})
     try:
-        counts = json.loads((out_dir / RUN_JSON).read_text()).get("counts", {})
         return int(counts.get("frames_analysed", 0)), int(counts.get("faces", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         return 0, 0
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from videmo.errors import SettingsError
-from videmo.outputs.atomic import write_text_atomic
+from videmo.outputs.atomic import atomic_write, write_text_atomic
 from videmo.settings import check_type
 from videmo.spec import EMOTIONS, ModelSpec
 from videmo.train.data import (
@@ -157,22 +157,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     done_epochs = _resumable_epochs(out, config)
-    finished = _finished_early(out, config, done_epochs) if done_epochs else None
-    if finished is not None:
+    previous = _previous_summary(out) if done_epochs else None
+    if previous is not None and _stopped_early(previous, config, done_epochs):
         print(
             f"{out} is finished: early stopping ended it at epoch {done_epochs} (patience "
-            f"{finished['config']['patience']}); a larger patience goes on",
+            f"{previous['config']['patience']}); a larger patience goes on",
             file=sys.stderr,
         )
-        return finished
-    done = _previous_summary(out) if done_epochs >= config.epochs else None
-    if done is not None:  # nothing to train: leave the run's files as they are
+        return previous
+    if previous is not None and done_epochs >= config.epochs:  # nothing to train: leave it
         print(
             f"{out} is finished: {done_epochs} epochs trained (--epochs {config.epochs}); "
             "a larger --epochs goes on",
             file=sys.stderr,
         )
-        return done
+        return previous
     write_text_atomic(out / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
 
     spec = default_spec(config)
@@ -326,20 +325,18 @@ def _previous_summary(out: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
-def _finished_early(out: Path, config: TrainConfig, done: int) -> dict[str, Any] | None:
-    """The summary of a run that early stopping ended at ``done`` epochs (None: not such a run).
+def _stopped_early(summary: dict[str, Any], config: TrainConfig, done: int) -> bool:
+    """Whether early stopping ended the run at ``done`` epochs (its ``summary``).
 
     Such a run is finished: running it again would train on past the stop. A larger
     ``patience`` than the one it stopped with lets it go on.
     """
-    summary = _previous_summary(out)
-    if summary is None:
-        return None
-    stopped = summary.get("stopped_early")
     stored_patience = summary.get("config", {}).get("patience", config.patience)
-    if stopped and summary.get("epochs_run") == done and config.patience <= stored_patience:
-        return summary
-    return None
+    return (
+        bool(summary.get("stopped_early"))
+        and summary.get("epochs_run") == done
+        and config.patience <= stored_patience
+    )
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
@@ -538,21 +535,15 @@ def _callbacks(
 
 
 def _save_atomic(model: Any, path: Path, epochs: int | None = None) -> None:
-    """Save ``model`` as HDF5 under a temporary name, then rename it onto ``path``.
-
-    A kill mid-save leaves the previous file whole. ``epochs`` is recorded in the file.
-    """
+    """Save ``model`` as HDF5 through ``atomic_write``: a kill mid-save leaves the previous
+    file whole. ``epochs`` is recorded in the file."""
     import h5py
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_write(path) as tmp:  # the temp name keeps .h5: Keras picks HDF5 from it
         model.save(str(tmp))
         if epochs is not None:
             with h5py.File(tmp, "a") as fh:
                 fh.attrs[EPOCHS_ATTR] = epochs
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _Checkpoints(keras: Any) -> Any:  # noqa: N802 - factory standing in for a class
