@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from videmo.crop import crop_square
-from videmo.detect import YUNET_FILE
+from videmo.detect import YUNET_FILE, DetectorConfig
 from videmo.emotion import EmotionModel
 from videmo.evaluation.pasted import (
     PastedFace,
@@ -39,7 +39,12 @@ def detect_pasted(images: np.ndarray, labels: np.ndarray, seed: int, per_scene: 
     backgrounds = background_frames(
         SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4", 24
     )
-    net = cv2.FaceDetectorYN.create(str(model_path(YUNET_FILE)), "", (640, 360), 0.6, 0.3, 5000)
+    # OpenCV's YuNet directly, for its landmarks; thresholds are the pipeline's
+    config = DetectorConfig()
+    net = cv2.FaceDetectorYN.create(
+        str(model_path(YUNET_FILE)), "", (640, 360), config.score_threshold,
+        config.nms_threshold, 5000,
+    )  # fmt: skip
     found = []
     for scene, faces in by_scene(plan_scenes(labels, seed, faces_per_scene=per_scene)).items():
         frame = render_scene(backgrounds[scene % len(backgrounds)], faces, images)
