@@ -229,3 +229,24 @@ def test_ferplus_votes_and_soft_targets() -> None:
     shares, has = votes.distribution(train.rows)
     np.testing.assert_allclose(soft[has], 0.5 * hard[has] + 0.5 * shares[has], atol=1e-6)
     assert has.mean() > 0.98 and (soft[has].max(axis=1) < 1).mean() > 0.5
+
+
+@needs_fer
+def test_teacher_targets_are_the_shipped_models_answers_on_the_clean_faces() -> None:
+    """Self-distillation's targets: the teacher's probabilities, mixed by teacher_weight."""
+    from videmo.emotion import EmotionModel
+    from videmo.train.data import load_fer2013
+    from videmo.train.train import TrainConfig, training_targets
+
+    train = load_fer2013(FER_CSV, limit_per_split=200, seed=5)["Training"]
+    hard = training_targets(train, TrainConfig(data=str(FER_CSV)))
+    config = TrainConfig(
+        data=str(FER_CSV), teacher="emotion_minixception.onnx", teacher_weight=0.25
+    )
+    mixed = training_targets(train, config)
+    teacher = EmotionModel("emotion_minixception.onnx", device="cpu").predict(train.images)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(mixed, 0.75 * hard + 0.25 * teacher, atol=1e-5)
+    # the teacher disagrees with FER2013's label on about a third of Training faces
+    disagree = (teacher.argmax(axis=1) != train.labels).mean()
+    assert 0.15 < disagree < 0.5

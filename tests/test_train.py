@@ -549,7 +549,8 @@ def test_resume_follows_the_checkpoint_not_the_log(tmp_path: Path, tiny_fer_csv:
     [("lr", "0.001", "key 'lr' must be float, not str"), ("epochs", 1.7, "'epochs' must be int"),
      ("min_lr_ratio", -1.0, "min_lr_ratio must be in"), ("dropout", 1.5, "dropout must be in"),
      ("limit_per_split", 1, "limit_per_split must be >= 2"), ("patience", 0, "patience >= 1"),
-     ("freeze_batchnorm", True, "set init_from"), ("resample_augment", True, "input_size")],
+     ("freeze_batchnorm", True, "set init_from"), ("resample_augment", True, "input_size"),
+     ("teacher_weight", 0.5, "set teacher"), ("teacher_weight", 1.5, "teacher_weight must be in")],
 )  # fmt: skip
 def test_bad_training_values_are_one_line(key: str, value: object, message: str) -> None:
     from videmo.errors import SettingsError

@@ -22,6 +22,11 @@ Design choices, and why:
 * ``ferplus_weight`` mixes FER+'s crowd-vote distribution into the target
   (soft labels): FER2013's single labels are noisy, and the votes say how
   ambiguous a face is.
+* ``teacher_weight`` mixes a teacher model's probabilities on the *clean* face into
+  the target (self-distillation when the teacher is the net being fine-tuned): the
+  student learns to give, on shifted, zoomed and degraded faces, the answer the
+  teacher gives on the clean one, instead of being pulled towards FER2013's noisy
+  single labels, which cost the paper's checkpoint its PublicTest accuracy.
 * ``video_augment`` degrades faces the way video crops differ from FER2013:
   lost resolution (small faces upscaled), contrast, brightness and noise.
 """
@@ -93,6 +98,8 @@ class TrainConfig:
     flip_tta: bool = False  # export: average the face and its mirror image in the graph
     ferplus_weight: float = 0.0  # share of the target taken from FER+ votes (0: FER2013 only)
     ferplus: str = ""  # FER+ votes CSV (default: ../ferplus/ferplus_votes.csv.gz beside data)
+    teacher: str = ""  # ONNX model whose answers on the clean faces become soft targets
+    teacher_weight: float = 0.0  # share of the target taken from the teacher (after FER+)
     video_augment: bool = False  # resolution loss, contrast, brightness and noise
     resample_augment: bool = False  # scale 48 px faces up with a random kernel, not always linear
     input_size: int = 48  # side of the square face the model sees
@@ -112,6 +119,10 @@ class TrainConfig:
             raise SettingsError("lr and width must be > 0")
         if not 0.0 <= self.ferplus_weight <= 1.0:
             raise SettingsError(f"ferplus_weight must be in [0, 1], got {self.ferplus_weight}")
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise SettingsError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
+        if self.teacher_weight > 0 and not self.teacher:
+            raise SettingsError("teacher_weight mixes in a teacher's answers: set teacher")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise SettingsError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.dropout < 1.0:
@@ -344,20 +355,35 @@ def _one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 def training_targets(split: Split, config: TrainConfig) -> np.ndarray:
-    """Per-row target distributions: FER2013 one-hot mixed with FER+ vote shares.
+    """Per-row target distributions: FER2013 one-hot, mixed with FER+ vote shares, then
+    with the teacher's probabilities.
 
-    Rows without FER+ votes keep their FER2013 label alone.
+    Rows without FER+ votes keep their FER2013 label alone in the first mix.
     """
     targets = _one_hot(split.labels)
-    if config.ferplus_weight == 0:
-        return targets
-    if split.rows is None:
-        raise SettingsError("ferplus_weight needs the FER2013 CSV (its rows key the FER+ votes)")
-    votes = load_ferplus(config.ferplus or ferplus_path_for(config.data))
-    shares, has = votes.distribution(split.rows)
-    w = config.ferplus_weight
-    targets[has] = (1 - w) * targets[has] + w * shares[has]
+    if config.ferplus_weight > 0:
+        if split.rows is None:
+            raise SettingsError(
+                "ferplus_weight needs the FER2013 CSV (its rows key the FER+ votes)"
+            )
+        votes = load_ferplus(config.ferplus or ferplus_path_for(config.data))
+        shares, has = votes.distribution(split.rows)
+        w = config.ferplus_weight
+        targets[has] = (1 - w) * targets[has] + w * shares[has]
+    if config.teacher_weight > 0:
+        w = config.teacher_weight
+        targets = (1 - w) * targets + w * teacher_probabilities(config.teacher, split, config)
     return targets
+
+
+def teacher_probabilities(teacher: str, split: Split, config: TrainConfig) -> np.ndarray:
+    """The teacher's probabilities on the split's clean faces, through videmo's own
+    ONNX loader (so its stored preprocessing, input size and mirror average apply)."""
+    from videmo.emotion import EmotionModel
+
+    model = EmotionModel(teacher, device="cpu", threads=config.threads)
+    probs = model.predict(split.images)
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def default_spec(config: TrainConfig) -> ModelSpec:
@@ -365,6 +391,8 @@ def default_spec(config: TrainConfig) -> ModelSpec:
     extra: dict[str, Any] = {"arch": "mini_xception", "width": config.width, "dataset": "FER2013"}
     if config.init_from:
         extra["init_from"] = Path(config.init_from).name
+    if config.teacher_weight > 0:
+        extra["teacher"] = Path(config.teacher).name
     return ModelSpec(input_size=config.input_size, extra=extra)
 
 
