@@ -635,6 +635,27 @@ def test_a_folder_named_by_the_api_is_never_taken_by_a_later_batch(tmp_path: Pat
     assert not (root / "custom" / CLAIM_FILE).exists()
 
 
+@requires_data
+def test_a_users_own_files_in_the_output_folder_survive_a_run(tmp_path: Path) -> None:
+    """Only what videmo writes is cleared: a user's plots/my.png or draft.tmp.docx in the
+    folder given as out_dir stay, while a stale face chart and a killed run's temps go."""
+    import videmo
+
+    out = tmp_path / "project"
+    mine = ["plots/my.png", "faces/me.jpg", "draft.tmp.docx", ".env.tmp.bak", "notes.txt"]
+    stale = ["plots/face_099.png", "faces/face_099.jpg", ".timeline.123.4.tmp.parquet",
+             "plots/.face_001.7.8.tmp.png", ".annotated.0.tmp.mp4", ".run.json.5.6.tmp"]  # fmt: skip
+    for name in mine + stale:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(name)
+    videmo.analyze(SINGLE, out_dir=out, video=False, workers=0)
+    for name in mine:
+        assert (out / name).read_text() == name, name
+    for name in stale:
+        assert not (out / name).exists(), name
+    assert (out / "plots" / "overview.png").is_file() and (out / "faces" / "face_001.jpg").is_file()
+
+
 def test_api_options_are_checked_like_job_file_keys() -> None:
     import videmo
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import secrets
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from videmo.errors import OutputError
-from videmo.outputs.atomic import publish
+from videmo.outputs.atomic import publish, temp_path_for
 from videmo.video import Frame, VideoInfo, _check_path, _ffmpeg_reason, _open, _video_stream
 
 __all__ = ["VideoWriter", "concat_segments"]
@@ -111,11 +110,6 @@ def _open_output(path: Path, final: Path, time_base: Fraction) -> av.container.O
         raise OutputError(f"{final}: cannot write: {_ffmpeg_reason(err)}") from None
 
 
-def _temp_name(path: Path) -> Path:
-    """A unique temporary name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
-    return path.with_name(f"{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-
-
 class VideoWriter:
     """Atomic H.264 (libx264, yuv420p) writer whose frames keep the source's timestamps.
 
@@ -151,7 +145,7 @@ class VideoWriter:
         self.segment = segment
         self._options = {"crf": str(crf), "preset": preset, "x264-params": X264_PARAMS}
         self._audio_source = Path(copy_audio_from) if copy_audio_from is not None else None
-        self._tmp = _temp_name(self.path)
+        self._tmp = temp_path_for(self.path)
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
         self._audio: _AudioCopier | None = None
@@ -286,7 +280,7 @@ def concat_segments(
     out_path = Path(out_path)
     segments = [Path(s) for s in segments]
     _check_segments(segments)
-    tmp = _temp_name(out_path)
+    tmp = temp_path_for(out_path)
     with _open(segments[0]) as probe_first:
         time_base = Fraction(probe_first.streams.video[0].time_base)
     output = _open_output(tmp, out_path, time_base)

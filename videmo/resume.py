@@ -8,12 +8,14 @@ whose fingerprint matches, refuses one that holds another input's outputs (unles
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
+import re
 from pathlib import Path
 
 import videmo
+from videmo.outputs.atomic import temp_of
 from videmo.settings import ANALYSIS_KEYS, Settings
 
 RUN_JSON = "run.json"
@@ -49,6 +51,13 @@ OUTPUT_FILES = (
     "timeline.parquet", "timeline.csv", "faces.csv", "annotated.mp4", "plots", "faces",
     "report.html",
 )  # fmt: skip
+#: What videmo writes inside its output subfolders (plots, thumbnails).
+OUTPUT_FOLDERS = {
+    "plots": re.compile(r"overview\.png|distribution\.png|face_\d{3,}\.png"),
+    "faces": re.compile(r"face_\d{3,}\.jpg"),
+}
+#: Files videmo writes at the top of a video's folder (their temp names are cleaned up).
+_TOP_LEVEL_NAME = re.compile("|".join(re.escape(n) for n in (*OUTPUT_FILES, RUN_JSON)))
 
 
 def _read_run(out_dir: Path) -> dict | None:
@@ -130,18 +139,34 @@ def remove_old_outputs(out_dir: Path) -> None:
     """Delete the outputs of an earlier run, so none outlives the run that replaces it.
 
     Only names videmo writes are touched (an old ``annotated.mp4`` after a
-    ``--no-video`` rerun, ``plots/face_NNN.png`` of faces that no longer exist).
+    ``--no-video`` rerun, ``plots/face_NNN.png`` of faces that no longer exist);
+    ``plots/`` and ``faces/`` are removed only if nothing of the user's is left in them.
     """
     for name in OUTPUT_FILES:
         target = out_dir / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
+        if name in OUTPUT_FOLDERS and target.is_dir() and not target.is_symlink():
+            _remove_matching(target, OUTPUT_FOLDERS[name])
+            with contextlib.suppress(OSError):  # not empty: the user's files stay
+                target.rmdir()
+        elif target.is_file() or target.is_symlink():
             target.unlink()
 
 
 def remove_temp_files(out_dir: Path) -> None:
-    """Delete temp files a killed run may have left (all are named ``*.tmp*``)."""
-    for leftover in (*out_dir.glob("*.tmp*"), *out_dir.glob(".*.tmp*")):
-        if leftover.is_file():
-            leftover.unlink(missing_ok=True)
+    """Delete temp files a killed run may have left: those of names videmo writes."""
+    _remove_matching(out_dir, _TOP_LEVEL_NAME, temps_only=True)
+
+
+def _remove_matching(folder: Path, pattern: re.Pattern, temps_only: bool = False) -> None:
+    """Delete the files in ``folder`` named by ``pattern`` (or temp files of such names)."""
+    for entry in folder.iterdir():
+        if not entry.is_file() or entry.is_symlink():
+            continue
+        temp_for = temp_of(entry.name)
+        ours = (
+            pattern.fullmatch(temp_for)
+            if temp_for
+            else not temps_only and pattern.fullmatch(entry.name)
+        )
+        if ours:
+            entry.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -44,6 +45,23 @@ def temp_path_for(path: Path, suffix_keep: bool = True) -> Path:
     if suffix_keep and path.suffix:
         return path.with_name(f".{path.stem}.{tag}{path.suffix}")
     return path.with_name(f".{path.name}.{tag}")
+
+
+#: The temp names of videmo's writers: ``.<name>.<pid>.<n>.tmp``, ``.<stem>.<pid>.<n>.tmp.<ext>``
+#: (``temp_path_for``) and ``.<stem>.<k>.tmp.<ext>`` (annotated-video segments).
+_TEMP_NAME = re.compile(r"^\.(?P<base>.+?)\.\d+(?:\.\d+)?\.tmp(?P<ext>\.[A-Za-z0-9]+)?$")
+
+
+def temp_of(name: str) -> str | None:
+    """The file a videmo temp name stands for (``.run.json.12.3.tmp`` -> ``run.json``), or None.
+
+    Cleaning up after a killed run removes only temp files of names videmo writes, never
+    a user's own ``notes.tmp.txt`` in the same folder.
+    """
+    match = _TEMP_NAME.match(name)
+    if match is None:
+        return None
+    return match["base"] + (match["ext"] or "")
 
 
 def ensure_dir(path: Path) -> Path:
