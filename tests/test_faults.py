@@ -644,7 +644,8 @@ def test_a_users_own_files_in_the_output_folder_survive_a_run(tmp_path: Path) ->
     out = tmp_path / "project"
     mine = ["plots/my.png", "faces/me.jpg", "draft.tmp.docx", ".env.tmp.bak", "notes.txt"]
     stale = ["plots/face_099.png", "faces/face_099.jpg", ".timeline.123.4.tmp.parquet",
-             "plots/.face_001.7.8.tmp.png", ".annotated.0.tmp.mp4", ".run.json.5.6.tmp"]  # fmt: skip
+             "plots/.face_001.7.8.tmp.png", ".annotated.0.tmp.mp4",
+             ".run.json.5.6.tmp"]  # fmt: skip
     for name in mine + stale:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(name)
@@ -654,6 +655,29 @@ def test_a_users_own_files_in_the_output_folder_survive_a_run(tmp_path: Path) ->
     for name in stale:
         assert not (out / name).exists(), name
     assert (out / "plots" / "overview.png").is_file() and (out / "faces" / "face_001.jpg").is_file()
+
+
+@requires_data
+def test_damaged_audio_does_not_fail_the_annotated_video(tmp_path: Path) -> None:
+    """4,000 seeded random bytes in the middle of an mp4 hit one video frame and the audio:
+    the muxer refused the repeated audio timestamps and failed the whole video. Now the
+    damaged audio packets are dropped and the run is recorded as damaged."""
+    import json
+    import random
+
+    import av
+
+    clip = copy_clip(SINGLE, tmp_path, "mid.mp4")
+    rng = random.Random(8)
+    with open(clip, "r+b") as fh:
+        fh.seek(clip.stat().st_size // 2)
+        fh.write(bytes(rng.getrandbits(8) for _ in range(4000)))
+    done = run_cli("run", clip, "-o", tmp_path / "out", "--workers", "0", "--no-plots", "-q")
+    assert "damaged" in done.assert_ok().stderr
+    folder = tmp_path / "out" / "mid"
+    assert json.loads((folder / "run.json").read_text())["status"] == "damaged"
+    with av.open(str(folder / "annotated.mp4")) as video:
+        assert video.streams.video[0].frames == 71 and video.streams.audio[0].frames > 80
 
 
 def test_api_options_are_checked_like_job_file_keys() -> None:

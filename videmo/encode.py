@@ -53,6 +53,7 @@ class _AudioCopier:
         self._out = None
         self._pending = None
         self._packets = iter(())
+        self._last_dts: int | None = None
         if self._in is None:
             return
         if self._in.codec_context.name in _MP4_AUDIO_CODECS:
@@ -68,7 +69,7 @@ class _AudioCopier:
         if self._out is None:
             return
         while True:
-            packet = self._pending if self._pending is not None else next(self._packets, None)
+            packet = self._pending if self._pending is not None else self._next_packet()
             self._pending = None
             if packet is None:
                 if self._transcode:
@@ -80,14 +81,29 @@ class _AudioCopier:
                 return
             self._write(packet)
 
+    def _next_packet(self) -> av.Packet | None:
+        """The next audio packet; None at the end, or where the source's audio breaks off
+        (the annotated video is the point: damaged audio ends the sound, not the file)."""
+        try:
+            return next(self._packets, None)
+        except av.FFmpegError:
+            return None
+
     def _write(self, packet: av.Packet) -> None:
+        """Mux one packet; a damaged one (time not after the last, or undecodable) is dropped,
+        as the muxer would refuse it and fail the whole video."""
         if not self._transcode:
-            if packet.dts is None:
+            if packet.dts is None or (self._last_dts is not None and packet.dts <= self._last_dts):
                 return
+            self._last_dts = packet.dts
             packet.stream = self._out
             self._output.mux(packet)
             return
-        for frame in packet.decode():
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            return
+        for frame in frames:
             self._output.mux(self._out.encode(frame))
 
     def close(self) -> None:
