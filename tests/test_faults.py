@@ -13,7 +13,7 @@ import pytest
 from conftest import CREMA_HAP, FAST, SINGLE, copy_clip, requires_data, run_cli
 
 from videmo.detections import FaceDetections
-from videmo.errors import ModelError, SettingsError
+from videmo.errors import ModelError, OutputError, SettingsError
 from videmo.inputs import collect_inputs
 from videmo.naming import CLAIM_FILE, claim_output_dir, safe_name
 from videmo.settings import Settings
@@ -655,6 +655,12 @@ def test_a_users_own_files_in_the_output_folder_survive_a_run(tmp_path: Path) ->
     for name in stale:
         assert not (out / name).exists(), name
     assert (out / "plots" / "overview.png").is_file() and (out / "faces" / "face_001.jpg").is_file()
+    # a folder whose run.json is missing (the run failed or was killed) is not read as a result
+    assert len(videmo.read_timeline(out)) > 0
+    (out / "run.json").unlink()
+    with pytest.raises(OutputError, match="holds no finished run"):
+        videmo.read_timeline(out)
+    assert len(videmo.read_timeline(out / "timeline.parquet")) > 0  # a file named is read
 
 
 @requires_data

@@ -69,6 +69,12 @@ def _read_run(out_dir: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def is_finished(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a finished run (``run.json``, written last, says so)."""
+    data = _read_run(out_dir)
+    return data is not None and data.get("status") in FINAL_STATUSES
+
+
 def what_differs(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
     """Why a finished folder is another run's, in words: the input, settings, model or version."""
     data = _read_run(out_dir)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from videmo.detections import FaceDetections
 from videmo.errors import OutputError
 from videmo.outputs.atomic import atomic_write, ensure_dir
+from videmo.resume import RUN_JSON, is_finished
 from videmo.spec import EMOTIONS
 
 TIMELINE_PARQUET = "timeline.parquet"
@@ -217,8 +218,13 @@ _CSV_DTYPES = {c: d for c, d in TIMELINE_COLUMNS.items() if not isinstance(d, pd
 
 
 def _read_any(path: Path) -> pd.DataFrame:
-    """Load the raw table; a folder means its ``timeline.parquet``."""
+    """Load the raw table; a folder means its ``timeline.parquet``, if its run finished."""
     if path.is_dir():
+        if (path / TIMELINE_PARQUET).is_file() and not is_finished(path):
+            raise OutputError(
+                f"{path} holds no finished run (no {RUN_JSON}: it failed or was interrupted); "
+                "run videmo on the video again"
+            )
         path = path / TIMELINE_PARQUET
     if not path.is_file():
         raise OutputError(f"no timeline at {path}")
