@@ -39,6 +39,31 @@ def test_same_named_inputs_never_share_a_folder(tmp_path: Path) -> None:
     assert (second / CLAIM_FILE).read_text().strip() == str(b / "clip.mp4")
 
 
+def test_a_long_name_and_its_twin_both_get_folders(tmp_path: Path) -> None:
+    """Two 251-character names: the twin's ``-<hash>`` must not push it past 255 bytes
+    (it failed with "File name too long"); multi-byte characters are never cut in half."""
+    out = tmp_path / "out"
+    for stem in ("M" * 251, "é" * 125):
+        first = claim_output_dir(out, tmp_path / "a" / f"{stem}.mp4")
+        twin = claim_output_dir(out, tmp_path / "b" / f"{stem}.mp4")
+        assert first.name == stem and twin != first and twin.is_dir()
+        assert len(os.fsencode(twin.name)) <= 255 and twin.name.startswith(stem[:100])
+
+
+@requires_data
+def test_an_input_that_fails_leaves_no_folder_and_takes_no_name(tmp_path: Path) -> None:
+    """An empty talk.mp4 fails; it must not keep the name ``talk`` from the real one."""
+    empty = tmp_path / "bad" / "talk.mp4"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    good = copy_clip(SINGLE, tmp_path / "good", "talk.mp4")
+    out = tmp_path / "out"
+    first = run_cli("run", empty, good, "-o", out, *FAST)
+    assert first.rc == 1 and "file is empty" in first.stderr
+    assert first.stdout.split() == [str(out / "talk")]
+    assert sorted(p.name for p in out.iterdir()) == ["batch.csv", "talk"]
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("...mp4", "video"), ("..mp4", "video"), (".hidden.mp4", "hidden.mp4"[:-4]),
@@ -345,6 +370,54 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     strict = run_cli("run", corrupt, "-o", tmp_path / "strict", "--strict", *FAST)
     assert "lost" in strict.assert_one_line_error(rc=2)
     assert not list((tmp_path / "strict").rglob("run.json"))
+
+
+def _mkv_with_damaged_start(src: Path, dst: Path, frames: int, bad_packets: int) -> Path:
+    """``frames`` of ``src`` as H.264 in Matroska (a keyframe every 10), the payload of the
+    first ``bad_packets`` packets overwritten with seeded noise."""
+    import av
+
+    with av.open(str(src)) as clip:
+        decoded = clip.decode(video=0)
+        images = [next(decoded).to_ndarray(format="bgr24") for _ in range(frames)]
+    with av.open(str(dst), "w", format="matroska") as out:
+        stream = out.add_stream(
+            "libx264", rate=25,
+            options={"preset": "ultrafast", "x264-params": "keyint=10:min-keyint=10:scenecut=0"},
+        )  # fmt: skip
+        stream.height, stream.width = images[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for image in images:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(stream.encode(None))
+    with av.open(str(dst)) as written:
+        packets = [bytes(p) for p in written.demux(video=0) if p.size][:bad_packets]
+    data = bytearray(dst.read_bytes())
+    rng = np.random.default_rng(1)
+    for payload in packets:
+        at = data.find(payload[:64]) + 20
+        data[at : at + len(payload) - 20] = rng.integers(
+            0, 256, len(payload) - 20, np.uint8
+        ).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@requires_data
+def test_a_file_whose_first_frames_are_damaged_is_analysed_from_the_first_that_decodes(
+    tmp_path: Path,
+) -> None:
+    """It was refused as a whole ("video stream cannot be decoded") although most of it
+    decodes; now it is analysed and marked damaged, the lost start recorded."""
+    import json
+
+    clip = _mkv_with_damaged_start(SINGLE, tmp_path / "start.mkv", frames=40, bad_packets=12)
+    done = run_cli("run", clip, "-o", tmp_path / "out", *FAST).assert_ok()
+    assert "damaged" in done.stderr
+    report = json.loads((tmp_path / "out" / "start" / "run.json").read_text())
+    assert report["status"] == "damaged"
+    assert 12 <= report["damage"]["frames_lost"] <= 20  # up to the keyframe after the damage
+    assert report["counts"]["frames_analysed"] == 40 - report["damage"]["frames_lost"]
 
 
 @requires_data

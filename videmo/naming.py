@@ -46,9 +46,15 @@ def safe_name(path: Path) -> str:
     return text or "video"
 
 
+#: Longest folder name most filesystems take, in bytes (``NAME_MAX``).
+NAME_MAX_BYTES = 255
+
+
 def _hashed(name: str, key: str) -> str:
+    """``<name>-<8 hex>``, the name cut (at a character) so that the whole fits NAME_MAX."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    return f"{name}-{digest}"
+    room = NAME_MAX_BYTES - len(digest) - 1
+    return f"{name.encode()[:room].decode('utf-8', 'ignore')}-{digest}"
 
 
 def _owner(folder: Path) -> str | None:
@@ -106,3 +112,18 @@ def own_output_dir(folder: Path, path: Path) -> None:
     key = input_key(path)
     if _owner(folder) != key:
         write_bytes_atomic(ensure_dir(folder) / CLAIM_FILE, os.fsencode(key) + b"\n")
+
+
+def release_output_dir(folder: Path, path: Path) -> None:
+    """Give up ``path``'s claim on ``folder`` when it failed before writing anything there.
+
+    A file that is not a video, say, must not keep the name from the video that comes next;
+    a folder holding anything besides the claim (partial outputs) stays claimed.
+    """
+    try:
+        if [p.name for p in folder.iterdir()] != [CLAIM_FILE] or _owner(folder) != input_key(path):
+            return
+        (folder / CLAIM_FILE).unlink()
+        folder.rmdir()
+    except OSError:  # gone, not a folder, or not ours to remove: leave it as it is
+        return

@@ -22,7 +22,7 @@ import pandas as pd
 from videmo.damage import damage_line, damage_summary
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
-from videmo.naming import claim_output_dir, own_output_dir, printable
+from videmo.naming import claim_output_dir, own_output_dir, printable, release_output_dir
 from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import (
     ChunkTask,
@@ -169,6 +169,8 @@ def _fail(run: VideoRun, exc: BaseException) -> None:
     run.status = "failed"
     run.error = one_line(exc)
     run.results = []
+    if run.out_dir is not None:
+        release_output_dir(run.out_dir, run.path)
 
 
 def ray_address(settings: Settings) -> str | None:

@@ -287,13 +287,33 @@ def _video_stream(container: _Input, p: Path) -> av.VideoStream:
 # --------------------------------------------------------------------------- probe
 
 
+#: Packets ``probe`` may find undecodable before its first frame before it gives up on a
+#: file (about 10 s of 25-fps video): a damaged start is analysed from the first frame that
+#: decodes, while a stream no packet of which decodes is refused without reading it all.
+FIRST_FRAME_MAX_BAD_PACKETS = 250
+
+
 def _first_frame(container: _Input, stream: av.VideoStream, p: Path) -> av.VideoFrame:
-    """Decode the first frame: proves the stream is decodable and carries the display matrix."""
+    """Decode the first decodable frame: proves the stream is decodable and carries the
+    display matrix. Packets the decoder rejects are passed over, as in the analysis."""
+    rejected: av.FFmpegError | None = None
+    bad = 0
     try:
-        for frame in container.decode(stream):
-            return frame
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError as err:
+                rejected, bad = err, bad + 1
+                if bad > FIRST_FRAME_MAX_BAD_PACKETS:
+                    break
+                continue
+            if frames:
+                return frames[0]
     except av.FFmpegError as err:
-        raise VideoError(f"{p}: video stream cannot be decoded: {_ffmpeg_reason(err)}") from None
+        rejected = err
+    if rejected is not None:
+        reason = _ffmpeg_reason(rejected)
+        raise VideoError(f"{p}: video stream cannot be decoded: {reason}") from None
     raise VideoError(f"{p}: video stream has no decodable frames")
 
 
