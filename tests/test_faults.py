@@ -338,9 +338,20 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     truncated.write_bytes(PEXELS.read_bytes()[:979_375])  # 60 %, index at the front
     cut_flv = tmp_path / "cut.flv"  # FLV counts no frames: only its duration tells
     cut_flv.write_bytes(CREMA_HAP.read_bytes()[: CREMA_HAP.stat().st_size // 2])
+    # 3,000 noise bytes a third into an FLV: the demuxer logs "Packet mismatch" and drops a
+    # packet, so no index holds it and no decode misses it (it was reported complete)
+    mismatch = tmp_path / "mismatch.flv"
+    data = bytearray(CREMA_HAP.read_bytes())
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    data[len(data) // 3 : len(data) // 3 + 3000] = noise
+    mismatch.write_bytes(bytes(data))
     out = tmp_path / "out"
-    result = run_cli("run", corrupt, truncated, cut_flv, "-o", out, *FAST)
+    result = run_cli("run", corrupt, truncated, cut_flv, mismatch, "-o", out, *FAST)
     assert result.rc == 0, result
+    skipped = json.loads((out / "mismatch" / "run.json").read_text())["damage"]
+    assert skipped["skipped_by_demuxer"]["messages"][0].startswith("Packet mismatch")
+    assert skipped["skipped_by_demuxer"]["frames_missing"] >= 1
+    assert "the demuxer skipped damaged data (Packet mismatch" in result.stderr
     batch = pd.read_csv(out / "batch.csv", keep_default_na=False).set_index("output")
     for name, frames_at_least in (("corrupt", 60), ("truncated", 280), ("cut", 20)):
         report = json.loads((out / name / "run.json").read_text())
@@ -360,7 +371,7 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     corrupt_report = json.loads((out / "corrupt" / "run.json").read_text())
     assert 0 < corrupt_report["damage"]["frames_lost"] <= 12  # before: 42 of 72 lost, no output
     # the damaged outputs count as finished: a rerun skips them
-    again = run_cli("run", corrupt, truncated, cut_flv, "-o", out, *FAST).assert_ok()
+    again = run_cli("run", corrupt, truncated, cut_flv, mismatch, "-o", out, *FAST).assert_ok()
     rerun = pd.read_csv(out / "batch.csv")
     assert set(rerun["status"]) == {"skipped"}, again
     first = batch.reset_index()

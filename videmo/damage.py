@@ -30,12 +30,13 @@ def damage_summary(
     lost = np.sort(np.concatenate([np.zeros(0, np.int64), *[r.lost_frames for r in results]]))
     times = index.times_s(info)
     shortfall = (info.frame_count or 0) - len(index)
+    skipped = _skipped_by_demuxer(info, index)
     truncated = (
         bool(index.error)
         or shortfall > max(HEADER_SLACK_FRAMES, HEADER_SLACK_SHARE * (info.frame_count or 0))
         or _cut_short_in_time(info, index)
     )
-    if not len(lost) and not truncated:
+    if not len(lost) and not truncated and skipped is None:
         return None
     damage: dict = {
         "frames_indexed": len(index),
@@ -43,6 +44,8 @@ def damage_summary(
         "lost_ranges_s": _ranges_s(lost, times),
         "errors": sorted({r.damage for r in results if r.damage}),
     }
+    if skipped is not None:
+        damage["skipped_by_demuxer"] = skipped
     if truncated:
         damage["truncated"] = {
             "frames_in_header": info.frame_count,
@@ -66,6 +69,33 @@ def _cut_short_in_time(info: VideoInfo, index: PacketIndex) -> bool:
     return index.span_s < info.duration_s - slack_s
 
 
+#: A step between two frames' pts this many times the typical one is a gap where frames were.
+GAP_STEPS = 1.5
+
+
+def _skipped_by_demuxer(info: VideoInfo, index: PacketIndex) -> dict | None:
+    """What the demuxer dropped while it skipped damaged data (FLV's "Packet mismatch").
+
+    Those packets are in no index, so no decode misses them; the frames are estimated from
+    the gaps they leave in the timestamps (steps over ``GAP_STEPS`` typical steps), which
+    are looked for only in a file whose demuxer said it skipped data: a variable frame
+    rate is not damage.
+    """
+    if not index.skipped:
+        return None
+    gaps: list[list[float]] = []
+    missing = 0
+    if len(index) >= 3:
+        steps = np.diff(index.pts)
+        step = float(np.median(steps))
+        wide = np.flatnonzero(steps > GAP_STEPS * step)
+        missing = int(np.sum(np.rint(steps[wide] / step) - 1))
+        times = index.times_s(info)
+        gaps = [[round(float(times[i]), 3), round(float(times[i + 1]), 3)] for i in wide]
+    return {"messages": list(dict.fromkeys(index.skipped))[:5], "frames_missing": missing,
+            "gaps_s": gaps}  # fmt: skip
+
+
 def _ranges_s(lost: np.ndarray, times: np.ndarray) -> list[list[float]]:
     """Runs of consecutive lost frames as [first, last] times in seconds."""
     if not len(lost):
@@ -87,6 +117,16 @@ def damage_line(damage: dict) -> str:
             f"{damage['frames_lost']} of the {damage['frames_indexed']} frames in the file "
             f"did not decode ({spans}{more})"
         )
+    if "skipped_by_demuxer" in damage:
+        skip = damage["skipped_by_demuxer"]
+        where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in skip["gaps_s"][:3])
+        more = " ..." if len(skip["gaps_s"]) > 3 else ""
+        missing = (
+            f": about {skip['frames_missing']} frame{'s' if skip['frames_missing'] > 1 else ''} "
+            f"missing ({where}{more})"
+            if skip["frames_missing"] else ""
+        )  # fmt: skip
+        parts.append(f"the demuxer skipped damaged data ({skip['messages'][0]}){missing}")
     if "truncated" in damage:
         cut = damage["truncated"]
         whole = f" of {cut['duration_s']:.1f} s" if cut["duration_s"] else ""

@@ -83,6 +83,9 @@ class PacketIndex:
     #: Seconds the packets of all streams span: a file cut short where no header counts
     #: frames (FLV, Matroska) is recognised by this falling short of the header's duration.
     span_s: float | None = None
+    #: Errors the demuxer logged while it skipped damaged data and read on (FLV's "Packet
+    #: mismatch"): packets it dropped are in no index, so no decode can notice them missing.
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.pts.size)
@@ -248,28 +251,38 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
-def _capture_ffmpeg_errors() -> Iterator[None]:
-    """Let PyAV attach FFmpeg's last error line (e.g. "moov atom not found") to its errors.
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error log, captured so nothing is printed: ``(level, who, text)`` records.
 
-    PyAV keeps logging off by default; we raise the level only around ``av.open`` and
-    capture the records so nothing is printed.
+    PyAV keeps logging off by default; we raise the level only around ``av.open`` (so
+    PyAV attaches FFmpeg's last error line, e.g. "moov atom not found", to its errors) and
+    the index pass (to hear the demuxer skip damaged data). Repeats are not suppressed: the
+    same file read twice must log the same.
     """
-    old = av.logging.get_level()
-    with av.logging.Capture():
+    old = av.logging.get_level(), av.logging.get_skip_repeated()
+    with av.logging.Capture() as logs:
         av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)
         try:
-            yield
+            yield logs
         finally:
-            av.logging.set_level(old)
+            av.logging.set_level(old[0])
+            av.logging.set_skip_repeated(old[1])
 
 
-def _open(p: Path) -> _Input:
-    """Open ``p`` for reading, turning every FFmpeg/OS failure into a VideoError."""
+def _open(p: Path, log: list | None = None) -> _Input:
+    """Open ``p`` for reading, turning every FFmpeg/OS failure into a VideoError.
+
+    ``log`` receives the errors FFmpeg logged while opening (the demuxer reads ahead).
+    """
     try:
-        with _capture_ffmpeg_errors():
+        with _ffmpeg_errors() as logs:
             container = av.open(str(p), mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise VideoError(f"{p}: not a readable video file: {_ffmpeg_reason(err)}") from None
+    finally:
+        if log is not None:
+            log.extend(logs)
     if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
         container.close()
         raise VideoError(f"{p}: is a still image ({container.format.name}), not a video")
@@ -363,9 +376,10 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 # --------------------------------------------------------------------------- packet index
 
 
-def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None]:
-    """``(pts, keyframe)`` per real video packet in file order, an error if cut short, and
-    the seconds the file's packets span (all streams: audio may outlast the video).
+def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None, list[str]]:
+    """``(pts, keyframe)`` per real video packet in file order, an error if cut short, the
+    seconds the file's packets span (all streams: audio may outlast the video), and the
+    errors the demuxer logged while skipping damaged data.
 
     Skipped: flush packets (size 0) and packets flagged DISCARD (mp4 edit-list pre-roll,
     which the decoder drops, so they are not frames). A packet without pts uses its dts, and
@@ -374,8 +388,11 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
     pts: list[int] = []
     key: list[bool] = []
     extent: dict[int, list] = {}  # stream index -> [first pts, last pts + duration, time base]
-    with _open(p) as container:
+    error = None
+    records: list[tuple[int, str, str]] = []
+    with _ffmpeg_errors() as logs, _open(p, records) as container:
         video = _video_stream(container, p)
+        demuxer = container.format.name
         try:
             for packet in container.demux():
                 if packet.size == 0 or packet.is_discard:
@@ -392,8 +409,9 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
                 pts.append(ts)
                 key.append(packet.is_keyframe)
         except av.FFmpegError as err:
-            return pts, key, _ffmpeg_reason(err), _span_s(extent)
-    return pts, key, None, _span_s(extent)
+            error = _ffmpeg_reason(err)
+    skipped = [text.strip() for _, who, text in [*records, *logs] if who == demuxer]
+    return pts, key, error, _span_s(extent), skipped
 
 
 def _span_s(extent: dict[int, list]) -> float | None:
@@ -410,13 +428,13 @@ def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
     A damaged file gives the index of its readable part with ``error`` set; reading those
     frames then reports the damage (see :func:`read_frames`).
     """
-    pts, key, error, span_s = _demux_pts(_check_path(path))
+    pts, key, error, span_s, skipped = _demux_pts(_check_path(path))
     pts_arr = np.asarray(pts, dtype=np.int64)
     # Sort into presentation order; a duplicated pts is one frame (keyframe if any copy is).
     uniq, inverse = np.unique(pts_arr, return_inverse=True)
     key_u = np.zeros(uniq.size, dtype=bool)
     np.logical_or.at(key_u, inverse, np.asarray(key, dtype=bool))
-    return PacketIndex(pts=uniq, keyframe=key_u, error=error, span_s=span_s)
+    return PacketIndex(pts=uniq, keyframe=key_u, error=error, span_s=span_s, skipped=tuple(skipped))
 
 
 # --------------------------------------------------------------------------- reading
