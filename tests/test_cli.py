@@ -271,6 +271,12 @@ def test_help_and_version() -> None:
     for flag in ("--every", "--detector", "--workers", "--chunk-s", "--overwrite", "--no-video"):
         assert flag in result.stdout
     assert run_cli("--version").assert_ok().stdout.strip().startswith("videmo")
+    # bare `videmo` shows the help (exit 2, as click does), not "error: Usage: ..."
+    bare = run_cli()
+    assert bare.rc == 2 and bare.stderr.startswith("Usage: videmo") and "error" not in bare.stderr
+    # bare `videmo train` must not start hours of training with made-up defaults
+    line = run_cli("train").assert_one_line_error(rc=2)
+    assert "--job" in line and "--data" in line
 
 
 # --------------------------------------------------------------------------- existing outputs

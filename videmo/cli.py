@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
             _ignore_late_interrupts()
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `videmo`: the help, not an error
+        click.echo(exc.format_message(), err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         click.echo(f"videmo: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)

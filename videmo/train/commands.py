@@ -48,7 +48,13 @@ def _require_tf() -> None:
     help="Export the best checkpoint to <out>/model.onnx with a parity check.",
 )
 def train_command(job: Path | None, export: bool, **options: object) -> None:
-    """Train the emotion model on FER2013 (PublicTest is validation, never trained on)."""
+    """Train the emotion model on FER2013 (PublicTest is validation, never trained on).
+
+    Needs --job or --data, e.g. `videmo train --job jobs/train-minixception.toml`
+    (hours on a CPU; a stopped run resumes from its last epoch).
+    """
+    if job is None and options.get("data") is None:
+        raise click.UsageError("give --job FILE or --data FER2013_CSV (see jobs/ for examples)")
     _require_tf()
     from videmo.train.train import TrainConfig, train
 

@@ -78,7 +78,7 @@ CONFIG_FILE = "config.json"
 class TrainConfig:
     """Everything that determines a training run (also the schema of the TOML job file)."""
 
-    data: str = "/work/shared/data/fer2013/fer2013.csv.gz"
+    data: str = ""  # FER2013 CSV or image-folder root: required
     out: str = "runs/train"
     epochs: int = 60
     batch_size: int = 64
@@ -164,6 +164,8 @@ class TrainConfig:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run training and return the summary (also written to ``<out>/summary.json``)."""
+    if not config.data:
+        raise SettingsError("no training data: give --data (FER2013 CSV) or a job file's data")
     tf, keras = _import_tf(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
