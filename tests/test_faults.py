@@ -509,6 +509,7 @@ def test_plots_of_a_cjk_file_name_draw_without_glyph_warnings(tmp_path: Path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Glyph ... missing from font(s)" would raise
         written = write_plots(empty, tmp_path, "中文 clip.mp4")
+        write_plots(empty, tmp_path / "tab", "a\tb\nc.mp4")  # control characters too
     assert len(written) == 2 and all(p.stat().st_size > 1000 for p in written)
 
 

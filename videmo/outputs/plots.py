@@ -202,7 +202,9 @@ def drawable(text: str) -> str:
     Matplotlib would draw empty boxes and warn once per glyph instead.
     """
     codepoints = _drawable_codepoints()
-    return "".join(c if ord(c) in codepoints or c.isspace() else "?" for c in text)
+    return "".join(
+        c if ord(c) in codepoints else " " if c.isspace() else "?" for c in text
+    )  # a tab or newline in a file name is drawn as a space
 
 
 def face_plot_name(face_id: int) -> str:
