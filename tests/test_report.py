@@ -133,6 +133,7 @@ def test_batch_report_lists_every_video_with_its_status(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     copy_clip(SINGLE, folder)
     copy_clip(NO_FACE, folder)
+    copy_clip(SINGLE, folder / "take2")  # same name: the page must tell the two apart
     (folder / "broken.mp4").write_bytes(b"not a video at all")
     out = tmp_path / "out"
     result = run_cli("run", folder, "-o", out, "--no-video", "-q")
@@ -141,7 +142,10 @@ def test_batch_report_lists_every_video_with_its_status(tmp_path: Path) -> None:
     batch = pd.read_csv(out / "batch.csv")
     for row in batch.itertuples():
         assert Path(row.video).name in text
-    assert "broken.mp4 " in text and "failed" in text and "2 done, 1 failed" in text
+    assert "broken.mp4 " in text and "failed" in text and "3 done, 1 failed" in text
+    twin = next(Path(o).name for o in batch["output"].dropna() if Path(o).name != SINGLE.stem
+                and Path(o).name.startswith(SINGLE.stem))  # fmt: skip
+    assert f"→ {twin}" in text
     single = pd.read_csv(out / SINGLE.stem / "faces.csv")
     assert f"{single['dominant_emotion'].iloc[0]} ×1" in text
 

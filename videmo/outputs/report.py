@@ -290,9 +290,11 @@ def _batch_row(entry: dict, root: Path) -> str:
         thumbs = "".join(
             f'<img src="{href(*rel.parts, FACES_DIR, p.name)}" alt="{esc(p.stem)}">' for p in shown
         )
+    if out is not None and out.name != Path(entry["video"]).stem:  # same-named inputs apart
+        link += f" <span class='muted'>→ {esc(out.name)}</span>"
     detail = esc(entry.get("error", "")) if status in ("failed", "damaged") else ""
     return (
-        f"<tr><td>{link}<div class='muted'>{detail}</div></td>"
+        f"<tr><td title=\"{esc(entry['video'])}\">{link}<div class='muted'>{detail}</div></td>"
         f'<td class="status-{esc(status)}">{esc(status)}</td>'
         f"<td>{esc(entry.get('frames', ''))}</td><td>{esc(entry.get('faces', ''))}</td>"
         f"<td>{_dominant_summary(faces)}</td><td>{thumbs}</td></tr>"
