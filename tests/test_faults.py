@@ -771,6 +771,31 @@ def test_damaged_audio_does_not_fail_the_annotated_video(tmp_path: Path) -> None
         assert video.streams.video[0].frames == 71 and video.streams.audio[0].frames > 80
 
 
+@requires_data
+def test_read_faces_gives_the_faces_table_with_its_dtypes(tmp_path: Path) -> None:
+    import pandas as pd
+
+    import videmo
+
+    result = videmo.analyze(SINGLE, out_dir=tmp_path / "out", video=False, plots=False)
+    faces = videmo.read_faces(tmp_path / "out")
+    assert faces["dominant_emotion"].dtype == result.faces["dominant_emotion"].dtype
+    assert faces["mean_happy"].dtype == np.float32 and faces["face_id"].dtype == np.int64
+    pd.testing.assert_frame_equal(faces, result.faces, check_exact=False, atol=1e-6)
+    with pytest.raises(OutputError, match="not a videmo faces table"):
+        videmo.read_faces(tmp_path / "out" / "timeline.csv")
+
+
+def test_api_errors_are_one_line_and_exported() -> None:
+    import videmo
+
+    with pytest.raises(videmo.SettingsError, match="settings must be a videmo.Settings, not int"):
+        videmo.analyze(SINGLE, settings=5)
+    with pytest.raises(videmo.VidemoError, match="the video path is empty"):
+        videmo.analyze("")
+    assert videmo.SettingsError is SettingsError and videmo.Settings is Settings
+
+
 def test_api_options_are_checked_like_job_file_keys() -> None:
     import videmo
 

@@ -95,6 +95,10 @@ def test_build_timeline_rejects_misaligned_smoothed() -> None:
 @pytest.mark.parametrize("name", ["timeline.parquet", "timeline.csv", "."])
 def test_round_trip_exact(timeline: pd.DataFrame, tmp_path: Path, name: str) -> None:
     write_timeline(timeline, tmp_path)
+    if name == ".":  # a folder is read once its run.json says the run finished
+        with pytest.raises(OutputError, match="holds no finished run"):
+            read_timeline(tmp_path)
+        (tmp_path / "run.json").write_text('{"status": "complete"}')
     back = read_timeline(tmp_path / name)
     pd.testing.assert_frame_equal(back, timeline, check_exact=True)
 

@@ -5,15 +5,22 @@ Pipeline: decode -> detect -> classify -> track -> write. See README.md.
 
 from __future__ import annotations
 
+from videmo.errors import OutputError, SettingsError, VidemoError, VideoError
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "analyze", "read_timeline"]
+__all__ = [
+    "AnalysisResult", "OutputError", "Settings", "SettingsError", "VideoError", "VidemoError",
+    "__version__", "analyze", "read_faces", "read_timeline",
+]  # fmt: skip
+
+_API = ("AnalysisResult", "Settings", "analyze", "read_faces", "read_timeline")
 
 
 def __getattr__(name: str):
     # Lazy so that `import videmo` stays cheap (no OpenCV/ONNX/Ray import).
-    if name in ("analyze", "read_timeline"):
+    if name in _API:
         from videmo import api
 
         return getattr(api, name)
-    raise AttributeError(name)
+    raise AttributeError(f"module 'videmo' has no attribute {name!r}")

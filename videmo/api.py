@@ -1,4 +1,4 @@
-"""The Python API: ``videmo.analyze`` and ``videmo.read_timeline``."""
+"""The Python API: ``videmo.analyze``, ``videmo.read_timeline`` and ``videmo.read_faces``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from videmo.errors import VidemoError
-from videmo.outputs.timeline import faces_summary, read_timeline
+from videmo.errors import SettingsError, VidemoError
+from videmo.outputs.timeline import faces_summary, read_faces, read_timeline
 from videmo.runner import run_videos
 from videmo.settings import Settings
 from videmo.video import VideoInfo, probe
 
-__all__ = ["AnalysisResult", "analyze", "read_timeline"]
+__all__ = ["AnalysisResult", "Settings", "analyze", "read_faces", "read_timeline"]
 
 
 @dataclass
@@ -40,6 +40,13 @@ def analyze(
     ``options`` are ``Settings`` fields (``every=2``, ``detector="haar"``...).
     Raises ``VidemoError`` with a one-line message if the video cannot be analysed.
     """
+    if settings is not None and not isinstance(settings, Settings):
+        raise SettingsError(
+            f"analyze(): settings must be a videmo.Settings, not {type(settings).__name__} "
+            "(or pass options as keywords: every=2)"
+        )
+    if not str(path):
+        raise VidemoError("analyze(): the video path is empty")
     settings = (settings or Settings()).with_options(options, "analyze()")
     path = Path(path)
     if out_dir is None:

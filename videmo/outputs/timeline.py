@@ -214,27 +214,43 @@ def write_timeline(df: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 #: dtypes pandas can enforce while parsing the CSV (the categorical is checked afterwards).
-_CSV_DTYPES = {c: d for c, d in TIMELINE_COLUMNS.items() if not isinstance(d, pd.CategoricalDtype)}
+def _plain(schema: dict[str, object]) -> dict[str, object]:
+    """The dtypes ``pd.read_csv`` can apply directly (categories are conformed afterwards)."""
+    return {c: d for c, d in schema.items() if not isinstance(d, pd.CategoricalDtype)}
 
 
-def _read_any(path: Path) -> pd.DataFrame:
-    """Load the raw table; a folder means its ``timeline.parquet``, if its run finished."""
+def _read_any(path: Path, in_folder: str, what: str, schema: dict[str, object]) -> pd.DataFrame:
+    """Load the raw table; a folder means its ``in_folder`` file, if its run finished."""
     if path.is_dir():
-        if (path / TIMELINE_PARQUET).is_file() and not is_finished(path):
+        if (path / in_folder).is_file() and not is_finished(path):
             raise OutputError(
                 f"{path} holds no finished run (no {RUN_JSON}: it failed or was interrupted); "
                 "run videmo on the video again"
             )
-        path = path / TIMELINE_PARQUET
+        path = path / in_folder
     if not path.is_file():
-        raise OutputError(f"no timeline at {path}")
+        raise OutputError(f"no {what} at {path}")
     try:
         if path.suffix.lower() == ".csv":
-            return pd.read_csv(path, encoding="utf-8", dtype=_CSV_DTYPES)
+            return pd.read_csv(path, encoding="utf-8", dtype=_plain(schema))
         return pq.read_table(path).to_pandas()
     except (OSError, ValueError, pa.ArrowException) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise OutputError(f"cannot read timeline {path}: {reason}") from exc
+        raise OutputError(f"cannot read {what} {path}: {reason}") from exc
+
+
+def _conformed(df: pd.DataFrame, schema: dict[str, object], path: Path, what: str) -> pd.DataFrame:
+    """``df`` with exactly ``schema``; one-line errors for a file that is not one of ours."""
+    try:
+        out = _conform(df, schema)
+    except KeyError as exc:
+        raise OutputError(f"not a videmo {what}: {path} lacks columns {exc.args[0]}") from exc
+    except (TypeError, ValueError) as exc:
+        raise OutputError(f"not a videmo {what}: {path}: {exc}") from exc
+    for col, dtype in schema.items():
+        if isinstance(dtype, pd.CategoricalDtype) and out[col].isna().any():
+            raise OutputError(f"not a videmo {what}: {path} has emotions outside {list(EMOTIONS)}")
+    return out
 
 
 def read_timeline(path: Path) -> pd.DataFrame:
@@ -244,18 +260,18 @@ def read_timeline(path: Path) -> pd.DataFrame:
     loses them on disk), so downstream code never cares which file it got.
     """
     path = Path(path)
-    df = _read_any(path)
+    df = _read_any(path, TIMELINE_PARQUET, "timeline", TIMELINE_COLUMNS)
     if "classified" not in df.columns and "prob_neutral" in df.columns:
         df["classified"] = True  # written before classification had a schedule: every row was
-    try:
-        out = _conform(df, TIMELINE_COLUMNS)
-    except KeyError as exc:
-        raise OutputError(f"not a videmo timeline: {path} lacks columns {exc.args[0]}") from exc
-    except (TypeError, ValueError) as exc:
-        raise OutputError(f"not a videmo timeline: {path}: {exc}") from exc
-    if out["emotion"].isna().any():
-        raise OutputError(f"not a videmo timeline: {path} has emotions outside {list(EMOTIONS)}")
-    return out
+    return _conformed(df, TIMELINE_COLUMNS, path, "timeline")
+
+
+def read_faces(path: Path) -> pd.DataFrame:
+    """Read ``faces.csv`` (an output folder's, or the file) with the dtypes of
+    ``FACES_COLUMNS`` (``dominant_emotion`` a category, like the timeline's ``emotion``)."""
+    path = Path(path)
+    df = _read_any(path, FACES_CSV, "faces table", FACES_COLUMNS)
+    return _conformed(df, FACES_COLUMNS, path, "faces table")
 
 
 def faces_summary(df: pd.DataFrame) -> pd.DataFrame:
