@@ -96,6 +96,11 @@ def test_report_states_the_facts_of_run_json(dinner: Path) -> None:
                  run["model"]["sha256"][:12], run["versions"]["videmo"], accuracy,
                  "FER2013 PublicTest"):  # fmt: skip
         assert fact in text, fact
+    # every setting that changes the result is stated, not a chosen few
+    from videmo.settings import ANALYSIS_KEYS
+
+    for key in ANALYSIS_KEYS:
+        assert f"{key}={run['settings'][key]}" in text, key
 
 
 def test_thumbnails_and_report_are_deterministic(dinner: Path, tmp_path: Path) -> None:

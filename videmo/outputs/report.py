@@ -23,6 +23,7 @@ from videmo.outputs.gallery import FACES_DIR, thumbnail_name
 from videmo.outputs.palette import EMOTION_COLORS
 from videmo.outputs.plots import DISTRIBUTION_PNG, OVERVIEW_PNG, PLOTS_DIR, face_plot_name
 from videmo.outputs.timeline import FACES_CSV, MEAN_COLUMNS
+from videmo.settings import ANALYSIS_KEYS
 from videmo.spec import EMOTIONS
 
 REPORT_HTML = "report.html"
@@ -159,11 +160,7 @@ def video_facts(run: dict) -> list[tuple[str, object]]:
     video, counts = run.get("video", {}), run.get("counts", {})
     versions, settings = run.get("versions", {}), run.get("settings", {})
     damage = run.get("damage") or {}
-    analysis = ", ".join(
-        f"{k}={settings[k]}"
-        for k in ("detector", "every", "min_hits", "smooth_s", "iou_threshold")
-        if k in settings
-    )
+    analysis = ", ".join(f"{k}={settings[k]}" for k in ANALYSIS_KEYS if k in settings)
     return [
         ("status", run.get("status", "?")),
         ("duration", clock(float(video.get("duration_s") or 0.0))),
@@ -196,7 +193,7 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool) -> str:
     thumb = Path(FACES_DIR) / thumbnail_name(face_id)
     plot = Path(PLOTS_DIR) / face_plot_name(face_id)
     first, last = float(face["first_s"]), float(face["last_s"])
-    seen = f"{clock(first)}–{clock(last)} · {last - first:.1f} s · {int(face['n_frames'])} frames"
+    seen = f"seen {clock(first)}–{clock(last)} · {int(face['n_frames'])} frames"
     if has_video:
         first_html = (
             f'<button class="seek" data-t="{first:.3f}">▶ first seen {clock(first)}</button>'
