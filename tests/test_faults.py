@@ -607,6 +607,21 @@ def test_hidden_files_in_a_folder_are_not_inputs(tmp_path: Path) -> None:
     assert collect_inputs([str(clips / "._a.mp4")]) == [clips / "._a.mp4"]
 
 
+def test_files_of_a_folder_that_are_not_videos_are_counted_and_said(tmp_path: Path) -> None:
+    """An animated GIF is a video; a notes.txt is not, and the run says it left it out."""
+    from collections import Counter
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a.mp4", "b.gif", "notes.txt", "c.TXT", "README"):
+        (clips / name).write_bytes(b"0")
+    skipped: Counter = Counter()
+    assert collect_inputs([str(clips)], skipped=skipped) == [clips / "a.mp4", clips / "b.gif"]
+    assert skipped == Counter({".txt": 2, "no extension": 1})
+    result = run_cli("run", clips, "-o", tmp_path / "out", *FAST[:-1])
+    assert "3 files in the folders given are not a video by name" in result.stderr
+
+
 @requires_data
 def test_batch_summary_that_cannot_be_replaced_is_one_line(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -91,10 +91,21 @@ def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None
     batch.csv and report.html at the output root. Rerunning the same command
     skips videos whose outputs are complete and redoes failed or partial ones.
     """
-    from videmo.inputs import collect_inputs
-
     settings = settings_from(options)
-    _run_and_report(collect_inputs(list(inputs), out_root), out_root, settings, quiet)
+    _run_and_report(_collect(list(inputs), out_root, quiet), out_root, settings, quiet)
+
+
+def _collect(specs: list[str], out_root: Path, quiet: bool) -> list[Path]:
+    """The inputs to analyse, with a note on the folders' files that are not videos."""
+    from collections import Counter
+
+    from videmo.inputs import collect_inputs, skipped_note
+
+    skipped: Counter = Counter()
+    paths = collect_inputs(specs, out_root, skipped)
+    if skipped and not quiet:
+        click.echo(f"videmo: {skipped_note(skipped)}", err=True)
+    return paths
 
 
 JOB_KEYS = {"inputs", "output", "settings"}
@@ -114,7 +125,6 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     every = 2
     Options given here override the job file's settings.
     """
-    from videmo.inputs import collect_inputs
 
     data = load_toml(job_file)
     for key in data:
@@ -137,7 +147,7 @@ def job(job_file: Path, quiet: bool, **options) -> None:
         return Path(os.path.normpath(here / relative))
 
     out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
-    paths = collect_inputs([str(beside_job(i)) for i in inputs], out_root)
+    paths = _collect([str(beside_job(i)) for i in inputs], out_root, quiet)
     _run_and_report(paths, out_root, settings, quiet)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+from collections import Counter
 from pathlib import Path
 
 from videmo.errors import VidemoError
@@ -25,11 +26,14 @@ VIDEO_SUFFIXES = frozenset(
         ".3gp",
         ".ogv",
         ".mxf",
+        ".gif",
     ]
 )
 
 
-def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
+def collect_inputs(
+    specs: list[str], exclude: Path | None = None, skipped: Counter | None = None
+) -> list[Path]:
     """Expand files, folders (searched recursively for videos) and glob patterns, in order.
 
     Hidden files in a folder (names starting with a dot, such as the ``._clip.mp4``
@@ -38,21 +42,26 @@ def collect_inputs(specs: list[str], exclude: Path | None = None) -> list[Path]:
     Paths keep the form the user gave (a symlink is named after the link, not
     its target); duplicates are dropped by their resolved file. Files under
     ``exclude`` (the output root) are skipped when folders and globs are
-    expanded, so a rerun never analyses its own outputs.
+    expanded, so a rerun never analyses its own outputs. ``skipped`` counts, by
+    extension, the other files found in folders (not videos by their name).
     """
     skip = exclude.resolve() if exclude is not None else None
     found: list[Path] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found += sorted(
+            candidates = [
                 p
                 for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in VIDEO_SUFFIXES
-                and not _hidden(p.relative_to(path))
-                and not _under(p, skip)
-            )
+                if p.is_file() and not _hidden(p.relative_to(path)) and not _under(p, skip)
+            ]
+            found += sorted(p for p in candidates if p.suffix.lower() in VIDEO_SUFFIXES)
+            if skipped is not None:
+                skipped.update(
+                    p.suffix.lower() or "no extension"
+                    for p in candidates
+                    if p.suffix.lower() not in VIDEO_SUFFIXES
+                )
         elif any(ch in spec for ch in "*?[") and not path.exists():
             matches = [Path(p) for p in glob.glob(spec, recursive=True)]
             # A pattern that matches nothing stays as given, so it fails as "no such file"
@@ -75,3 +84,14 @@ def _hidden(relative: Path) -> bool:
 
 def _under(path: Path, root: Path | None) -> bool:
     return root is not None and path.resolve().is_relative_to(root)
+
+
+def skipped_note(skipped: Counter) -> str:
+    """One line on the files of the folders given that were not taken for videos."""
+    n = sum(skipped.values())
+    kinds = ", ".join(f"{suffix} ×{count}" for suffix, count in skipped.most_common(5))
+    more = ", ..." if len(skipped) > 5 else ""
+    return (
+        f"{n} file{'s' if n != 1 else ''} in the folders given {'are' if n != 1 else 'is'} "
+        f"not a video by name, not analysed ({kinds}{more}); name a file to analyse it anyway"
+    )
