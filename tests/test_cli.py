@@ -334,3 +334,36 @@ def test_api_rerun_reports_skipped(tmp_path: Path) -> None:
     [failed] = run_videos([tmp_path / "nope.mp4"], tmp_path, settings)
     assert failed.status == "failed" and "no such file" in failed.error
     assert "\n" not in failed.error
+
+
+def test_too_few_frames_for_min_hits_is_said(tmp_path: Path) -> None:
+    """--every 1000 leaves one frame: 0 faces then means "could not confirm", not "none"."""
+    result = run_cli("run", SINGLE, "-o", tmp_path, "--every", "1000", *FAST).assert_ok()
+    assert "only 1 frame analysed, fewer than --min-hits 3: no face could be confirmed" in (
+        result.stderr
+    )
+    plain = run_cli("run", NO_FACE, "-o", tmp_path, *FAST).assert_ok()
+    assert "min-hits" not in plain.stderr
+
+
+def test_a_second_video_stream_is_noted_and_recorded(tmp_path: Path) -> None:
+    import json
+
+    import av
+    import numpy as np
+
+    clip = tmp_path / "two.mkv"
+    with av.open(str(clip), "w") as out:
+        streams = [out.add_stream("ffv1", rate=10) for _ in range(2)]
+        for stream in streams:
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            for stream in streams:
+                image = np.full((48, 64, 3), 40 * i, np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        for stream in streams:
+            out.mux(stream.encode(None))
+    result = run_cli("run", clip, "-o", tmp_path / "out", *FAST).assert_ok()
+    assert "has 2 video streams; the first was analysed" in result.stderr
+    run = json.loads((tmp_path / "out" / "two" / "run.json").read_text())
+    assert run["video"]["video_streams"] == 2

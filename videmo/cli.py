@@ -187,6 +187,21 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     _print_results(runs)
     if len(runs) == 1 and runs[0].status == "damaged":
         click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
+    for run in runs:
+        if run.info is not None and run.info.video_streams > 1:
+            click.echo(
+                f"videmo: note: {run.path} has {run.info.video_streams} video streams; the "
+                "first was analysed",
+                err=True,
+            )
+    for run in runs:  # "0 faces" must not read as "no one was there"
+        if run.status != "failed" and not run.faces and run.frames < settings.min_hits:
+            click.echo(
+                f"videmo: warning: {run.path}: only {run.frames} frame"
+                f"{'s' if run.frames != 1 else ''} analysed, fewer than --min-hits "
+                f"{settings.min_hits}: no face could be confirmed",
+                err=True,
+            )
     if len(runs) == 1 and failed:
         raise VidemoError(failed[0].error)
     if failed:

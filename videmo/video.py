@@ -66,6 +66,7 @@ class VideoInfo:
     start_pts: int  # time_s = (pts - start_pts) * time_base
     codec: str
     has_audio: bool
+    video_streams: int = 1  # the first is analysed; more are noted in run.json
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             start_pts=int(start_pts),
             codec=stream.codec_context.name,
             has_audio=bool(container.streams.audio),
+            video_streams=len(container.streams.video),
         )
 
 

@@ -213,6 +213,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             # the first frame's own time: time_s counts from it, players show it
             "start_s": round(float(info.start_pts * info.time_base), 6),
             "codec": info.codec,
+            "video_streams": info.video_streams,  # the first is analysed
             "frames_indexed": run.expected_frames,
             "damaged": run.index.error,
         },  # fmt: skip
