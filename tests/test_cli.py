@@ -367,3 +367,10 @@ def test_a_second_video_stream_is_noted_and_recorded(tmp_path: Path) -> None:
     assert "has 2 video streams; the first was analysed" in result.stderr
     run = json.loads((tmp_path / "out" / "two" / "run.json").read_text())
     assert run["video"]["video_streams"] == 2
+
+
+def test_address_with_workers_0_is_noted(tmp_path: Path) -> None:
+    result = run_cli(
+        "run", SINGLE, "-o", tmp_path, "--workers", "0", "--address", "10.0.0.1:6379", *FAST
+    ).assert_ok()
+    assert "the Ray cluster 10.0.0.1:6379 is not used" in result.stderr

@@ -596,6 +596,13 @@ def test_failed_export_leaves_the_target_untouched(tmp_path: Path, monkeypatch) 
 # --------------------------------------------------------------------------- probe, session 19
 
 
+def test_a_pipe_is_refused_by_name_not_as_an_empty_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)
+    line = run_cli("run", fifo, "-o", tmp_path / "out", *FAST).assert_one_line_error()
+    assert "is not a regular file (a pipe or device)" in line
+
+
 def test_hidden_files_in_a_folder_are_not_inputs(tmp_path: Path) -> None:
     """macOS leaves ``._clip.mp4`` resource forks on shared drives: not videos."""
     clips = tmp_path / "clips"

@@ -193,6 +193,8 @@ def choose_executor(
     if workers == 0:
         if settings.classify_stage == "on":
             note("--classify-stage on: a Ray-only stage; this run is in-process")
+        if address and settings.workers == 0:
+            note(f"--workers 0 runs in this process; the Ray cluster {address} is not used")
         return SerialExecutor(settings)
     return RayExecutor(settings, workers, address, max_useful=chunks + unread)
 

@@ -246,6 +246,8 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
         raise VideoError(f"{p}: no such file")
     if p.is_dir():
         raise VideoError(f"{p}: is a directory, not a video file")
+    if not p.is_file():  # a FIFO, socket or device: videmo reads a file more than once
+        raise VideoError(f"{p}: is not a regular file (a pipe or device); save it to a file")
     if p.stat().st_size == 0:
         raise VideoError(f"{p}: file is empty")
     return p
