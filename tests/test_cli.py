@@ -374,3 +374,23 @@ def test_address_with_workers_0_is_noted(tmp_path: Path) -> None:
         "run", SINGLE, "-o", tmp_path, "--workers", "0", "--address", "10.0.0.1:6379", *FAST
     ).assert_ok()
     assert "the Ray cluster 10.0.0.1:6379 is not used" in result.stderr
+
+
+def test_a_swallowed_ctrl_c_is_raised_again_by_the_reporter() -> None:
+    """A KeyboardInterrupt landing in a weakref callback is dropped by Python ("Exception
+    ignored in ..."); the run then went on to "done". The handler's flag brings it back."""
+    from videmo.progress import INTERRUPTED, RichReporter
+    from videmo.runner import VideoRun
+
+    reporter = RichReporter(enabled=False, inputs=2)
+    reporter.advance(10)  # no interrupt: nothing happens
+    INTERRUPTED.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            reporter.advance(10)
+        run = VideoRun(0, SINGLE, None, status="done")
+        with pytest.raises(KeyboardInterrupt):
+            reporter.video_done(run)
+        assert reporter.finished == {0: run}  # recorded before the interrupt is raised
+    finally:
+        INTERRUPTED.clear()

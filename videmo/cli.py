@@ -152,7 +152,7 @@ def job(job_file: Path, quiet: bool, **options) -> None:
 
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
-    from videmo.progress import RichReporter, print_summary
+    from videmo.progress import RichReporter, install_interrupt_handler, print_summary
     from videmo.runner import (
         interrupted_runs,
         remove_batch_summary,
@@ -161,6 +161,7 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
         write_batch_report,
     )
 
+    install_interrupt_handler()
     reporter = RichReporter(enabled=not quiet, inputs=len(paths))
     batch = len(paths) > 1
     if batch and out_root.is_dir():

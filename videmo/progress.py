@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -21,6 +23,27 @@ from videmo.naming import printable
 from videmo.runner import Reporter, VideoRun
 
 console = Console(stderr=True)
+
+#: Set by Ctrl-C. Python drops a KeyboardInterrupt that lands in a weakref callback or a
+#: ``__del__`` ("Exception ignored in ..."), and the run would go on as if no key was pressed;
+#: the reporter raises it again at its next call from the main loop.
+INTERRUPTED = threading.Event()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handler() -> None:
+    """Ctrl-C stops the run even when its first KeyboardInterrupt is swallowed."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
+
+
+def _raise_if_interrupted() -> None:
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 class RichReporter(Reporter):
@@ -57,6 +80,7 @@ class RichReporter(Reporter):
         return f"videos {self.videos_done}/{self.videos_total}"
 
     def advance(self, frames: int) -> None:
+        _raise_if_interrupted()
         if self.progress is None or self.task is None:
             return
         self.progress.advance(self.task, frames)
@@ -80,6 +104,7 @@ class RichReporter(Reporter):
             console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
+        _raise_if_interrupted()  # after recording it: the interrupted batch lists it finished
 
     def close(self) -> None:
         if self.progress is not None:
