@@ -403,6 +403,24 @@ def test_import_keras(tmp_path: Path) -> None:
                 + session.run(["probs"], {"input": x[:, :, ::-1]})[0]) / 2  # fmt: skip
     np.testing.assert_allclose(flipped.run(["probs"], {"input": x})[0], expected, atol=1e-5)
 
+    # several files: one graph averaging the nets on the same face (an ensemble)
+    keras.utils.set_random_seed(7)
+    other = keras.models.clone_model(keras.models.load_model(str(h5)))
+    h5b = tmp_path / "other.h5"
+    other.save(str(h5b))
+    import_keras([h5, h5b], tmp_path / "ens.onnx")
+    import_keras(h5b, tmp_path / "other.onnx")
+    ensemble, ens_spec = load_session(tmp_path / "ens.onnx")
+    second, _ = load_session(tmp_path / "other.onnx")
+    assert ens_spec.extra["imported_from"] == f"{h5.name} + {h5b.name}"
+    pair = (session.run(["probs"], {"input": x})[0] + second.run(["probs"], {"input": x})[0]) / 2
+    np.testing.assert_allclose(ensemble.run(["probs"], {"input": x})[0], pair, atol=1e-5)
+    small = keras.Input((48, 48, 1))
+    tiny = keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(small))
+    keras.Model(small, tiny).save(str(tmp_path / "small.h5"))
+    with pytest.raises(ModelError, match="one input size"):
+        import_keras([h5, tmp_path / "small.h5"], tmp_path / "mixed.onnx")
+
 
 @pytest.mark.train
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5")

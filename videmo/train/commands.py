@@ -212,7 +212,12 @@ def _print_results(results: dict) -> None:
 
 
 @click.command("import-keras")
-@click.argument("h5_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "h5_paths",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
 @click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--mean",
@@ -236,9 +241,18 @@ def _print_results(results: dict) -> None:
     help="Bake mirror-image averaging into the graph.",
 )
 def import_keras_command(
-    h5_path: Path, out_path: Path, mean: float, std: float, data: str | None, flip_tta: bool
+    h5_paths: tuple[Path, ...],
+    out_path: Path,
+    mean: float,
+    std: float,
+    data: str | None,
+    flip_tta: bool,
 ) -> None:
-    """Convert a Keras emotion model (e.g. _mini_XCEPTION.*.hdf5) to a videmo ONNX model."""
+    """Convert a Keras emotion model (e.g. _mini_XCEPTION.*.hdf5) to a videmo ONNX model.
+
+    Several H5 files (one input size) become an ensemble: one graph averaging their
+    probabilities on the same face.
+    """
     _require_tf()
     from videmo.train.keras_import import import_keras
 
@@ -249,7 +263,7 @@ def import_keras_command(
         splits = load_fer2013(data, limit_per_split=256, seed=0)
         faces = (splits.get("PublicTest") or next(iter(splits.values()))).images
     result = import_keras(
-        h5_path, out_path, mean=mean, std=std, parity_faces=faces, flip_tta=flip_tta
+        list(h5_paths), out_path, mean=mean, std=std, parity_faces=faces, flip_tta=flip_tta
     )
     click.echo(
         f"wrote {result['path']} (parity max abs diff {result['max_abs_diff']:.2e}; "

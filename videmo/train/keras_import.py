@@ -10,6 +10,7 @@ what oarriaga's FER2013 models use.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from videmo.spec import EMOTIONS, ModelSpec
 
 
 def import_keras(
-    h5_path: str | Path,
+    h5_path: str | Path | Sequence[str | Path],
     out_path: str | Path,
     mean: float = 0.5,
     std: float = 0.5,
@@ -29,16 +30,23 @@ def import_keras(
 ) -> dict[str, Any]:
     """Convert a Keras .hdf5/.h5/.keras emotion model to a videmo ONNX model.
 
-    ``parity_faces`` are uint8 (N, H, W) faces for the Keras/ONNX parity check
-    (real FER2013 faces when available); random faces are used otherwise.
-    ``flip_tta`` bakes the average of the face and its mirror image into the graph.
+    Several files (nets of one input size) become one graph that averages their
+    probabilities on the same face: an ensemble. ``parity_faces`` are uint8 (N, H, W)
+    faces for the Keras/ONNX parity check (real FER2013 faces when available); random
+    faces are used otherwise. ``flip_tta`` bakes the average of the face and its mirror
+    image into the graph.
     """
     from videmo.train.export import average_models, export_onnx, load_keras
 
-    model = load_keras(h5_path)
-    spec = spec_from_keras(model, mean, std, source=Path(h5_path).name)
+    paths = [Path(h5_path)] if isinstance(h5_path, (str, Path)) else [Path(p) for p in h5_path]
+    models = [load_keras(path) for path in paths]
+    shapes = {tuple(m.input_shape[1:]) for m in models}
+    if len(shapes) > 1:
+        raise ModelError(f"an ensemble needs one input size, got {sorted(shapes)}")
+    source = " + ".join(path.name for path in paths)
+    spec = spec_from_keras(models[0], mean, std, source=source)
+    model = average_models(models, flip_tta=flip_tta)
     if flip_tta:
-        model = average_models([model], flip_tta=True)
         spec = dataclasses.replace(spec, extra={**spec.extra, "flip_tta_in_graph": True})
     _check_probabilities(model, spec)
     if parity_faces is None:
@@ -49,7 +57,7 @@ def import_keras(
         out_path,
         spec,
         parity_faces,
-        producer_note=f"imported from Keras file {Path(h5_path).name}",
+        producer_note=f"imported from Keras file{'s' if len(paths) > 1 else ''} {source}",
     )
     result["spec"] = spec.to_json()
     return result
