@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -253,24 +254,38 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+#: Readers in this process that have FFmpeg's log on (the decode thread opens files while
+#: the main thread may be indexing the next one): the level is restored by the last to leave.
+_LOG_USERS = [0]
+_LOG_LOCK = threading.Lock()
+_LOG_SAVED: list = [None, True]
+
+
 @contextlib.contextmanager
 def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
-    """FFmpeg's error log, captured so nothing is printed: ``(level, who, text)`` records.
+    """FFmpeg's error log, captured so nothing is printed: ``(level, who, text)`` records
+    of this thread.
 
     PyAV keeps logging off by default; we raise the level only around ``av.open`` (so
     PyAV attaches FFmpeg's last error line, e.g. "moov atom not found", to its errors) and
     the index pass (to hear the demuxer skip damaged data). Repeats are not suppressed: the
     same file read twice must log the same.
     """
-    old = av.logging.get_level(), av.logging.get_skip_repeated()
-    with av.logging.Capture() as logs:
-        av.logging.set_level(av.logging.ERROR)
-        av.logging.set_skip_repeated(False)
-        try:
+    with _LOG_LOCK:
+        if _LOG_USERS[0] == 0:
+            _LOG_SAVED[:] = [av.logging.get_level(), av.logging.get_skip_repeated()]
+            av.logging.set_level(av.logging.ERROR)
+            av.logging.set_skip_repeated(False)
+        _LOG_USERS[0] += 1
+    try:
+        with av.logging.Capture() as logs:
             yield logs
-        finally:
-            av.logging.set_level(old[0])
-            av.logging.set_skip_repeated(old[1])
+    finally:
+        with _LOG_LOCK:
+            _LOG_USERS[0] -= 1
+            if _LOG_USERS[0] == 0:
+                av.logging.set_level(_LOG_SAVED[0])
+                av.logging.set_skip_repeated(_LOG_SAVED[1])
 
 
 def _open(p: Path, log: list | None = None) -> _Input:
