@@ -470,6 +470,38 @@ def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
     assert len(read_timeline(folder)) == 24
 
 
+def test_a_jobs_model_is_found_beside_the_job_file_not_in_the_current_folder(
+    tmp_path: Path,
+) -> None:
+    """`model = "m.onnx"` in [settings] named the current folder's m.onnx: another model,
+    silently. Like every path in a job file it is relative to the job file."""
+    import json
+    import shutil
+
+    from videmo.models import EMOTION_FILE, model_path, sha256_file
+
+    shipped = model_path(EMOTION_FILE)
+    copy_clip(SINGLE, tmp_path / "clips", "one.mp4")
+    job = tmp_path / "jobs" / "m.toml"
+    job.parent.mkdir()
+    job.write_text(
+        'inputs = ["../clips/one.mp4"]\noutput = "../out"\n'
+        '[settings]\nmodel = "m.onnx"\nvideo = false\nplots = false\nreport = false\n'
+    )
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "m.onnx").write_bytes(b"not the model the job names")
+    line = run_cli("job", job, "-q", cwd=elsewhere).assert_one_line_error(rc=2)
+    assert str(job.parent / "m.onnx") in line  # not the current folder's file
+    shutil.copy(shipped, job.parent / "m.onnx")
+    run_cli("job", job, "-q", cwd=elsewhere).assert_ok()
+    run = json.loads((tmp_path / "out" / "one" / "run.json").read_text())
+    assert run["model"]["sha256"] == sha256_file(shipped)
+    # a shipped model's bare name still means the shipped file
+    job.write_text(job.read_text().replace('"m.onnx"', f'"{EMOTION_FILE}"'))
+    run_cli("job", job, "-q", "--overwrite", cwd=elsewhere).assert_ok()
+
+
 def test_job_glob_inputs(tmp_path: Path) -> None:
     copy_clip(SINGLE, tmp_path / "clips", "one.mp4")
     job = tmp_path / "job.toml"

@@ -140,8 +140,11 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     if not isinstance(data.get("settings", {}), dict):
         raise SettingsError(f"{job_file}: key 'settings' must be a table")
     Settings.from_mapping(data.get("settings", {}), f"{job_file} [settings]")
-    settings = settings_from(options, data.get("settings", {}))
     here = job_file.resolve().parent
+    job_settings = dict(data.get("settings", {}))
+    if job_settings.get("model"):
+        job_settings["model"] = _job_model(here, job_settings["model"])
+    settings = settings_from(options, job_settings)
 
     def beside_job(relative: str) -> Path:  # "../out" gives /x/out, not /x/jobs/../out
         return Path(os.path.normpath(here / relative))
@@ -149,6 +152,18 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
     paths = _collect([str(beside_job(i)) for i in inputs], out_root, quiet)
     _run_and_report(paths, out_root, settings, quiet)
+
+
+def _job_model(here: Path, value: str) -> str:
+    """A job's ``model``: a file relative to the job file, like every path in it, or a
+    shipped model's bare name; never a file that happens to be in the current folder."""
+    from videmo.models import models_dir
+
+    beside = Path(os.path.normpath(here / value))
+    if beside.is_file() or Path(value).name != value:
+        return str(beside)
+    shipped = models_dir() / value
+    return str(shipped) if shipped.is_file() else str(beside)
 
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
