@@ -690,6 +690,18 @@ def test_evaluate_clips_names_unreadable_clips_and_keeps_same_named_folders_apar
 
 
 @requires_data
+def test_bench_times_a_damaged_file_on_the_frames_that_decode(tmp_path: Path) -> None:
+    """It printed a RuntimeError traceback (damaged FLV) or refused the file (damaged mp4)
+    that `videmo run` analyses."""
+    clip = _corrupt_middle(SINGLE, tmp_path / "corrupt.mp4")
+    cut = tmp_path / "cut.flv"
+    cut.write_bytes(CREMA_HAP.read_bytes()[: CREMA_HAP.stat().st_size // 2])
+    for damaged in (clip, cut):
+        result = run_cli("bench", damaged, "--json", tmp_path / "b.json").assert_ok()
+        assert "decode" in result.stdout
+
+
+@requires_data
 def test_json_targets_are_checked_before_the_work(tmp_path: Path) -> None:
     missing = tmp_path / "nodir" / "x.json"
     line = run_cli("bench", SINGLE, "--json", missing).assert_one_line_error()

@@ -7,28 +7,38 @@ machines better than raw fps. Every figure comes from the same process run.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from videmo.detect import create_detector
+from videmo.errors import VidemoError, VideoError
 from videmo.pipeline import Analyzer, prefetch
 from videmo.runner import run_videos
 from videmo.settings import Settings
-from videmo.video import index_packets, probe, read_frames
+from videmo.video import Frame, index_packets, probe, read_frames
 
 
 def _timed_fps(frames: int, seconds: float) -> float:
     return frames / seconds if seconds > 0 else float("nan")
 
 
+def _readable(frames: Iterator[Frame]) -> Iterator[Frame]:
+    """The frames that decode: a damaged file is timed on them, as ``videmo run`` analyses
+    them (its loss is reported there, not here)."""
+    with contextlib.suppress(VideoError):
+        yield from frames
+
+
 def decode_fps(path: Path, convert: bool = True) -> tuple[int, float]:
     """Frames and fps of a plain decode (with or without converting every frame to BGR)."""
     index = index_packets(path)
     started = time.perf_counter()
-    frames = sum(1 for _ in read_frames(path, index=index, bgr=convert))
+    frames = sum(1 for _ in _readable(read_frames(path, index=index, bgr=convert)))
     return frames, _timed_fps(frames, time.perf_counter() - started)
 
 
@@ -37,7 +47,8 @@ def detect_fps(path: Path, settings: Settings) -> float:
     detector = create_detector(settings.detector_config)
     index = index_packets(path)
     started = time.perf_counter()
-    for frame in prefetch(read_frames(path, every=settings.every, index=index, bgr=False)):
+    frames = _readable(read_frames(path, every=settings.every, index=index, bgr=False))
+    for frame in prefetch(frames):
         small, scale = frame.resized(settings.det_size)
         detector.detect_scaled(small, scale, frame.shape)
     return _timed_fps(len(index), time.perf_counter() - started)
@@ -68,8 +79,8 @@ def end_to_end(path: Path, settings: Settings) -> dict:
         started = time.perf_counter()
         [run] = run_videos([path], Path(tmp), replace(settings, overwrite=True))
         elapsed = time.perf_counter() - started
-    if run.status != "done":
-        raise RuntimeError(run.error)
+    if run.status == "failed":
+        raise VidemoError(run.error)
     frames = len(index_packets(path))
     return {"seconds": elapsed, "fps": _timed_fps(frames, elapsed), "faces": run.faces,
             "rows": len(run.timeline)}  # fmt: skip
