@@ -690,6 +690,31 @@ def test_evaluate_clips_names_unreadable_clips_and_keeps_same_named_folders_apar
 
 
 @requires_data
+def test_evaluate_clips_says_a_clip_is_damaged_and_strict_leaves_it_unscored(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    cut = clips / "cut.flv"
+    cut.write_bytes(CREMA_HAP.read_bytes()[: CREMA_HAP.stat().st_size // 2])
+    copy_clip(CREMA_HAP, clips)
+    (clips / "labels.csv").write_text(
+        f"file,fer2013_class\ncut.flv,happy\n{CREMA_HAP.name},happy\n"
+    )
+    scored = run_cli("evaluate-clips", clips, "-q", "--csv", tmp_path / "a.csv").assert_ok()
+    assert "clips/cut.flv is damaged: file cut short" in scored.stderr
+    table = pd.read_csv(tmp_path / "a.csv", keep_default_na=False).set_index("file")
+    assert table.loc["cut.flv", "damage"].startswith("damaged: file cut short")
+    assert table.loc[CREMA_HAP.name, "damage"] == "" and table.loc["cut.flv", "face_rows"] > 0
+    strict = run_cli("evaluate-clips", clips, "-q", "--strict", "--csv", tmp_path / "b.csv")
+    assert strict.rc == 1 and "1 of 2 clips could not be read" in strict.stderr
+    table = pd.read_csv(tmp_path / "b.csv", keep_default_na=False).set_index("file")
+    assert not table.loc["cut.flv", "correct"] and table.loc["cut.flv", "face_rows"] == 0
+
+
+@requires_data
 def test_bench_times_a_damaged_file_on_the_frames_that_decode(tmp_path: Path) -> None:
     """It printed a RuntimeError traceback (damaged FLV) or refused the file (damaged mp4)
     that `videmo run` analyses."""

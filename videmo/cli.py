@@ -410,6 +410,15 @@ def evaluate_clips_command(
         right, total = int(per_clip["correct"].sum()), len(per_clip)
         title = f"labeled clips: {right}/{total} right"
         save_confusion_png(confusion(per_clip), list(EMOTIONS), confusion_png, title)
+    scored_damaged = per_clip[(per_clip["damage"] != "") & (per_clip["error"] == "")]
+    for folder, file, damage in scored_damaged[["folder", "file", "damage"]].itertuples(
+        index=False
+    ):
+        click.echo(
+            f"videmo: warning: {folder}/{file} is {damage}; scored on the frames that decode "
+            "(--strict counts it as unreadable)",
+            err=True,
+        )
     unreadable = per_clip[per_clip["error"] != ""]
     for folder, file, error in unreadable[["folder", "file", "error"]].itertuples(index=False):
         click.echo(f"videmo: warning: {folder}/{file} could not be read: {error}", err=True)

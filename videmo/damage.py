@@ -36,6 +36,8 @@ def damage_summary(
         or shortfall > max(HEADER_SLACK_FRAMES, HEADER_SLACK_SHARE * (info.frame_count or 0))
         or _cut_short_in_time(info, index)
     )
+    if truncated and skipped is not None and not skipped["gaps_s"]:
+        skipped = None  # the demuxer's complaint was the cut itself, at the end of the file
     if not len(lost) and not truncated and skipped is None:
         return None
     damage: dict = {

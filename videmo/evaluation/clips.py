@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from videmo.damage import damage_line, damage_summary
 from videmo.errors import DataError, VidemoError
 from videmo.outputs.timeline import faces_summary
 from videmo.pipeline import Analyzer, reduce_detections
 from videmo.settings import Settings
 from videmo.spec import EMOTIONS
+from videmo.video import index_packets, probe
 
 LABELS_FILE = "labels.csv"
 
@@ -120,11 +122,12 @@ def evaluate_clips(
         if progress is not None:
             progress(clip)
         try:
-            chunk = analyzer.run_chunk(clip.path, 0, None)
-            timeline = reduce_detections(chunk.detections, settings, chunk.analysed_times)
+            timeline, damage = _analyse(analyzer, clip.path, settings)
             error = ""
         except VidemoError as exc:
-            timeline, error = pd.DataFrame(), str(exc)
+            timeline, damage, error = pd.DataFrame(), "", str(exc)
+        if damage and settings.strict:  # --strict: a damaged clip is not scored
+            timeline, error = pd.DataFrame(), damage
         face = main_face(timeline)
         predicted = str(face["dominant_emotion"]) if face is not None else ""
         rows.append(
@@ -142,10 +145,20 @@ def evaluate_clips(
                     else np.nan
                     for name in EMOTIONS
                 },
+                "damage": damage,
                 "error": error,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _analyse(analyzer: Analyzer, path: Path, settings: Settings) -> tuple[pd.DataFrame, str]:
+    """A clip's timeline, as ``videmo run`` makes it, and its damage line ("" if intact)."""
+    info, index = probe(path), index_packets(path)
+    chunk = analyzer.run_chunk(path, 0, None, index)
+    damage = damage_summary(info, index, [chunk])
+    timeline = reduce_detections(chunk.detections, settings, chunk.analysed_times)
+    return timeline, damage_line(damage) if damage else ""
 
 
 def accuracy_table(per_clip: pd.DataFrame) -> pd.DataFrame:
