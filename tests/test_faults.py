@@ -596,6 +596,13 @@ def test_failed_export_leaves_the_target_untouched(tmp_path: Path, monkeypatch) 
 # --------------------------------------------------------------------------- probe, session 19
 
 
+def test_an_input_folder_that_is_the_output_root_is_said(tmp_path: Path) -> None:
+    """`videmo run inin -o inin` said "no video files found" of a folder full of them."""
+    copy_clip(SINGLE, tmp_path / "inin")
+    line = run_cli("run", tmp_path / "inin", "-o", tmp_path / "inin", *FAST)
+    assert "is the output root" in line.assert_one_line_error() and "another -o" in str(line)
+
+
 def test_a_pipe_is_refused_by_name_not_as_an_empty_file(tmp_path: Path) -> None:
     fifo = tmp_path / "stream.mp4"
     os.mkfifo(fifo)

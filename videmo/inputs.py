@@ -49,6 +49,11 @@ def collect_inputs(
     found: list[Path] = []
     for spec in specs:
         path = Path(spec)
+        if path.is_dir() and _under(path, skip):
+            raise VidemoError(
+                f"{spec} is the output root {exclude} or lies inside it, where videmo skips "
+                "its own outputs: give another -o"
+            )
         if path.is_dir():
             candidates = [
                 p
