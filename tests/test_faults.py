@@ -62,6 +62,12 @@ def test_an_input_that_fails_leaves_no_folder_and_takes_no_name(tmp_path: Path) 
     assert first.rc == 1 and "file is empty" in first.stderr
     assert first.stdout.split() == [str(out / "talk")]
     assert sorted(p.name for p in out.iterdir()) == ["batch.csv", "talk"]
+    import pandas as pd
+
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False).set_index("video")
+    assert batch.loc[str(empty), "output"] == "" and batch.loc[str(good), "output"] == str(
+        out / "talk"
+    )
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,8 @@ def _fail(run: VideoRun, exc: BaseException) -> None:
     run.results = []
     if run.out_dir is not None:
         release_output_dir(run.out_dir, run.path)
+        if not run.out_dir.exists():  # given back: batch.csv names no folder for it
+            run.out_dir = None
 
 
 def ray_address(settings: Settings) -> str | None:
