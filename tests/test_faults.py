@@ -51,6 +51,27 @@ def test_a_long_name_and_its_twin_both_get_folders(tmp_path: Path) -> None:
 
 
 @requires_data
+def test_a_folder_another_run_is_writing_is_left_to_it(tmp_path: Path) -> None:
+    """Two copies of one job started together cleared each other's outputs mid-write. A run
+    holds each video's folder until the video is finished; the other run leaves it alone."""
+    from videmo.naming import lock_output_dir, unlock_output_dir
+
+    out = tmp_path / "out"
+    folder = claim_output_dir(out, SINGLE)
+    (folder / "timeline.csv").write_text("being written")  # the other run's partial output
+    held = lock_output_dir(folder)  # as the other run's driver holds it
+    try:
+        line = run_cli("run", SINGLE, "-o", out, *FAST).assert_one_line_error()
+        assert "is being written by another videmo run" in line
+        assert (folder / "timeline.csv").read_text() == "being written"  # not cleared
+        assert (folder / CLAIM_FILE).is_file()  # nor its claim given back
+    finally:
+        unlock_output_dir(held)
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()  # finished: the folder is free
+    assert (folder / "run.json").is_file()
+
+
+@requires_data
 def test_an_input_that_fails_leaves_no_folder_and_takes_no_name(tmp_path: Path) -> None:
     """An empty talk.mp4 fails; it must not keep the name ``talk`` from the real one."""
     empty = tmp_path / "bad" / "talk.mp4"

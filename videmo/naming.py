@@ -18,6 +18,11 @@ import os
 import re
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: folders are claimed, not locked
+    fcntl = None  # type: ignore[assignment]
+
 from videmo.errors import OutputError
 from videmo.outputs.atomic import ensure_dir, write_bytes_atomic
 from videmo.resume import RUN_JSON
@@ -127,3 +132,31 @@ def release_output_dir(folder: Path, path: Path) -> None:
         folder.rmdir()
     except OSError:  # gone, not a folder, or not ours to remove: leave it as it is
         return
+
+
+def lock_output_dir(folder: Path) -> int | None:
+    """Hold ``folder`` (claimed by this run) until its video is finished: an open, locked
+    claim file. Another videomo process given the same video (two copies of a job started
+    together) must not clear the outputs this one is writing; it gets ``OutputError``.
+
+    The lock is the operating system's (``flock``): a killed run holds nothing.
+    Returns the file descriptor to pass to :func:`unlock_output_dir` (None where locks
+    are not available).
+    """
+    if fcntl is None:
+        return None
+    fd = os.open(folder / CLAIM_FILE, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise OutputError(
+            f"{folder} is being written by another videmo run: run again when it has finished"
+        ) from None
+    return fd
+
+
+def unlock_output_dir(fd: int | None) -> None:
+    """Let go of a folder held by :func:`lock_output_dir`."""
+    if fd is not None:
+        os.close(fd)

@@ -22,7 +22,14 @@ import pandas as pd
 from videmo.damage import damage_line, damage_summary
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
-from videmo.naming import claim_output_dir, own_output_dir, printable, release_output_dir
+from videmo.naming import (
+    claim_output_dir,
+    lock_output_dir,
+    own_output_dir,
+    printable,
+    release_output_dir,
+    unlock_output_dir,
+)
 from videmo.outputs.atomic import ensure_dir
 from videmo.parallel import (
     ChunkTask,
@@ -244,7 +251,7 @@ def run_videos(
     """
     from videmo.outputs.writer import write_video_outputs
 
-    reporter = reporter or Reporter()
+    reporter = _Unlocking(reporter or Reporter())
     custom_finish = finish
     finish = finish or write_video_outputs
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
@@ -260,7 +267,10 @@ def run_videos(
             if not run.path.is_file():
                 probe(run.path)  # raises the one-line "no such file" / "not a file" error
             if run.out_dir is None:
-                run.out_dir = claim_output_dir(out_root, run.path)
+                folder = claim_output_dir(out_root, run.path)
+                # named only once held: a folder another run holds is not given back below
+                reporter.locks[run.position] = lock_output_dir(folder)
+                run.out_dir = folder
         except (VidemoError, OSError) as exc:  # unreadable input, unusable folder: this video
             _fail(run, _video_error(run, exc))
         if run.status == "pending" and here:
@@ -275,14 +285,19 @@ def run_videos(
     upcoming = iter(runs)
     ready: list[VideoRun] = []
     prepared = 0
-    for run in upcoming:
-        prepare(run)
-        prepared += 1
-        if run.status == "pending":
-            ready.append(run)
-            if _executor_settled(settings, ready):
-                break
+    try:
+        for run in upcoming:
+            prepare(run)
+            prepared += 1
+            if run.status == "pending":
+                ready.append(run)
+                if _executor_settled(settings, ready):
+                    break
+    except BaseException:
+        reporter.close()  # lets go of the folders held so far
+        raise
     if not ready:
+        reporter.close()
         return runs
     executor = choose_executor(settings, ready, unread=len(runs) - prepared)
     context = {
@@ -456,6 +471,34 @@ def _chunk_tasks(run: VideoRun, complete: Callable[[VideoRun], None]) -> Iterato
         return
     for start, stop in run.chunks:
         yield ChunkTask(run.position, run.path, start, stop)
+
+
+class _Unlocking(Reporter):
+    """The caller's reporter; a finished video's folder is let go of first (and all that are
+    still held when the run ends, interrupted or not)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.locks: dict[int, int | None] = {}  # input position -> lock_output_dir's fd
+
+    def start(self, total_frames: int, videos: int) -> None:
+        self.reporter.start(total_frames, videos)
+
+    def advance(self, frames: int) -> None:
+        self.reporter.advance(frames)
+
+    def add_frames(self, frames: int) -> None:
+        self.reporter.add_frames(frames)
+
+    def video_done(self, run: VideoRun) -> None:
+        unlock_output_dir(self.locks.pop(run.position, None))
+        self.reporter.video_done(run)
+
+    def close(self) -> None:
+        for fd in self.locks.values():
+            unlock_output_dir(fd)
+        self.locks.clear()
+        self.reporter.close()
 
 
 def _collect(
