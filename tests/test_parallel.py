@@ -445,14 +445,20 @@ def test_example_job_file_resolves_and_runs(tmp_path: Path) -> None:
         assert len(read_timeline(tmp_path / "out" / p.stem)) > 0
 
 
-def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
+def _job_beside_a_clip(tmp_path: Path, output: str, settings: str) -> Path:
+    """``tmp_path/jobs/job.toml`` analysing ``tmp_path/clips/one.mp4`` into ``output``."""
     copy_clip(SINGLE, tmp_path / "clips", "one.mp4")
-    job = tmp_path / "jobs" / "my.toml"
+    job = tmp_path / "jobs" / "job.toml"
     job.parent.mkdir()
     job.write_text(
-        'inputs = ["../clips/one.mp4"]\noutput = "../results"\n'
-        "[settings]\nevery = 2\nvideo = false\nplots = false\nreport = false\nsmooth_s = 0.0\n"
+        f'inputs = ["../clips/one.mp4"]\noutput = "{output}"\n[settings]\n{settings}'
+        "video = false\nplots = false\nreport = false\n"
     )
+    return job
+
+
+def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
+    job = _job_beside_a_clip(tmp_path, "../results", "every = 2\nsmooth_s = 0.0\n")
     done = run_cli("job", job, "-q", cwd=tmp_path / "clips").assert_ok()  # cwd does not matter
     import json
 
@@ -481,13 +487,7 @@ def test_a_jobs_model_is_found_beside_the_job_file_not_in_the_current_folder(
     from videmo.models import EMOTION_FILE, model_path, sha256_file
 
     shipped = model_path(EMOTION_FILE)
-    copy_clip(SINGLE, tmp_path / "clips", "one.mp4")
-    job = tmp_path / "jobs" / "m.toml"
-    job.parent.mkdir()
-    job.write_text(
-        'inputs = ["../clips/one.mp4"]\noutput = "../out"\n'
-        '[settings]\nmodel = "m.onnx"\nvideo = false\nplots = false\nreport = false\n'
-    )
+    job = _job_beside_a_clip(tmp_path, "../out", 'model = "m.onnx"\n')
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     (elsewhere / "m.onnx").write_bytes(b"not the model the job names")
