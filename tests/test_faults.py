@@ -758,6 +758,12 @@ def test_bench_times_a_damaged_file_on_the_frames_that_decode(tmp_path: Path) ->
     for damaged in (clip, cut):
         result = run_cli("bench", damaged, "--json", tmp_path / "b.json").assert_ok()
         assert "decode" in result.stdout
+    # the row says what ran: serial (the default, --workers 0), not a worker count
+    import json
+
+    [figures] = json.loads((tmp_path / "b.json").read_text())
+    [run] = figures["runs"]
+    assert (run["executor"], run["workers_asked"]) == ("serial", 0) and "serial" in result.stdout
 
 
 @requires_data

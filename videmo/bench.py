@@ -8,6 +8,7 @@ machines better than raw fps. Every figure comes from the same process run.
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from videmo.detect import create_detector
 from videmo.errors import VidemoError, VideoError
 from videmo.pipeline import Analyzer, prefetch
+from videmo.resume import RUN_JSON
 from videmo.runner import run_videos
 from videmo.settings import Settings
 from videmo.video import Frame, index_packets, probe, read_frames
@@ -79,11 +81,14 @@ def end_to_end(path: Path, settings: Settings) -> dict:
         started = time.perf_counter()
         [run] = run_videos([path], Path(tmp), replace(settings, overwrite=True))
         elapsed = time.perf_counter() - started
-    if run.status == "failed":
-        raise VidemoError(run.error)
+        if run.status == "failed":
+            raise VidemoError(run.error)
+        # the workers that really ran (fewer than asked when the clip has fewer chunks)
+        execution = json.loads((run.out_dir / RUN_JSON).read_text())["execution"]
     frames = len(index_packets(path))
     return {"seconds": elapsed, "fps": _timed_fps(frames, elapsed), "faces": run.faces,
-            "rows": len(run.timeline)}  # fmt: skip
+            "rows": len(run.timeline), "workers": execution["workers"],
+            "executor": execution["executor"]}  # fmt: skip
 
 
 def peak_rss_mb() -> float:
@@ -107,7 +112,7 @@ def run_bench(path: Path, settings: Settings, workers: list[int | None]) -> dict
     for count in workers:
         run_settings = replace(settings, workers=count, video=False, plots=False, report=False)
         figures = end_to_end(path, run_settings)
-        figures["workers"] = count
+        figures["workers_asked"] = count
         figures["ratio_to_decode_bgr"] = figures["fps"] / decode_bgr
         result["runs"].append(figures)
     result["peak_rss_mb"] = peak_rss_mb()

@@ -329,7 +329,8 @@ def bench(
             table.add_row(
                 Path(r["video"]).name, f"{r['width']}x{r['height']}", str(r["frames"]),
                 f"{r['decode_fps']:.0f}", f"{r['decode_bgr_fps']:.0f}", f"{r['detect_fps']:.0f}",
-                str(run["workers"]), f"{run['fps']:.1f}", f"{run['ratio_to_decode_bgr']:.0%}",
+                "serial" if run["executor"] == "serial" else f"{run['workers']} (Ray)",
+                f"{run['fps']:.1f}", f"{run['ratio_to_decode_bgr']:.0%}",
                 str(run["faces"]),
             )  # fmt: skip
     console = Console(width=160)
