@@ -333,6 +333,19 @@ OUTPUT_NAMES = {
 }  # fmt: skip
 
 
+def _ctrl_c_after_the_first_video(clips: Path, out: Path, workers: str) -> tuple[int, str, str]:
+    """Run a batch and send it SIGINT once a video has finished: exit status, stdout, stderr."""
+    cmd = videmo_cmd("run", clips, "-o", out, "--workers", workers, *FAST)
+    proc = subprocess.Popen(cmd, env=cli_env(), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not complete_run_jsons(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # our own child, by pid
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr
+
+
 def test_interrupted_batch_reports_what_finished(tmp_path: Path) -> None:
     """Ctrl-C mid-batch: exit 130, stdout lists the videos that finished, and batch.csv (an
     earlier batch's is removed when the run starts) marks the rest ``interrupted``."""
@@ -342,15 +355,8 @@ def test_interrupted_batch_reports_what_finished(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "batch.csv").write_text("video,output,status\nold,old,done\n")
-    cmd = videmo_cmd("run", clips, "-o", out, "--workers", "0", *FAST)
-    proc = subprocess.Popen(cmd, env=cli_env(), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not complete_run_jsons(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)  # our own child, by pid
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and stderr.strip().endswith("videmo: interrupted"), stderr
+    returncode, stdout, stderr = _ctrl_c_after_the_first_video(clips, out, "0")
+    assert returncode == 130 and stderr.strip().endswith("videmo: interrupted"), stderr
     finished = sorted(str(p.parent) for p in complete_run_jsons(out))
     assert finished and sorted(stdout.split()) == finished
     batch = pd.read_csv(out / "batch.csv", keep_default_na=False)
@@ -366,17 +372,10 @@ def test_interrupted_ray_batch_exits_130(tmp_path: Path) -> None:
     for k in range(8):
         copy_clip(CREMA_HAP, clips, f"clip{k:02d}.flv")
     out = tmp_path / "out"
-    cmd = videmo_cmd("run", clips, "-o", out, "--workers", "2", *FAST)
-    proc = subprocess.Popen(cmd, env=cli_env(), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not complete_run_jsons(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)  # our own child, by pid
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode in (0, 130), stderr  # 0: it had finished just before the signal
+    returncode, stdout, stderr = _ctrl_c_after_the_first_video(clips, out, "2")
+    assert returncode in (0, 130), stderr  # 0: it had finished just before the signal
     assert "Traceback" not in stderr
-    if proc.returncode == 130:
+    if returncode == 130:
         assert "videmo: interrupted" in stderr
     for folder in map(Path, stdout.split()):
         assert (folder / "run.json").is_file() and read_timeline(folder) is not None
