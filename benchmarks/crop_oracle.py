@@ -19,26 +19,17 @@ import numpy as np
 from videmo.crop import crop_square
 from videmo.detect import YUNET_FILE, DetectorConfig
 from videmo.emotion import EmotionModel
-from videmo.evaluation.pasted import (
-    PastedFace,
-    background_frames,
-    by_scene,
-    nearest_detection,
-    plan_scenes,
-    render_scene,
-)
+from videmo.evaluation.pasted import PastedFace, nearest_detection, pasted_scenes
 from videmo.models import model_path
 from videmo.spec import CALIBRATED_CROPS
 from videmo.train.data import load_fer2013
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+BACKGROUND = SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4"
 
 
 def detect_pasted(images: np.ndarray, labels: np.ndarray, seed: int, per_scene: int) -> list:
     """(pasted face, YuNet row: box, 5 landmarks, score; frame) for every face found."""
-    backgrounds = background_frames(
-        SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4", 24
-    )
     # OpenCV's YuNet directly, for its landmarks; thresholds are the pipeline's
     config = DetectorConfig()
     net = cv2.FaceDetectorYN.create(
@@ -46,8 +37,7 @@ def detect_pasted(images: np.ndarray, labels: np.ndarray, seed: int, per_scene: 
         config.nms_threshold, 5000,
     )  # fmt: skip
     found = []
-    for scene, faces in by_scene(plan_scenes(labels, seed, faces_per_scene=per_scene)).items():
-        frame = render_scene(backgrounds[scene % len(backgrounds)], faces, images)
+    for frame, faces in pasted_scenes(images, labels, seed, per_scene, BACKGROUND):
         _, rows = net.detect(frame)
         rows = rows if rows is not None else np.zeros((0, 15), np.float32)
         for face in faces:

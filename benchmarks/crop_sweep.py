@@ -17,29 +17,21 @@ import numpy as np
 from videmo.crop import face_crop
 from videmo.detect import DetectorConfig, create_detector
 from videmo.emotion import EmotionModel
-from videmo.evaluation.pasted import (
-    background_frames,
-    by_scene,
-    nearest_detection,
-    plan_scenes,
-    render_scene,
-)
+from videmo.evaluation.pasted import nearest_detection, pasted_scenes
 from videmo.spec import CropGeometry
 from videmo.train.data import load_fer2013
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+BACKGROUND = SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4"
 SCALES = (0.90, 0.94, 0.977, 1.02, 1.06, 1.10)
 SHIFTS_Y = (-0.04, -0.015, 0.01)
 
 
 def found_faces(images: np.ndarray, labels: np.ndarray, seed: int) -> list[tuple]:
     """(pasted face, detector box, frame) for every pasted face YuNet finds."""
-    background = SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4"
-    backgrounds = background_frames(background, 24)
     detector = create_detector(DetectorConfig(name="yunet"))
     found = []
-    for scene, faces in by_scene(plan_scenes(labels, seed, faces_per_scene=2)).items():
-        frame = render_scene(backgrounds[scene % len(backgrounds)], faces, images)
+    for frame, faces in pasted_scenes(images, labels, seed, 2, BACKGROUND):
         boxes, _ = detector.detect(frame)
         for face in faces:
             best = nearest_detection(face, boxes[:, :2] + boxes[:, 2:] / 2)

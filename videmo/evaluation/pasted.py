@@ -12,7 +12,7 @@ accuracy: the gap between the two is what the video path costs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -112,6 +112,16 @@ def render_scene(background: np.ndarray, faces: Sequence[PastedFace], images: np
         patch = cv2.resize(images[face.item], (face.side, face.side), interpolation=cv2.INTER_CUBIC)
         frame[face.y : face.y + face.side, face.x : face.x + face.side] = patch[..., None]
     return frame
+
+
+def pasted_scenes(
+    images: np.ndarray, labels: np.ndarray, seed: int, faces_per_scene: int, background: Path
+) -> Iterator[tuple[np.ndarray, list[PastedFace]]]:
+    """Each planned scene as a still frame (no H.264) with the faces pasted into it: what the
+    crop benchmarks run the detector on."""
+    backgrounds = background_frames(background, 24)
+    for scene, faces in by_scene(plan_scenes(labels, seed, faces_per_scene)).items():
+        yield render_scene(backgrounds[scene % len(backgrounds)], faces, images), faces
 
 
 def write_pasted_video(
