@@ -21,6 +21,9 @@ from videmo import __version__
 from videmo.errors import SettingsError, VidemoError
 from videmo.settings import CLASSIFY_STAGES, DETECTORS, DEVICES, Settings, load_toml
 
+if typing.TYPE_CHECKING:
+    from videmo.runner import VideoRun
+
 DEFAULT_OUT = Path("videmo_out")
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 _CHOICES = {"detector": DETECTORS, "device": DEVICES, "classify_stage": CLASSIFY_STAGES}
@@ -204,20 +207,7 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     if len(runs) == 1 and runs[0].status == "damaged":
         click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
     for run in runs:
-        if run.info is not None and run.info.video_streams > 1:
-            click.echo(
-                f"videmo: note: {run.path} has {run.info.video_streams} video streams; the "
-                "first was analysed",
-                err=True,
-            )
-    for run in runs:  # "0 faces" must not read as "no one was there"
-        if run.status != "failed" and not run.faces and run.frames < settings.min_hits:
-            click.echo(
-                f"videmo: warning: {run.path}: only {run.frames} frame"
-                f"{'s' if run.frames != 1 else ''} analysed, fewer than --min-hits "
-                f"{settings.min_hits}: no face could be confirmed",
-                err=True,
-            )
+        _note_what_was_not_analysed(run, settings.min_hits)
     if len(runs) == 1 and failed:
         raise VidemoError(failed[0].error)
     if failed:
@@ -277,6 +267,24 @@ def main(argv: list[str] | None = None) -> None:
     except VidemoError as exc:
         click.echo(f"videmo: error: {exc}", err=True)
         sys.exit(2)
+
+
+def _note_what_was_not_analysed(run: VideoRun, min_hits: int) -> None:
+    """Say what a finished video's outputs cannot show: video streams after the first, and
+    faces that too few frames could not confirm ("0 faces" is not "no one was there")."""
+    if run.info is not None and run.info.video_streams > 1:
+        click.echo(
+            f"videmo: note: {run.path} has {run.info.video_streams} video streams; the first "
+            "was analysed",
+            err=True,
+        )
+    if run.status != "failed" and not run.faces and run.frames < min_hits:
+        click.echo(
+            f"videmo: warning: {run.path}: only {run.frames} frame"
+            f"{'s' if run.frames != 1 else ''} analysed, fewer than --min-hits {min_hits}: "
+            "no face could be confirmed",
+            err=True,
+        )
 
 
 def _exit_interrupted(from_command_line: bool) -> None:
