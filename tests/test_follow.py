@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DINNER, NOFACE_FACE, OTB_GIRL, requires_data
+from conftest import DINNER, NOFACE_FACE, OTB_GIRL, SINGLE, requires_data
 
 from videmo.crop import face_crop, frame_face_crop
 from videmo.pipeline import Analyzer
@@ -32,6 +32,19 @@ def test_luma_crop_matches_the_crop_of_the_colour_frame() -> None:
             assert from_luma.shape == from_bgr.shape == (48, 48)
             assert np.abs(from_luma - from_bgr).mean() < 2.0
             assert np.abs(from_luma - from_bgr).max() <= 6
+
+
+def test_luma_is_the_same_whether_or_not_the_colour_frame_was_made_first() -> None:
+    """The detector makes BGR for frames it need not shrink; luma must not change with it.
+
+    It did: such frames gave full-range gray and the others limited-range luma, so optical
+    flow and shot-cut detection compared two scales (false cuts after every detection).
+    """
+    plain, coloured = _frames(SINGLE, 2), _frames(SINGLE, 2)
+    for frame in coloured:
+        frame.image  # noqa: B018 - as Frame.resized does for a frame of at most det_size
+    for a, b in zip(plain, coloured, strict=True):
+        np.testing.assert_array_equal(a.luma(), b.luma())
 
 
 def test_analysis_makes_no_full_resolution_colour_frame(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,7 +41,7 @@ from conftest import (
 )
 
 from videmo.outputs.timeline import read_timeline, write_timeline
-from videmo.parallel import merge, plan_chunks
+from videmo.parallel import frame_times, merge, plan_chunks
 from videmo.pipeline import reduce_detections
 from videmo.runner import run_videos
 from videmo.settings import Settings
@@ -75,8 +75,13 @@ def test_chunked_equals_serial(analyzer, hamilton, tmp_path: Path, chunk_s: floa
     for name in DETECTION_FIELDS:
         np.testing.assert_array_equal(getattr(dets, name), getattr(ref, name), err_msg=name)
     settings = Settings()
-    tl_chunked = reduce_detections(dets, settings)
-    tl_serial = reduce_detections(ref, settings)
+    # the tracker's view of the frames (shot cuts included) does not depend on the chunks
+    times, serial_times = frame_times(results), frame_times([hamilton.whole])
+    for chunked_part, serial_part in zip(times, serial_times, strict=True):
+        np.testing.assert_array_equal(chunked_part, serial_part)
+    assert len(serial_times[1]) == 2  # the clip's two hard cuts
+    tl_chunked = reduce_detections(dets, settings, *times)
+    tl_serial = reduce_detections(ref, settings, *serial_times)
     assert tl_serial["face_id"].nunique() >= 3
     write_timeline(tl_chunked, tmp_path / "chunked")
     write_timeline(tl_serial, tmp_path / "serial")

@@ -6,6 +6,7 @@ shared/data/videos (see its catalog.csv).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ from conftest import (
     HAMILTON,
     NOFACE_FACE,
     OTB_GIRL,
+    SHARED,
     SINGLE,
     catalog_frames,
     requires_data,
@@ -28,7 +30,7 @@ from videmo.detect import DetectorConfig, create_detector
 from videmo.detections import FaceDetections
 from videmo.errors import VideoError
 from videmo.outputs.timeline import PROB_COLUMNS, SMOOTH_COLUMNS, TIMELINE_COLUMNS
-from videmo.parallel import plan_chunks
+from videmo.parallel import frame_times, plan_chunks
 from videmo.pipeline import Analyzer, reduce_detections
 from videmo.runner import run_videos
 from videmo.settings import Settings
@@ -239,6 +241,43 @@ def test_tracker_on_hamilton(hamilton) -> None:
     # the tracker is a pure function of the detections
     again = track(dets.sorted(), TrackerConfig())
     np.testing.assert_array_equal(again.face_id, ids)
+
+
+def test_no_face_id_spans_a_hard_cut_in_hamilton(hamilton) -> None:
+    """At a shot cut every face ends: one id used to hold three people across two cuts."""
+    whole = hamilton.whole
+    cut_frames = np.round(whole.shot_starts * hamilton.info.fps).astype(int).tolist()
+    assert cut_frames == [82, 211]  # the hard cuts (the dissolve-like one at 20 is missed)
+    dets = whole.detections.sorted()
+    for shot_starts, spans in ((None, True), (whole.shot_starts, False)):
+        ids = track(dets, TrackerConfig(), whole.analysed_times, shot_starts).face_id
+        across = [
+            face for face in np.unique(ids[ids > 0]) for cut in cut_frames
+            if dets.frame[ids == face].min() < cut <= dets.frame[ids == face].max()
+        ]  # fmt: skip
+        assert bool(across) == spans, across  # without the cuts a face does span one
+
+
+@pytest.mark.parametrize("code", ["01-01-05-02-01-02-01", "01-01-03-02-01-01-01"])
+def test_moving_close_ups_at_5_fps_are_one_shot(analyzer, code: str) -> None:
+    """Jumpy 5-fps face crops change the thumbnail as much as a cut does, not the histogram."""
+    path = SHARED / "labeled" / "ravdess" / f"{code}_faces20.mp4"
+    result = analyzer.run_chunk(path, 0, None, index_packets(path))
+    assert len(result.shot_starts) == 0
+    timeline = reduce_detections(result.detections, Settings(), *frame_times([result]))
+    assert timeline["face_id"].nunique() == 1 and len(timeline) == 20
+
+
+def test_a_face_keeps_its_id_when_every_puts_analysed_frames_far_apart(analyzer) -> None:
+    """--every 24 on a 24-fps clip: analysed frames 1 s apart, more than --max-gap-s."""
+    path = SHARED / "single_face" / "pyfeat_WolfgangLanger_Pexels.mp4"
+    sparse = copy.copy(analyzer)
+    sparse.settings = Settings(every=24)
+    result = sparse.run_chunk(path, 0, None, index_packets(path))
+    assert np.diff(result.analysed_times).min() > Settings().max_gap_s
+    timeline = reduce_detections(result.detections, sparse.settings, *frame_times([result]))
+    assert timeline["face_id"].unique().tolist() == [1]
+    assert len(timeline) == len(result.analysed_times) == 20  # every analysed frame kept
 
 
 def test_smoothing_on_hamilton(hamilton) -> None:

@@ -112,10 +112,18 @@ def merge(results: Iterable[ChunkResult]) -> tuple[FaceDetections, int]:
     return dets, sum(r.frames_decoded for r in ordered)
 
 
-def analysed_times(results: Iterable[ChunkResult]) -> np.ndarray:
-    """Times of every analysed frame of a video, in frame order (chunks in any order)."""
+def frame_times(results: Iterable[ChunkResult]) -> tuple[np.ndarray, np.ndarray]:
+    """Times of a video's analysed frames and of its shot starts, each in frame order.
+
+    Whatever order the chunks come in: what the tracker needs
+    (:func:`videmo.pipeline.reduce_detections`).
+    """
     ordered = sorted(results, key=lambda r: r.start)
-    return np.concatenate([np.zeros(0, np.float64), *[r.analysed_times for r in ordered]])
+    empty = np.zeros(0, np.float64)
+    return (
+        np.concatenate([empty, *[r.analysed_times for r in ordered]]),
+        np.concatenate([empty, *[r.shot_starts for r in ordered]]),
+    )
 
 
 class SerialExecutor:

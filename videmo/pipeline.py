@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,8 @@ class ChunkResult:
     #: Time of every frame analysed, faces or not: the tracker needs the empty ones too
     #: (a tentative face dies on a frame without it).
     analysed_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    #: Times of the analysed frames that begin a new shot: the tracker ends every face there.
+    shot_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     #: Frames of the range the decoder could not produce (a damaged file), and why.
     lost_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     damage: str = ""
@@ -56,6 +58,14 @@ class ChunkResult:
     #: GPU where there is one) classifies them with :func:`classify_chunk`.
     crops: np.ndarray | None = None
     crop_rows: np.ndarray | None = None
+
+
+class FrameFacts(NamedTuple):
+    """What the tracker needs to know of an analysed frame besides its faces."""
+
+    index: int
+    time_s: float
+    new_shot: bool  # its picture differs as a whole from the analysed frame before
 
 
 class StageClock:
@@ -211,7 +221,7 @@ class Analyzer:
         batcher = _CropBatcher(self.model if classify else None)
         parts: list[FaceDetections] = []
         classified: list[np.ndarray] = []  # per part: which of its rows were classified
-        analysed: list[tuple[int, float]] = []  # (index, time): never keep the images
+        analysed: list[FrameFacts] = []  # never keep the images
         report = DecodeReport()
         detector = self.scheduled_detector()
         lead = detector.first_frame(start)
@@ -230,7 +240,7 @@ class Analyzer:
             detector.close()
         self.stats = detector.stats
         end = lead + report.expected
-        covered = analysed[-1][0] + 1 if analysed else start
+        covered = analysed[-1].index + 1 if analysed else start
         if progress is not None and end > covered:
             progress(end - covered)  # frames after the last analysed one
         lost = np.asarray([i for i in report.missing if i >= start], np.int64)
@@ -240,7 +250,8 @@ class Analyzer:
             stop if stop is not None else -1,
             found,
             len(analysed),
-            np.array([t for _, t in analysed], np.float64),
+            np.array([f.time_s for f in analysed], np.float64),
+            np.array([f.time_s for f in analysed if f.new_shot], np.float64),
             lost,
             (report.error or "") if len(lost) else "",
         )
@@ -268,7 +279,7 @@ class Analyzer:
         batcher: _CropBatcher,
         parts: list[FaceDetections],
         classified: list[np.ndarray],
-        analysed: list[tuple[int, float]],
+        analysed: list[FrameFacts],
         progress: ProgressFn | None,
         start: int,
     ) -> None:
@@ -301,8 +312,8 @@ class Analyzer:
                 parts.append(dets)
                 classified.append(np.full(len(dets), classify))
             if progress is not None:  # source frames since the previous analysed one
-                progress(frame.index + 1 - (analysed[-1][0] + 1 if analysed else start))
-            analysed.append((frame.index, frame.time_s))
+                progress(frame.index + 1 - (analysed[-1].index + 1 if analysed else start))
+            analysed.append(FrameFacts(frame.index, frame.time_s, detector.new_shot))
 
 
 class ClassifySchedule:
@@ -359,14 +370,15 @@ def reduce_detections(
     dets: FaceDetections,
     settings: Settings,
     analysed_times: np.ndarray | None = None,
+    shot_starts: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Track faces and smooth their emotions over the whole video: the timeline.
 
     ``analysed_times`` (one per analysed frame, in order) lets the tracker see
-    frames without faces as well. Detections that never became a confirmed
-    face (``face_id == -1``) are dropped.
+    frames without faces as well, and ``shot_starts`` end every face at a shot cut.
+    Detections that never became a confirmed face (``face_id == -1``) are dropped.
     """
-    tracked = track(dets.sorted(), settings.tracker_config, analysed_times)
+    tracked = track(dets.sorted(), settings.tracker_config, analysed_times, shot_starts)
     tracked, classified = fill_unclassified(tracked)
     smoothed = smooth(tracked, settings.smooth_s)
     keep = tracked.face_id > 0

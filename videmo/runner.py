@@ -37,7 +37,7 @@ from videmo.parallel import (
     PrepareTask,
     RayExecutor,
     SerialExecutor,
-    analysed_times,
+    frame_times,
     merge,
     note,
     plan_chunks,
@@ -410,7 +410,7 @@ def finish_video(
         run.damage = damage_summary(run.info, run.index, run.results)
         if run.damage and settings.strict:
             raise VidemoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
-        run.timeline = reduce_detections(dets, settings, analysed_times(run.results))
+        run.timeline = reduce_detections(dets, settings, *frame_times(run.results))
         run.faces = int(run.timeline["face_id"].nunique())
         clear_previous_outputs(run.out_dir)
         own_output_dir(run.out_dir, run.path)

@@ -72,8 +72,13 @@ class Settings:
     batch_size: int = _opt(64, "face crops per ONNX Runtime call")
     model: str | None = _opt(None, "emotion model .onnx (default: the shipped model)")
     iou_threshold: float = _opt(0.3, "minimum box overlap to continue a face track")
-    min_hits: int = _opt(3, "detections in a row before a track counts as a face")
-    max_gap_s: float = _opt(0.5, "seconds a face may be missed and keep its id")
+    min_hits: int = _opt(
+        3, "analysed frames in a row (detected, or followed between detections) before a "
+        "track counts as a face",
+    )  # fmt: skip
+    max_gap_s: float = _opt(
+        0.5, "seconds a face may be missed and keep its id (always one analysed frame)"
+    )
     smooth_s: float = _opt(0.5, "time constant of the emotion smoothing, seconds (0: off)")
     video: bool = _opt(True, "write annotated.mp4 (the video with boxes and labels)")
     plots: bool = _opt(True, "write the PNG graphs in plots/")

@@ -155,10 +155,13 @@ class Frame:
 
         For 8-bit 4:2:0 video the Y plane is used as it is (a view, no copy, unless the
         frame is rotated), usually in limited range: :meth:`gray` maps a region of it to
-        full range. Otherwise the BGR frame is converted to gray.
+        full range. Otherwise the BGR frame is converted to gray. Which of the two does
+        not depend on whether :attr:`image` was made first (the detector makes it for
+        frames it does not need to shrink): optical flow and shot-cut detection compare
+        the luma of consecutive frames, so every frame's must be on one scale.
         """
         if self._luma is None:
-            if self._image is None and self.source is not None and self._planar():
+            if self.source is not None and self._planar():
                 plane = self.source.planes[0]
                 y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
                 y = y[: self.source.height, : self.source.width]

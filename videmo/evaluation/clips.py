@@ -21,6 +21,7 @@ import pandas as pd
 from videmo.damage import damage_line, damage_summary
 from videmo.errors import DataError, VidemoError
 from videmo.outputs.timeline import faces_summary
+from videmo.parallel import frame_times
 from videmo.pipeline import Analyzer, reduce_detections
 from videmo.settings import Settings
 from videmo.spec import EMOTIONS
@@ -157,7 +158,7 @@ def _analyse(analyzer: Analyzer, path: Path, settings: Settings) -> tuple[pd.Dat
     info, index = probe(path), index_packets(path)
     chunk = analyzer.run_chunk(path, 0, None, index)
     damage = damage_summary(info, index, [chunk])
-    timeline = reduce_detections(chunk.detections, settings, chunk.analysed_times)
+    timeline = reduce_detections(chunk.detections, settings, *frame_times([chunk]))
     return timeline, damage_line(damage) if damage else ""
 
 
