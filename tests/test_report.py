@@ -60,6 +60,18 @@ def dinner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / DINNER.stem
 
 
+def test_first_seen_buttons_seek_to_the_exact_first_frame_time(dinner: Path) -> None:
+    """Rounded to milliseconds, about half the buttons showed the frame before the face."""
+    import re
+
+    from videmo import read_timeline
+
+    first = read_timeline(dinner).groupby("face_id")["time_s"].min().to_numpy()
+    html = (dinner / "report.html").read_text()
+    seeks = [float(t) for t in re.findall(r'class="seek" data-t="([^"]+)"', html)]
+    assert sorted(seeks) == sorted(first.tolist()) and len(seeks) >= 5
+
+
 def test_report_shows_every_face_with_a_thumbnail_that_shows_a_face(dinner: Path) -> None:
     from videmo.detect import DetectorConfig, create_detector
 

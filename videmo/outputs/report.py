@@ -195,9 +195,8 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool) -> str:
     first, last = float(face["first_s"]), float(face["last_s"])
     seen = f"seen {clock(first)}–{clock(last)} · {int(face['n_frames'])} frames"
     if has_video:
-        first_html = (
-            f'<button class="seek" data-t="{first:.3f}">▶ first seen {clock(first)}</button>'
-        )
+        # full precision: a time rounded down to milliseconds shows the frame before
+        first_html = f'<button class="seek" data-t="{first!r}">▶ first seen {clock(first)}</button>'
     else:
         first_html = f"first seen {clock(first)}"
     image = (
