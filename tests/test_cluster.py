@@ -204,6 +204,28 @@ def test_node_removed_mid_batch_every_video_completes_equal_to_serial(
             ).read_bytes(), (clip, name)
 
 
+def test_relative_paths_name_the_callers_files_on_a_cluster(
+    tmp_path: Path, three_node_cluster
+) -> None:
+    """The cluster's workers run in another folder; relative inputs, output and model must
+    still mean the files where videmo was started (they used to be resolved on the workers:
+    every video "done" while the user's folders stayed empty)."""
+    from videmo.models import EMOTION_FILE, model_path
+
+    cluster, _ = three_node_cluster
+    inputs = [copy_clip(SINGLE, tmp_path / "in"), copy_clip(CREMA_HAP, tmp_path / "in")]
+    (tmp_path / "my.onnx").write_bytes(model_path(EMOTION_FILE).read_bytes())
+    command = videmo_cmd("run", "in", "-o", "out", "--address", cluster.address,
+                         "--model", "my.onnx", "--workers", 2, "--no-video", "--no-plots",
+                         "--no-report", "-q")  # fmt: skip
+    done = subprocess.run(command, env=cli_env(), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Path.cwd() != tmp_path and not (Path.cwd() / "out").exists()
+    for clip in inputs:
+        assert (tmp_path / "out" / clip.stem / "timeline.parquet").is_file(), clip
+
+
 def test_batch_streams_first_video_done_before_the_last_inputs_are_read(tmp_path: Path) -> None:
     """Inputs are probed and indexed as workers need them, not all before the first chunk."""
     folder, out = tmp_path / "in", tmp_path / "out"

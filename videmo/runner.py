@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -254,6 +254,13 @@ def run_videos(
     reporter = _Unlocking(reporter or Reporter())
     custom_finish = finish
     finish = finish or write_video_outputs
+    if ray_address(settings):
+        # A cluster's workers run in folders of their own: a relative path would name a
+        # file (or an output folder) there, not here.
+        paths, out_root = [p.absolute() for p in paths], out_root.absolute()
+        out_dirs = [d.absolute() for d in out_dirs] if out_dirs else None
+        if settings.model and Path(settings.model).is_file():  # not a shipped model's name
+            settings = replace(settings, model=str(Path(settings.model).absolute()))
     model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
     check_output_root(out_root)
     check_model_and_device(settings)
