@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     CREMA_HAP,
+    DINNER,
     HAMILTON,
     REPO,
     SINGLE,
@@ -224,6 +225,21 @@ def test_relative_paths_name_the_callers_files_on_a_cluster(
     assert Path.cwd() != tmp_path and not (Path.cwd() / "out").exists()
     for clip in inputs:
         assert (tmp_path / "out" / clip.stem / "timeline.parquet").is_file(), clip
+
+
+def test_chunk_timeout_does_not_cut_short_writing_a_long_videos_outputs(tmp_path: Path) -> None:
+    """Each chunk of the dinner clip takes well under a second; writing its outputs on a
+    worker (13 faces, plots, report, the annotated video) takes several. The timeout is
+    per chunk: finishing used to fail under it, after the whole analysis, on every rerun."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        videmo_cmd("run", DINNER, SINGLE, "-o", out, "--workers", 2, "--chunk-s", 2,
+                   "--chunk-timeout-s", 3, "-q"),
+        env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (out / DINNER.stem / "annotated.mp4").is_file()
+    assert (out / DINNER.stem / "run.json").is_file() and (out / SINGLE.stem / "run.json").is_file()
 
 
 def test_batch_streams_first_video_done_before_the_last_inputs_are_read(tmp_path: Path) -> None:

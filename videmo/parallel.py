@@ -154,6 +154,13 @@ class SerialExecutor:
             else:
                 yield task, result
 
+    def _limit_s(self, task: ChunkTask | FinishTask | PrepareTask) -> float:
+        """How long a task may run: ``--chunk-timeout-s``, and for finishing a video (tracking,
+        writing, the annotated video: work that grows with its length) that much per chunk."""
+        if isinstance(task, FinishTask):
+            return self.timeout_s * (1 + len(task.run.chunks))
+        return self.timeout_s
+
     def annotate(
         self, tasks: list[AnnotateTask], index: PacketIndex, info: VideoInfo, every: int
     ) -> list[int]:
@@ -314,7 +321,9 @@ class RayExecutor:
             **kwargs,
         )
 
-    def _dispatch(self, calls: Iterable[Callable | None]) -> Iterator[tuple[int, object]]:
+    def _dispatch(
+        self, calls: Iterable[Callable | None], limit_s: Callable[[int], float] | None = None
+    ) -> Iterator[tuple[int, object]]:
         """Run ``call(actor) -> ObjectRef`` on the actors; yield (k, result or error) as done.
 
         ``calls`` is consumed lazily, only as actors have room, so a batch streams: the
@@ -325,29 +334,30 @@ class RayExecutor:
         ``timeout_s`` after it could start fails with a one-line reason and its actor is
         replaced (a hung decode must not hang the batch); an actor that died for good
         (restarts used up) is replaced too. Calls queued behind either are sent again.
+        ``limit_s(k)``, when given, is call ``k``'s own limit instead of ``timeout_s``.
         """
         ray = self._ray
         source = enumerate(calls)
         again: list[tuple[int, Callable]] = []  # calls queued on an actor that was replaced
-        pending: dict = {}  # ref -> [k, call, actor, time the call could start]
+        pending: dict = {}  # ref -> [k, call, actor, time the call could start, limit]
         while True:
-            self._fill(source, again, pending)
+            self._fill(source, again, pending, limit_s or (lambda _k: self.timeout_s))
             if not pending:
                 return
             now = time.monotonic()
-            wait_s = max(0.0, min(p[3] for p in pending.values()) + self.timeout_s - now)
+            wait_s = max(0.0, min(p[3] + p[4] for p in pending.values()) - now)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
             if not done:  # the oldest running call is overdue
-                ref = min(pending, key=lambda r: pending[r][3])
-                k, _, actor, _ = pending.pop(ref)
+                ref = min(pending, key=lambda r: pending[r][3] + pending[r][4])
+                k, _, actor, _, limit = pending.pop(ref)
                 hung = self._hung_classifier(ref, pending, again)
                 which = "classifier" if hung else "worker"
                 if which == "worker":
                     self._replace(actor, pending, again)
-                yield k, VidemoError(f"no result after {self.timeout_s:g} s ({which} replaced)")
+                yield k, VidemoError(f"no result after {limit:g} s ({which} replaced)")
                 continue
             self._staged.pop(done[0], None)
-            k, pending_call, actor, _ = pending.pop(done[0])
+            k, pending_call, actor, _, _ = pending.pop(done[0])
             for other in pending.values():  # the actor's next call starts now
                 if other[2] is actor and other[3] == float("inf"):
                     other[3] = time.monotonic()
@@ -365,7 +375,9 @@ class RayExecutor:
                 continue
             yield k, result
 
-    def _fill(self, source: Iterator, again: list, pending: dict) -> None:
+    def _fill(
+        self, source: Iterator, again: list, pending: dict, limit_s: Callable[[int], float]
+    ) -> None:
         """Give every actor calls up to ``CALLS_PER_WORKER``, re-sent ones first."""
         busy = Counter(id(p[2]) for p in pending.values())  # calls held per actor
         for slot in range(CALLS_PER_WORKER):
@@ -378,7 +390,7 @@ class RayExecutor:
                 k, call = item
                 # a call queued behind another may start only when that one ends
                 start = time.monotonic() if busy[id(actor)] == 0 else float("inf")
-                pending[call(actor)] = [k, call, actor, start]
+                pending[call(actor)] = [k, call, actor, start, limit_s(k)]
                 busy[id(actor)] += 1
 
     def _replace_classifier(self, actor_id: str | None) -> bool:
@@ -408,7 +420,7 @@ class RayExecutor:
 
     def _requeue(self, ref: object, pending: dict, again: list) -> None:
         """Take a call off ``pending`` and queue it to be sent again, in call order."""
-        k, call, _, _ = pending.pop(ref)
+        k, call, _, _, _ = pending.pop(ref)
         self._staged.pop(ref, None)
         _insert_in_order(again, (k, call))
 
@@ -457,11 +469,18 @@ class RayExecutor:
                     t.path, t.start, t.stop, r
                 )
 
-        for k, result in self._dispatch(calls()):
+        for k, result in self._dispatch(calls(), lambda k: self._limit_s(sent[k])):
             task = sent.pop(k)
             if isinstance(result, ChunkResult):
                 progress(task, task.stop - task.start)  # source frames, as serial
             yield task, result
+
+    def _limit_s(self, task: ChunkTask | FinishTask | PrepareTask) -> float:
+        """How long a task may run: ``--chunk-timeout-s``, and for finishing a video (tracking,
+        writing, the annotated video: work that grows with its length) that much per chunk."""
+        if isinstance(task, FinishTask):
+            return self.timeout_s * (1 + len(task.run.chunks))
+        return self.timeout_s
 
     def annotate(
         self, tasks: list[AnnotateTask], index: PacketIndex, info: VideoInfo, every: int

@@ -96,7 +96,9 @@ class Settings:
         "each worker (off), or separately only when the cluster has a GPU (auto)",
     )
     chunk_timeout_s: float = _opt(
-        600.0, "a Ray chunk that runs longer than this fails its video (a hung worker)"
+        600.0,
+        "a Ray chunk that runs longer than this fails its video (a hung worker); "
+        "writing a video's outputs may take this long per chunk",
     )
     address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     overwrite: bool = _opt(False, "replace outputs made from other inputs or settings")
