@@ -15,7 +15,7 @@ from conftest import CREMA_HAP, FAST, SINGLE, copy_clip, requires_data, run_cli
 from videmo.detections import FaceDetections
 from videmo.errors import ModelError, OutputError, SettingsError
 from videmo.inputs import collect_inputs
-from videmo.naming import CLAIM_FILE, claim_output_dir, safe_name
+from videmo.naming import CLAIM_FILE, claim_output_dir, input_key, safe_name
 from videmo.settings import Settings
 from videmo.track import TrackerConfig, track
 
@@ -37,6 +37,23 @@ def test_same_named_inputs_never_share_a_folder(tmp_path: Path) -> None:
     assert claim_output_dir(out, b / "clip.mp4") == second
     assert claim_output_dir(out, a / "clip.mp4") == first
     assert (second / CLAIM_FILE).read_text().strip() == str(b / "clip.mp4")
+
+
+def test_a_users_own_folder_of_the_same_name_is_never_taken_over(tmp_path: Path) -> None:
+    """``out/interview/`` with the user's notes and an old report, no claim: it was claimed
+    and its report and timeline replaced. The video now gets ``interview-<hash>``."""
+    out = tmp_path / "out"
+    mine = out / "interview"
+    mine.mkdir(parents=True)
+    for name in ("notes.txt", "report.html", "timeline.csv"):
+        (mine / name).write_text(f"the user's {name}")
+    folder = claim_output_dir(out, tmp_path / "in" / "interview.mp4")
+    assert folder != mine and folder.name.startswith("interview-")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "report.html", "timeline.csv"]
+    assert (mine / "report.html").read_text() == "the user's report.html"
+    # an empty folder of that name (made by the user for the outputs) is taken
+    (out / "talk").mkdir()
+    assert claim_output_dir(out, tmp_path / "in" / "talk.mp4") == out / "talk"
 
 
 def test_a_long_name_and_its_twin_both_get_folders(tmp_path: Path) -> None:
@@ -518,6 +535,8 @@ def test_unusable_folder_and_undecodable_name_fail_or_pass_alone(tmp_path: Path)
     copy_clip(SINGLE, clips, os.fsdecode(b"b\xff.mp4"))
     out = tmp_path / "out"
     (out / "a" / "run.json").mkdir(parents=True)
+    # a's own folder (claimed for it): unclaimed, it would not be taken over at all
+    (out / "a" / CLAIM_FILE).write_text(input_key(clips / "a.mp4") + "\n")
     result = run_cli("run", clips, "-o", out, *FAST)
     assert result.rc == 1 and "Traceback" not in result.stderr, result
     batch = pd.read_csv(out / "batch.csv", keep_default_na=False)

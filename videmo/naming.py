@@ -74,14 +74,14 @@ def _owner(folder: Path) -> str | None:
 def _try_claim(folder: Path, key: str) -> bool:
     """Claim ``folder`` for ``key``; True if it is (now or already) ``key``'s.
 
-    A folder that holds a run's outputs but no claim (one named explicitly, e.g.
-    ``videmo.analyze(out_dir=...)`` before it recorded its owner) belongs to someone
-    else: it is never claimed over its contents.
+    A folder that holds anything but no claim (a run's outputs from before claims were
+    recorded, or the user's own files under the same name) belongs to someone else: it
+    is never claimed over its contents, and the input gets its ``-<hash>`` name.
     """
     owner = _owner(folder)
     if owner is not None:
         return owner == key
-    if (folder / RUN_JSON).is_file():
+    if (folder / RUN_JSON).is_file() or (folder.is_dir() and any(folder.iterdir())):
         return False
     try:
         folder.mkdir(parents=True, exist_ok=True)
