@@ -108,6 +108,25 @@ def test_an_input_that_fails_leaves_no_folder_and_takes_no_name(tmp_path: Path) 
     )
 
 
+@requires_data
+def test_inputs_that_fail_on_ray_workers_name_no_folder_in_batch_csv(tmp_path: Path) -> None:
+    """On Ray the workers probe the inputs and give failed ones' claims back; batch.csv
+    still named those removed folders."""
+    import pandas as pd
+
+    folder = tmp_path / "in"
+    copy_clip(SINGLE, folder, "a.mp4")
+    (folder / "b.mp4").write_bytes(b"")
+    (folder / "c.mp4").write_text("not a video")
+    out = tmp_path / "out"
+    result = run_cli("run", folder, "-o", out, "--workers", "2", *FAST)
+    assert result.rc == 1, result
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False)
+    assert batch["status"].tolist() == ["done", "failed", "failed"], batch
+    assert batch["output"].tolist() == [str(out / "a"), "", ""]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "batch.csv"]
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("...mp4", "video"), ("..mp4", "video"), (".hidden.mp4", "hidden.mp4"[:-4]),

@@ -373,6 +373,8 @@ def run_videos(
         else:
             run.status, run.error, run.info, run.index, run.chunks = outcome[:5]
             run.frames, run.faces, fingerprints[run.position] = outcome[5:]
+            if run.status == "failed" and run.out_dir and not run.out_dir.exists():
+                run.out_dir = None  # the worker gave the claim back: batch.csv names no folder
         if run.status != "pending":
             reporter.video_done(run)
             return
