@@ -337,6 +337,28 @@ def test_rerun_adds_outputs_an_earlier_run_skipped_and_overwrite_leaves_nothing_
 
 
 @requires_data
+def test_overwrite_redoes_only_the_videos_whose_outputs_came_from_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """The error for one replaced input says to use --overwrite; that redid every video."""
+    import pandas as pd
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    copy_clip(SINGLE, folder, "clip.mp4")
+    copy_clip(CREMA_HAP, folder, "other.flv")
+    run_cli("run", folder, "-o", out, *FAST).assert_ok()
+    kept = (out / "other" / "run.json").stat().st_mtime_ns
+    copy_clip(CREMA_HAP, folder, "clip.mp4")  # another video under the same name
+    assert run_cli("run", folder, "-o", out, *FAST).rc == 1
+    run_cli("run", folder, "-o", out, "--overwrite", *FAST).assert_ok()
+    batch = pd.read_csv(out / "batch.csv").set_index("video")
+    assert batch["status"].to_dict() == {
+        str(folder / "clip.mp4"): "done",
+        str(folder / "other.flv"): "skipped",
+    }
+    assert (out / "other" / "run.json").stat().st_mtime_ns == kept
+
+
 def test_overwrite_with_a_bad_model_or_device_keeps_the_earlier_outputs(tmp_path: Path) -> None:
     """The model and device are checked before any input is touched: an --overwrite run that
     cannot start deletes nothing, and a finished video is not reported skipped instead."""

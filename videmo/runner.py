@@ -113,7 +113,7 @@ class Reporter:
 def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> None:
     """Skip an input whose folder already holds this run's outputs; refuse another's."""
     state = existing_state(run.out_dir, fingerprint, settings)
-    if state == "complete" and not settings.overwrite:
+    if state == "complete":  # --overwrite replaces other runs' outputs, never this one's
         run.status = "skipped"
         run.frames, run.faces = previous_counts(run.out_dir)
         return

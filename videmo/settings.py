@@ -101,7 +101,10 @@ class Settings:
         "writing a video's outputs may take this long per chunk",
     )
     address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    overwrite: bool = _opt(False, "replace outputs made from other inputs or settings")
+    overwrite: bool = _opt(
+        False, "replace outputs made from other inputs or settings (finished outputs of "
+        "the same input and settings are kept)",
+    )  # fmt: skip
     strict: bool = _opt(
         False, "fail a damaged video (lost frames, truncated file) instead of marking it damaged"
     )
