@@ -337,6 +337,23 @@ def test_rerun_adds_outputs_an_earlier_run_skipped_and_overwrite_leaves_nothing_
 
 
 @requires_data
+def test_a_read_only_output_root_is_named_as_such_not_as_a_batch_csv_to_replace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only mount fails even to unlink a file that is not there (EROFS): the error
+    said "cannot replace .../batch.csv" where there was none."""
+    import errno
+
+    from videmo.runner import remove_batch_summary
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(OutputError, match=r"^cannot write in .*: Read-only file system$"):
+        remove_batch_summary(tmp_path)
+
+
 def test_overwrite_redoes_only_the_videos_whose_outputs_came_from_elsewhere(
     tmp_path: Path,
 ) -> None:

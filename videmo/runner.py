@@ -564,8 +564,13 @@ def remove_batch_summary(out_root: Path) -> None:
     for name in (BATCH_CSV, REPORT_HTML):
         try:
             (out_root / name).unlink(missing_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot replace {out_root / name}: {exc.strerror}") from None
+        except OSError as exc:  # e.g. a read-only file system, even where there is no file
+            what = (
+                f"replace {out_root / name}"
+                if (out_root / name).exists()
+                else f"write in {out_root}"
+            )
+            raise OutputError(f"cannot {what}: {exc.strerror}") from None
 
 
 def interrupted_runs(paths: list[Path], finished: dict[int, VideoRun]) -> list[VideoRun]:
