@@ -242,6 +242,43 @@ def test_chunk_timeout_does_not_cut_short_writing_a_long_videos_outputs(tmp_path
     assert (out / DINNER.stem / "run.json").is_file() and (out / SINGLE.stem / "run.json").is_file()
 
 
+def test_losing_the_cluster_mid_batch_leaves_a_summary_of_what_finished(
+    tmp_path: Path, three_node_cluster
+) -> None:
+    """The whole cluster goes away mid-batch and Ray ends videmo: there was no batch.csv at
+    all. It is now kept current as videos finish (finished ones as they ended, the rest
+    ``unfinished``); where videmo outlives the cluster it also says so in one line."""
+    import pandas as pd
+
+    from videmo.cli import _BatchSnapshot
+
+    cluster, _ = three_node_cluster
+    folder, out = tmp_path / "in", tmp_path / "out"
+    inputs = [copy_clip(SINGLE, folder, f"clip{k:02d}.mp4") for k in range(30)]
+    command = videmo_cmd("run", folder, "-o", out, "--address", cluster.address,
+                         "--workers", 2, "--chunk-s", 1, "--no-video", "--no-plots",
+                         "--no-report", "-q")  # fmt: skip
+    proc = subprocess.Popen(command, env=cli_env(), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*/run.json"))) < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline, "no video finished"
+        time.sleep(0.2)
+    time.sleep(_BatchSnapshot.EVERY_S + 0.5)  # the summary is rewritten at most this often
+    cluster.shutdown()  # head and workers: the cluster is gone
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("videmo: error:")]
+    assert all("lost the Ray cluster at" in line for line in errors), errors
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False)
+    assert batch["video"].tolist() == [str(clip) for clip in inputs]
+    assert set(batch["status"]) <= {"done", "failed", "interrupted", "unfinished"}, batch
+    done = batch[batch["status"] == "done"]
+    assert 1 <= len(done) < len(inputs)
+    for folder_name in done["output"]:
+        assert (Path(folder_name) / "run.json").is_file()
+
+
 def test_batch_streams_first_video_done_before_the_last_inputs_are_read(tmp_path: Path) -> None:
     """Inputs are probed and indexed as workers need them, not all before the first chunk."""
     folder, out = tmp_path / "in", tmp_path / "out"

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import os
 import sys
+import time
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -18,10 +19,11 @@ from pathlib import Path
 import click
 
 from videmo import __version__
-from videmo.errors import SettingsError, VidemoError
+from videmo.errors import ClusterLost, SettingsError, VidemoError
 from videmo.settings import CLASSIFY_STAGES, DETECTORS, DEVICES, Settings, load_toml
 
 if typing.TYPE_CHECKING:
+    from videmo.progress import RichReporter
     from videmo.runner import VideoRun
 
 DEFAULT_OUT = Path("videmo_out")
@@ -180,8 +182,11 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     )
 
     install_interrupt_handler()
-    reporter = RichReporter(enabled=not quiet, inputs=len(paths))
     batch = len(paths) > 1
+    snapshot = _BatchSnapshot(paths, out_root) if batch else None
+    reporter = RichReporter(enabled=not quiet, inputs=len(paths), on_done=snapshot)
+    if snapshot is not None:
+        snapshot.reporter = reporter
     if batch and out_root.is_dir():
         remove_batch_summary(out_root)
     try:
@@ -189,10 +194,11 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
         # retries from its own threads) goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             runs = run_videos(paths, out_root, settings, reporter, keep_timelines=False)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ClusterLost) as exc:
         # What finished is finished: say so on stdout and in batch.csv, then stop.
         reporter.close()
-        runs = interrupted_runs(paths, reporter.finished)
+        why = str(exc) if isinstance(exc, ClusterLost) else "interrupted"
+        runs = interrupted_runs(paths, reporter.finished, why)
         if batch:
             write_batch_csv(runs, out_root)
         _print_results(runs)
@@ -214,6 +220,30 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
         where = f"see {batch_csv}" if batch_csv else f"batch.csv could not be written in {out_root}"
         click.echo(f"videmo: {len(failed)} of {len(runs)} videos failed; {where}", err=True)
         sys.exit(1)
+
+
+class _BatchSnapshot:
+    """Keeps ``batch.csv`` current while a batch runs: finished videos as they ended, the
+    others ``unfinished``. A driver that is killed (``kill -9``, or Ray ending it when its
+    cluster goes away) then still leaves a summary that says what finished and what did not;
+    the end of the run replaces it. Written at most every ``EVERY_S`` seconds."""
+
+    EVERY_S = 2.0
+
+    def __init__(self, paths: list[Path], out_root: Path) -> None:
+        self.paths, self.out_root = paths, out_root
+        self.reporter: RichReporter | None = None  # whose finished videos are written
+        self._last = -float("inf")
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.reporter is None or now - self._last < self.EVERY_S:
+            return
+        from videmo.runner import interrupted_runs, write_batch_csv
+
+        self._last = now
+        runs = interrupted_runs(self.paths, self.reporter.finished, "", status="unfinished")
+        write_batch_csv(runs, self.out_root)
 
 
 def _print_results(runs: list) -> None:
@@ -264,6 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo("videmo: interrupted", err=True)
         _exit_interrupted(from_command_line=argv is None)
+    except ClusterLost as exc:  # what finished is written; the rest cannot run
+        click.echo(f"videmo: error: {exc}", err=True)
+        if argv is None:  # Ray would end this process anyway once it gives up on the cluster
+            _exit_now(1)
+        sys.exit(1)
     except VidemoError as exc:
         click.echo(f"videmo: error: {exc}", err=True)
         sys.exit(2)
@@ -294,10 +329,15 @@ def _exit_interrupted(from_command_line: bool) -> None:
     only the exit status was at stake."""
     if from_command_line and "ray" in sys.modules:
         _ignore_late_interrupts()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        _exit_now(130)
     sys.exit(130)
+
+
+def _exit_now(status: int) -> None:
+    """Flush and exit without the interpreter's teardown (Ray's threads may not survive it)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 @cli.command()

@@ -23,6 +23,10 @@ class OutputError(VidemoError):
     """The output location cannot be written, or exists and --overwrite was not given."""
 
 
+class ClusterLost(VidemoError):
+    """The Ray cluster given by address stopped answering in the middle of a run."""
+
+
 class SettingsError(VidemoError):
     """A setting or job-file key has an invalid value."""
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from videmo.detections import FaceDetections
-from videmo.errors import VidemoError, one_line
+from videmo.errors import ClusterLost, VidemoError, one_line
 from videmo.pipeline import Analyzer, ChunkResult, classify_chunk
 from videmo.settings import Settings
 from videmo.video import PacketIndex, VideoInfo
@@ -211,6 +211,8 @@ class RayExecutor:
             note(f"--workers {workers}: only {max(1, max_useful)} chunk(s) to run; using that many")
             workers = max(1, max_useful)
         self._owns_ray = not ray.is_initialized()
+        self._address = address
+        self._lost = False  # the cluster stopped answering: nothing more to ask of Ray
         self.timeout_s = settings.chunk_timeout_s
         from ray.exceptions import RayActorError
 
@@ -364,6 +366,7 @@ class RayExecutor:
             try:
                 result = ray.get(done[0])
             except self._actor_died as exc:
+                self._check_cluster()
                 if self._replace_classifier(getattr(exc, "actor_id", None)):
                     _insert_in_order(again, (k, pending_call))
                     continue
@@ -374,6 +377,22 @@ class RayExecutor:
                 yield k, _unwrap(exc)
                 continue
             yield k, result
+
+    def _check_cluster(self) -> None:
+        """After an actor died: if the cluster itself is gone, stop the run in one line.
+
+        Otherwise every later call would fail as "worker lost" until Ray, a minute later,
+        ended this process with no summary written. ``ClusterLost`` lets the caller write
+        what finished (the CLI: ``batch.csv`` and stdout) first.
+        """
+        if not self._address:
+            return
+        try:
+            _check_reachable(self._address, timeout_s=2.0)
+        except VidemoError as exc:
+            self._lost = True
+            reason = str(exc).rsplit(": ", 1)[-1]
+            raise ClusterLost(f"lost the Ray cluster at {self._address} ({reason})") from None
 
     def _fill(
         self, source: Iterator, again: list, pending: dict, limit_s: Callable[[int], float]
@@ -503,6 +522,8 @@ class RayExecutor:
 
     def close(self) -> None:
         ray = self._ray
+        if self._lost:  # no one left to ask: Ray's calls would wait on the dead cluster
+            return
         for actor in [*getattr(self, "actors", []), *getattr(self, "classifiers", [])]:
             ray.kill(actor)
         if self._owns_ray:

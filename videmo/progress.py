@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -49,9 +50,12 @@ def _raise_if_interrupted() -> None:
 class RichReporter(Reporter):
     """A bar over all frames of the batch, with videos done/total and frames per second."""
 
-    def __init__(self, enabled: bool = True, inputs: int = 1) -> None:
+    def __init__(
+        self, enabled: bool = True, inputs: int = 1, on_done: Callable[[], None] | None = None
+    ) -> None:
         self.enabled = enabled
         self.inputs = inputs
+        self.on_done = on_done  # called after each finished video (the CLI's batch.csv)
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.videos_total = 0
@@ -104,6 +108,8 @@ class RichReporter(Reporter):
             console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
+        if self.on_done is not None:
+            self.on_done()
         _raise_if_interrupted()  # after recording it: the interrupted batch lists it finished
 
     def close(self) -> None:

@@ -573,10 +573,15 @@ def remove_batch_summary(out_root: Path) -> None:
             raise OutputError(f"cannot {what}: {exc.strerror}") from None
 
 
-def interrupted_runs(paths: list[Path], finished: dict[int, VideoRun]) -> list[VideoRun]:
-    """Every input of an interrupted batch: finished ones as they ended, others ``interrupted``."""
+def interrupted_runs(
+    paths: list[Path],
+    finished: dict[int, VideoRun],
+    why: str = "interrupted",
+    status: str = "interrupted",
+) -> list[VideoRun]:
+    """Every input of an interrupted batch: finished ones as they ended, others ``status``."""
     return [
-        finished.get(k) or VideoRun(k, path, None, status="interrupted", error="interrupted")
+        finished.get(k) or VideoRun(k, path, None, status=status, error=why)
         for k, path in enumerate(paths)
     ]
 
