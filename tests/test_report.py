@@ -104,7 +104,7 @@ def test_report_states_the_facts_of_run_json(dinner: Path) -> None:
     assert "report.html" in run["outputs"] and "faces/face_001.jpg" in run["outputs"]
     assert run["model"]["metrics"]["publictest_accuracy"] > 0.5
     accuracy = f"{run['model']['metrics']['publictest_accuracy']:.1%}"
-    for fact in ("petercunha_dinner.mp4", "854×480", str(run["counts"]["frames_analysed"]),
+    for fact in (run["input"], "854×480", str(run["counts"]["frames_analysed"]),
                  run["model"]["sha256"][:12], run["versions"]["videmo"], accuracy,
                  "FER2013 PublicTest"):  # fmt: skip
         assert fact in text, fact
@@ -113,6 +113,39 @@ def test_report_states_the_facts_of_run_json(dinner: Path) -> None:
 
     for key in ANALYSIS_KEYS:
         assert f"{key}={run['settings'][key]}" in text, key
+
+
+def test_a_cut_files_duration_is_what_could_be_read(tmp_path: Path) -> None:
+    """The facts gave the header's 0:19.7 for a file readable to 8.3 s."""
+    from videmo.outputs.report import video_facts
+
+    cut = {"frames_in_header": 472, "readable_until_s": 8.3, "duration_s": 19.7, "error": "x"}
+    damage = {"frames_indexed": 199, "frames_lost": 0, "lost_ranges_s": [], "errors": [],
+              "truncated": cut}  # fmt: skip
+    facts = dict(video_facts({"video": {"duration_s": 19.7}, "damage": damage}))
+    assert facts["duration"] == "0:08.3 of 0:19.7 readable"
+    assert dict(video_facts({"video": {"duration_s": 19.7}}))["duration"] == "0:19.7"
+
+
+def test_faces_beyond_the_plotted_ones_say_why_they_have_no_graph(tmp_path: Path) -> None:
+    """Only the 24 faces seen longest get a graph; the other cards were silently bare."""
+    from videmo.outputs.plots import MAX_FACE_PLOTS, PLOTS_DIR, face_plot_name
+    from videmo.outputs.report import render_video_report
+    from videmo.spec import EMOTIONS
+
+    faces = pd.DataFrame(
+        {"face_id": [1, 2], "first_s": [0.0, 1.0], "last_s": [2.0, 3.0], "n_frames": [60, 5],
+         "dominant_emotion": ["happy", "sad"],
+         **{f"mean_{e}": [1 / 7, 1 / 7] for e in EMOTIONS}}
+    )  # fmt: skip
+    (tmp_path / PLOTS_DIR).mkdir()
+    (tmp_path / PLOTS_DIR / face_plot_name(1)).write_bytes(b"png")
+    html = render_video_report({}, faces, tmp_path, "clip.mp4")
+    note = f"no graph: only the {MAX_FACE_PLOTS} faces seen in the most frames are plotted"
+    card_1, card_2 = html.split('id="face-1"')[1].split('id="face-2"')
+    assert note not in card_1 and face_plot_name(1) in card_1 and note in card_2
+    shutil.rmtree(tmp_path / PLOTS_DIR)  # --no-plots: no graphs, and nothing to explain
+    assert note not in render_video_report({}, faces, tmp_path, "clip.mp4")
 
 
 def test_thumbnails_and_report_are_deterministic(dinner: Path, tmp_path: Path) -> None:

@@ -21,7 +21,13 @@ from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
 from videmo.outputs.gallery import FACES_DIR, thumbnail_name
 from videmo.outputs.palette import EMOTION_COLORS
-from videmo.outputs.plots import DISTRIBUTION_PNG, OVERVIEW_PNG, PLOTS_DIR, face_plot_name
+from videmo.outputs.plots import (
+    DISTRIBUTION_PNG,
+    MAX_FACE_PLOTS,
+    OVERVIEW_PNG,
+    PLOTS_DIR,
+    face_plot_name,
+)
 from videmo.outputs.timeline import FACES_CSV, MEAN_COLUMNS
 from videmo.settings import ANALYSIS_KEYS
 from videmo.spec import EMOTIONS
@@ -161,9 +167,13 @@ def video_facts(run: dict) -> list[tuple[str, object]]:
     versions, settings = run.get("versions", {}), run.get("settings", {})
     damage = run.get("damage") or {}
     analysis = ", ".join(f"{k}={settings[k]}" for k in ANALYSIS_KEYS if k in settings)
+    duration = clock(float(video.get("duration_s") or 0.0))
+    if damage.get("truncated"):  # the header's duration is not what could be read
+        duration = f"{clock(float(damage['truncated']['readable_until_s']))} of {duration} readable"
     return [
+        ("input", run.get("input")),  # the whole path: same-named inputs' pages differ here
         ("status", run.get("status", "?")),
-        ("duration", clock(float(video.get("duration_s") or 0.0))),
+        ("duration", duration),
         ("resolution", f"{video.get('width')}×{video.get('height')}"),
         ("frame rate", f"{video.get('fps', 0):.2f} fps" if video.get("fps") else None),
         ("frames analysed", counts.get("frames_analysed")),
@@ -204,11 +214,18 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool) -> str:
         if (out_dir / thumb).is_file()
         else '<div class="thumb"></div>'
     )
-    plot_html = (
-        f'<img class="plot" src="{href(*plot.parts)}" alt="emotions of face #{face_id} over time">'
-        if (out_dir / plot).is_file()
-        else ""
-    )
+    if (out_dir / plot).is_file():
+        plot_html = (
+            f'<img class="plot" src="{href(*plot.parts)}" alt="emotions of face #{face_id} over '
+            'time">'
+        )
+    elif (out_dir / PLOTS_DIR).is_dir():  # plots were made, but not of every face
+        plot_html = (
+            f'<p class="meta">no graph: only the {MAX_FACE_PLOTS} faces seen in the most '
+            "frames are plotted</p>"
+        )
+    else:
+        plot_html = ""
     return (
         f'<div class="card" id="face-{face_id}">{image}<div>'
         f"<h3>Face #{face_id} {_chip(str(face['dominant_emotion']))}</h3>"
