@@ -177,6 +177,27 @@ def test_symlinked_input_is_named_after_the_link(tmp_path: Path) -> None:
 
 
 @requires_data
+def test_a_rerun_through_a_symlinked_folder_resumes_instead_of_redoing(tmp_path: Path) -> None:
+    """Same files reached through a link: every video was analysed again into new
+    ``<name>-<hash>`` folders beside the finished ones."""
+    import pandas as pd
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    copy_clip(SINGLE, folder, "a.mp4")
+    copy_clip(CREMA_HAP, folder, "b.flv")
+    run_cli("run", folder, "-o", out, *FAST).assert_ok()
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    again = run_cli("run", link, "-o", out, *FAST)
+    again.assert_ok()
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "batch.csv"]
+    assert pd.read_csv(out / "batch.csv")["status"].tolist() == ["skipped", "skipped"]
+    # a different file of the same name still gets a folder of its own
+    other = copy_clip(CREMA_HAP, tmp_path / "other", "a.flv")
+    assert claim_output_dir(out, other).name.startswith("a-")
+
+
+@requires_data
 def test_output_root_that_is_a_file_fails_before_work(tmp_path: Path) -> None:
     bad = tmp_path / "file"
     bad.write_text("x")

@@ -80,14 +80,14 @@ def _try_claim(folder: Path, key: str) -> bool:
     """
     owner = _owner(folder)
     if owner is not None:
-        return owner == key
+        return _same_input(owner, key)
     if (folder / RUN_JSON).is_file() or (folder.is_dir() and any(folder.iterdir())):
         return False
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:  # another process claimed it a moment ago
-        return _owner(folder) == key
+        return _same_input(_owner(folder), key)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
     with os.fdopen(fd, "wb") as fh:
@@ -95,6 +95,19 @@ def _try_claim(folder: Path, key: str) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def _same_input(owner: str | None, key: str) -> bool:
+    """Whether a folder's claim names this input: the same path, or another path to the
+    same file (a symlinked folder, the link and its target), so a rerun through it resumes."""
+    if owner is None:
+        return False
+    if owner == key:
+        return True
+    try:
+        return os.path.samefile(owner, key)
+    except OSError:  # one of them is gone
+        return False
 
 
 def claim_output_dir(out_root: Path, path: Path) -> Path:
