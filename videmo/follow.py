@@ -66,7 +66,7 @@ CUT_THRESHOLD = 24.0
 #: variation, 0-1). Motion changes the thumbnail but hardly the histogram: in the 5-fps
 #: close-up clips of the shared data, consecutive frames of one shot differ by up to 44
 #: grey levels but by at most 0.19 in histogram; the hard cuts of the Hamilton clip by 22
-#: and 0.32-0.39 (its first cut, 0.19, is missed).
+#: and 0.32-0.39 (its first cut, 0.19, is missed). ``benchmarks/shot_cuts.py`` measures it.
 SHOT_THRESHOLD = 16.0
 SHOT_HISTOGRAM_SHIFT = 0.25
 
