@@ -56,6 +56,30 @@ def test_a_users_own_folder_of_the_same_name_is_never_taken_over(tmp_path: Path)
     assert claim_output_dir(out, tmp_path / "in" / "talk.mp4") == out / "talk"
 
 
+def test_names_of_the_batch_summary_and_files_of_the_users_are_never_video_folders(
+    tmp_path: Path,
+) -> None:
+    """``batch.csv.mp4`` took the folder ``batch.csv``: no summary, then every rerun refused;
+    a plain file ``OUT/z`` failed ``z.mp4`` on every run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "z").write_text("the user's file")
+    for name in ("batch.csv", "report.html", "z"):
+        folder = claim_output_dir(out, tmp_path / "in" / f"{name}.mp4")
+        assert folder.name.startswith(f"{name}-") and folder.is_dir(), folder
+    assert (out / "z").read_text() == "the user's file"
+
+
+def test_hard_links_to_one_file_are_one_input(tmp_path: Path) -> None:
+    """Hard links in one batch: the second failed "being written by another videmo run"."""
+    original = tmp_path / "in" / "a.mp4"
+    original.parent.mkdir()
+    original.write_bytes(b"0")
+    (tmp_path / "links").mkdir()
+    os.link(original, tmp_path / "links" / "a.mp4")
+    assert collect_inputs([str(tmp_path / "in"), str(tmp_path / "links")]) == [original]
+
+
 def test_a_long_name_and_its_twin_both_get_folders(tmp_path: Path) -> None:
     """Two 251-character names: the twin's ``-<hash>`` must not push it past 255 bytes
     (it failed with "File name too long"); multi-byte characters are never cut in half."""

@@ -280,6 +280,22 @@ def test_a_face_keeps_its_id_when_every_puts_analysed_frames_far_apart(analyzer)
     assert len(timeline) == len(result.analysed_times) == 20  # every analysed frame kept
 
 
+def test_a_face_missed_on_one_analysed_frame_keeps_its_id_however_far_apart_they_are() -> None:
+    """--every 15 at 30 fps: frames 0.5 s apart; a face missed on one of them came back 1 s
+    after it was last seen, past --max-gap-s, and got a new id."""
+    times = np.arange(8) * 0.5
+    seen = [0, 1, 2, 4, 5, 6, 7]  # missed at times[3] = 1.5 s
+    box = np.array([[100.0, 100, 80, 80]])
+    dets = FaceDetections.concat(
+        [FaceDetections.for_frame(15 * k, times[k], box, np.array([0.9])) for k in seen]
+    )
+    ids = track(dets, TrackerConfig(max_gap_s=0.5), times).face_id
+    assert ids.tolist() == [1] * len(seen)
+    # missed on two analysed frames in a row, longer than max_gap_s: a new id
+    twice = dets[np.isin(dets.frame, [15 * k for k in (0, 1, 2, 5, 6, 7)])]
+    assert track(twice, TrackerConfig(max_gap_s=0.5), times).face_id.tolist() == [1, 1, 1, 2, 2, 2]
+
+
 def test_smoothing_on_hamilton(hamilton) -> None:
     dets, _ = fill_unclassified(track(hamilton.whole.detections.sorted(), TrackerConfig()))
     raw = smooth(dets, 0.0)

@@ -133,19 +133,22 @@ def test_faces_beyond_the_plotted_ones_say_why_they_have_no_graph(tmp_path: Path
     from videmo.outputs.report import render_video_report
     from videmo.spec import EMOTIONS
 
+    n = MAX_FACE_PLOTS + 1
     faces = pd.DataFrame(
-        {"face_id": [1, 2], "first_s": [0.0, 1.0], "last_s": [2.0, 3.0], "n_frames": [60, 5],
-         "dominant_emotion": ["happy", "sad"],
-         **{f"mean_{e}": [1 / 7, 1 / 7] for e in EMOTIONS}}
+        {"face_id": range(1, n + 1), "first_s": 0.0, "last_s": 2.0, "n_frames": range(n + 1, 1, -1),
+         "dominant_emotion": "happy", **{f"mean_{e}": 1 / 7 for e in EMOTIONS}}
     )  # fmt: skip
     (tmp_path / PLOTS_DIR).mkdir()
-    (tmp_path / PLOTS_DIR / face_plot_name(1)).write_bytes(b"png")
-    html = render_video_report({}, faces, tmp_path, "clip.mp4")
+    for face_id in range(1, n):  # the last face, seen least, has no graph
+        (tmp_path / PLOTS_DIR / face_plot_name(face_id)).write_bytes(b"png")
+    run = {"settings": {"plots": True}}
+    html = render_video_report(run, faces, tmp_path, "clip.mp4")
     note = f"no graph: only the {MAX_FACE_PLOTS} faces seen in the most frames are plotted"
-    card_1, card_2 = html.split('id="face-1"')[1].split('id="face-2"')
-    assert note not in card_1 and face_plot_name(1) in card_1 and note in card_2
-    shutil.rmtree(tmp_path / PLOTS_DIR)  # --no-plots: no graphs, and nothing to explain
-    assert note not in render_video_report({}, faces, tmp_path, "clip.mp4")
+    first, last = html.split(f'id="face-{n}"')
+    assert note in last and note not in first and html.count(note) == 1
+    # --no-plots (a folder of the user's may still be there), or few faces: nothing to explain
+    assert note not in render_video_report({"settings": {"plots": False}}, faces, tmp_path, "c")
+    assert note not in render_video_report(run, faces.iloc[-2:], tmp_path, "clip.mp4")
 
 
 def test_thumbnails_and_report_are_deterministic(dinner: Path, tmp_path: Path) -> None:

@@ -74,12 +74,21 @@ def collect_inputs(
             found += sorted(p for p in matches if p.is_file() and not _under(p, skip)) or [path]
         else:
             found.append(path)
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve() if p.exists() else p, p)
+    unique: dict[object, Path] = {}
+    for p in found:  # one file reached by several paths (links, hard links) is one input
+        unique.setdefault(_file_identity(p), p)
     if not unique:
         raise VidemoError(f"no video files found in {' '.join(specs)}")
     return list(unique.values())
+
+
+def _file_identity(path: Path) -> object:
+    """What makes two paths one file: device and inode (hard links too), else the path."""
+    try:
+        stat = path.stat()
+    except OSError:  # missing: it fails later, as given
+        return path
+    return (stat.st_dev, stat.st_ino)
 
 
 def _hidden(relative: Path) -> bool:

@@ -28,6 +28,10 @@ from videmo.outputs.atomic import ensure_dir, write_bytes_atomic
 from videmo.resume import RUN_JSON
 
 CLAIM_FILE = ".videmo-input"
+#: What a batch writes at the output root beside the video folders: never a video's folder.
+BATCH_CSV = "batch.csv"
+REPORT_HTML = "report.html"  # a video's page, and the batch's at the root
+ROOT_FILES = frozenset({BATCH_CSV, REPORT_HTML})
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 
@@ -78,6 +82,8 @@ def _try_claim(folder: Path, key: str) -> bool:
     recorded, or the user's own files under the same name) belongs to someone else: it
     is never claimed over its contents, and the input gets its ``-<hash>`` name.
     """
+    if folder.name in ROOT_FILES or (folder.exists() and not folder.is_dir()):
+        return False  # the batch summary's name, or a file of the user's
     owner = _owner(folder)
     if owner is not None:
         return _same_input(owner, key)

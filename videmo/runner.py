@@ -23,6 +23,7 @@ from videmo.damage import damage_line, damage_summary
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import (
+    BATCH_CSV,
     claim_output_dir,
     lock_output_dir,
     own_output_dir,
@@ -526,9 +527,6 @@ def _collect(
     run.results.append(result)
     if len(run.results) == len(run.chunks):
         complete(run)
-
-
-BATCH_CSV = "batch.csv"
 
 
 def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:

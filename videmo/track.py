@@ -88,7 +88,7 @@ class _Tracker:
         self.confirmed: list[_Track] = []
         self.tentative: list[_Track] = []
         self.finished: list[_Track] = []
-        self._previous_time = -np.inf  # the analysed frame before this one
+        self._recent = [-np.inf, -np.inf]  # times of the two analysed frames before this one
 
     def _match(self, tracks: list[_Track], boxes: np.ndarray, free: list[int]) -> list[tuple]:
         """Tracks matched to free boxes: the best assignment among pairs above the IOU threshold."""
@@ -109,7 +109,7 @@ class _Tracker:
         expired = [t for t in self.confirmed if self._expired(t, now)]
         self.finished += expired
         self.confirmed = [t for t in self.confirmed if t not in expired]
-        self._previous_time = now
+        self._recent = [self._recent[1], now]
         free = list(range(len(rows)))
         for tracks in (self.confirmed, self.tentative):
             for t, b in self._match(tracks, boxes, free):
@@ -123,8 +123,13 @@ class _Tracker:
         self.tentative = [t for t in self.tentative if t.hits < self.config.min_hits]
 
     def _expired(self, t: _Track, now: float) -> bool:
-        """Missed on an analysed frame already, and unseen for longer than ``max_gap_s``."""
-        return t.last_time < self._previous_time and now - t.last_time > self.config.max_gap_s
+        """Unseen for longer than ``max_gap_s``, and missed on two analysed frames already.
+
+        A face missed on one analysed frame is always looked for on the next, however far
+        apart ``--every`` puts them.
+        """
+        missed_twice = t.last_time < self._recent[0]
+        return missed_twice and now - t.last_time > self.config.max_gap_s
 
     def face_ids(self, n_rows: int) -> np.ndarray:
         """1-based ids of confirmed tracks in order of first appearance; -1 elsewhere."""

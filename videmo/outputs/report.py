@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from videmo.damage import damage_line
+from videmo.naming import REPORT_HTML
 from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
 from videmo.outputs.gallery import FACES_DIR, thumbnail_name
@@ -31,8 +32,6 @@ from videmo.outputs.plots import (
 from videmo.outputs.timeline import FACES_CSV, MEAN_COLUMNS
 from videmo.settings import ANALYSIS_KEYS
 from videmo.spec import EMOTIONS
-
-REPORT_HTML = "report.html"
 
 _CSS = """
 :root { color-scheme: light; --ink: #1d2330; --muted: #5b6475; --line: #dde2ea; }
@@ -198,7 +197,8 @@ def _bars(face: pd.Series) -> str:
     return f'<div class="bars">{"".join(rows)}</div>'
 
 
-def _face_card(face: pd.Series, out_dir: Path, has_video: bool) -> str:
+def _face_card(face: pd.Series, out_dir: Path, has_video: bool, capped: bool) -> str:
+    """One face's card; ``capped``: plots were made but not of every face (too many)."""
     face_id = int(face["face_id"])
     thumb = Path(FACES_DIR) / thumbnail_name(face_id)
     plot = Path(PLOTS_DIR) / face_plot_name(face_id)
@@ -219,7 +219,7 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool) -> str:
             f'<img class="plot" src="{href(*plot.parts)}" alt="emotions of face #{face_id} over '
             'time">'
         )
-    elif (out_dir / PLOTS_DIR).is_dir():  # plots were made, but not of every face
+    elif capped:
         plot_html = (
             f'<p class="meta">no graph: only the {MAX_FACE_PLOTS} faces seen in the most '
             "frames are plotted</p>"
@@ -244,7 +244,10 @@ def render_video_report(run: dict, faces: pd.DataFrame, out_dir: Path, title: st
         f"<section><h2>Video</h2>{_facts(video_facts(run))}</section>",
     ]
     if len(faces):
-        cards = "".join(_face_card(face, out_dir, has_video) for _, face in faces.iterrows())
+        capped = bool(run.get("settings", {}).get("plots")) and len(faces) > MAX_FACE_PLOTS
+        cards = "".join(
+            _face_card(face, out_dir, has_video, capped) for _, face in faces.iterrows()
+        )
         parts.append(f'<section><h2>Faces</h2><div class="gallery">{cards}</div></section>')
     else:
         parts.append('<section><h2>Faces</h2><p class="muted">No faces were found.</p></section>')
