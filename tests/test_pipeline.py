@@ -268,6 +268,38 @@ def test_moving_close_ups_at_5_fps_are_one_shot(analyzer, code: str) -> None:
     assert timeline["face_id"].nunique() == 1 and len(timeline) == 20
 
 
+def _with_a_white_frame(path: Path, at: int) -> Path:
+    """SINGLE re-encoded (H.264, 30 fps, every 10th frame a keyframe) with frame ``at`` white."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30, options={"g": "10", "crf": "20"})
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        for frame in read_frames(SINGLE):
+            image = np.full_like(frame.image, 255) if frame.index == at else frame.image
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_a_one_frame_flash_is_not_a_new_shot(analyzer, tmp_path: Path) -> None:
+    """A white frame (a camera flash) passed the new-shot rule twice, into it and out of
+    it, and split one person into two ids. Also when the flash ends a chunk."""
+    path = _with_a_white_frame(tmp_path / "flash.mp4", at=30)
+    index = index_packets(path)
+    whole = analyzer.run_chunk(path, 0, None, index)
+    assert len(whole.shot_starts) == 2 and len(whole.shot_returns) == 1  # the flash is seen
+    timeline = reduce_detections(whole.detections, Settings(), *frame_times([whole]))
+    assert timeline["face_id"].unique().tolist() == [1]
+    parts = [analyzer.run_chunk(path, a, b, index) for a, b in ((0, 31), (31, len(index)))]
+    chunked = reduce_detections(
+        FaceDetections.concat([p.detections for p in parts]), Settings(), *frame_times(parts)
+    )
+    pd.testing.assert_frame_equal(chunked, timeline)
+
+
 def test_a_face_keeps_its_id_when_every_puts_analysed_frames_far_apart(analyzer) -> None:
     """--every 24 on a 24-fps clip: analysed frames 1 s apart, more than --max-gap-s."""
     path = SHARED / "single_face" / "pyfeat_WolfgangLanger_Pexels.mp4"

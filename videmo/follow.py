@@ -110,9 +110,8 @@ class ScheduledDetector:
         self._boxes = np.zeros((0, 4), np.float32)
         self._scores = np.zeros(0, np.float32)
         self._previous: Frame | None = None  # its luma is where the followed faces were
-        self._thumb: np.ndarray | None = None
-        self._histogram: np.ndarray | None = None
-        self._thumb_index = -1  # frame the thumbnail and histogram are of
+        #: (index, thumbnail, histogram) of the two frames read before this one, newest last
+        self._seen: list[tuple[int, np.ndarray, np.ndarray]] = []
         self._follow_from = 0  # frames before it are only compared for new_shot
         #: Whether the latest :meth:`detect` ran the full-frame detector (boxes not followed).
         self.detected_in_full = False
@@ -120,19 +119,23 @@ class ScheduledDetector:
         #: the source frame just before it (never when that frame was not analysed, or
         #: did not decode).
         self.new_shot = False
+        #: Whether the latest frame, a new shot, looks again like the frame two before it:
+        #: the frame between was a flash, not a cut (see ``videmo.parallel.frame_times``).
+        self.shot_returns = False
 
     def first_frame(self, start: int) -> int:
         """Where a chunk starting at ``start`` begins reading, to follow faces as a full read.
 
         That is the scheduled frame at or before ``start`` (every frame is scheduled when
-        detection runs on every frame), or with ``every == 1`` the frame before when that
-        is ``start`` itself, so the chunk's first frame is compared with its predecessor
-        for :attr:`new_shot` as in a whole read.
+        detection runs on every frame), and with ``every == 1`` no later than two frames
+        before ``start``, so the chunk's first frame is compared with its predecessors for
+        :attr:`new_shot` as in a whole read.
         """
         # with detection on every analysed frame there is nothing to follow into the chunk
         self._follow_from = start if self.interval == 1 else start - start % self.period
-        lead = self._follow_from
-        return lead - 1 if lead == start > 0 and self.every == 1 else lead
+        if self.every == 1:  # the two frames before start, to compare start with
+            return max(0, min(self._follow_from, start - 2))
+        return self._follow_from
 
     def is_scheduled(self, index: int) -> bool:
         """Whether frame ``index`` gets a full detection whatever its picture shows."""
@@ -156,14 +159,17 @@ class ScheduledDetector:
     def detect(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (N, 4) xywh and scores (N,) of the faces on ``frame``, in frame pixels."""
         thumb, histogram = _thumbnail(frame)
-        change = 0.0 if self._thumb is None else float(np.mean(cv2.absdiff(thumb, self._thumb)))
+        now = (frame.index, thumb, histogram)
+        before = [seen for seen in self._seen if seen[0] >= frame.index - 2]  # newest last
+        change = float(np.mean(cv2.absdiff(thumb, self._seen[-1][1]))) if self._seen else 0.0
         self.new_shot = (
-            self._thumb_index == frame.index - 1
-            and change > SHOT_THRESHOLD
-            and float(np.abs(histogram - self._histogram).sum()) / 2 > SHOT_HISTOGRAM_SHIFT
+            bool(before) and before[-1][0] == frame.index - 1 and _new_shot(now, before[-1])
         )
+        self.shot_returns = (
+            self.new_shot and len(before) == 2 and not _new_shot(now, before[0])
+        )  # fmt: skip
         changed = change > CUT_THRESHOLD or self.new_shot
-        self._thumb, self._histogram, self._thumb_index = thumb, histogram, frame.index
+        self._seen = [*self._seen[-1:], now]
         if self._before(frame):  # read only to compare the chunk's first frame with it
             self.detected_in_full = False
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
@@ -326,6 +332,13 @@ def _similarity(a: np.ndarray, b: np.ndarray) -> float:
     b = b.astype(np.float32) - b.mean()
     norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / norm) if norm > 0 else 0.0
+
+
+def _new_shot(a: tuple, b: tuple) -> bool:
+    """Whether two (index, thumbnail, histogram) pictures are of different shots."""
+    change = float(np.mean(cv2.absdiff(a[1], b[1])))
+    shift = float(np.abs(a[2] - b[2]).sum()) / 2
+    return change > SHOT_THRESHOLD and shift > SHOT_HISTOGRAM_SHIFT
 
 
 def _thumbnail(frame: Frame) -> tuple[np.ndarray, np.ndarray]:

@@ -113,17 +113,22 @@ def merge(results: Iterable[ChunkResult]) -> tuple[FaceDetections, int]:
 
 
 def frame_times(results: Iterable[ChunkResult]) -> tuple[np.ndarray, np.ndarray]:
-    """Times of a video's analysed frames and of its shot starts, each in frame order.
+    """Times of a video's analysed frames and of its new shots, each in frame order.
 
     Whatever order the chunks come in: what the tracker needs
-    (:func:`videmo.pipeline.reduce_detections`).
+    (:func:`videmo.pipeline.reduce_detections`). A frame that looks like the frame two
+    before it again, after a change, ends a one-frame flash: neither it nor the flash
+    starts a new shot (a flash and the frame after it may fall in different chunks).
     """
     ordered = sorted(results, key=lambda r: r.start)
     empty = np.zeros(0, np.float64)
-    return (
-        np.concatenate([empty, *[r.analysed_times for r in ordered]]),
-        np.concatenate([empty, *[r.shot_starts for r in ordered]]),
+    analysed, starts, returns = (
+        np.concatenate([empty, *[getattr(r, name) for r in ordered]])
+        for name in ("analysed_times", "shot_starts", "shot_returns")
     )
+    at = np.searchsorted(analysed, returns)
+    flashes = np.concatenate([returns, analysed[at[at > 0] - 1]])
+    return analysed, starts[~np.isin(starts, flashes)]
 
 
 class SerialExecutor:

@@ -48,8 +48,11 @@ class ChunkResult:
     #: Time of every frame analysed, faces or not: the tracker needs the empty ones too
     #: (a tentative face dies on a frame without it).
     analysed_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    #: Times of the analysed frames that begin a new shot: the tracker ends every face there.
+    #: Times of the analysed frames that begin a new shot: the tracker ends every face there
+    #: (see ``videmo.parallel.frame_times``), and of those that look like the frame two
+    #: before them again (the frame between was a flash: no new shot after all).
     shot_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    shot_returns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     #: Frames of the range the decoder could not produce (a damaged file), and why.
     lost_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     damage: str = ""
@@ -66,6 +69,7 @@ class FrameFacts(NamedTuple):
     index: int
     time_s: float
     new_shot: bool  # its picture differs as a whole from the analysed frame before
+    shot_returns: bool  # ...but not from the one before that (a one-frame flash)
 
 
 class StageClock:
@@ -252,6 +256,7 @@ class Analyzer:
             len(analysed),
             np.array([f.time_s for f in analysed], np.float64),
             np.array([f.time_s for f in analysed if f.new_shot], np.float64),
+            np.array([f.time_s for f in analysed if f.shot_returns], np.float64),
             lost,
             (report.error or "") if len(lost) else "",
         )
@@ -313,7 +318,9 @@ class Analyzer:
                 classified.append(np.full(len(dets), classify))
             if progress is not None:  # source frames since the previous analysed one
                 progress(frame.index + 1 - (analysed[-1].index + 1 if analysed else start))
-            analysed.append(FrameFacts(frame.index, frame.time_s, detector.new_shot))
+            analysed.append(
+                FrameFacts(frame.index, frame.time_s, detector.new_shot, detector.shot_returns)
+            )
 
 
 class ClassifySchedule:
