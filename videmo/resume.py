@@ -82,7 +82,7 @@ def what_differs(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
         return "another run"
     old = data.get("fingerprint") or {}
     if old.get("input") != fingerprint["input"]:
-        return "another input"
+        return "another input (a different file, or this one before it changed)"
     if old.get("settings") != fingerprint["settings"]:
         done = data.get("settings") or {}
         changed = [
