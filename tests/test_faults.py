@@ -10,7 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CREMA_HAP, FAST, SINGLE, copy_clip, requires_data, run_cli
+from conftest import (
+    CREMA_HAP,
+    DINNER,
+    FAST,
+    SINGLE,
+    cli_env,
+    copy_clip,
+    requires_data,
+    run_cli,
+    videmo_cmd,
+)
 
 from videmo.detections import FaceDetections
 from videmo.errors import ModelError, OutputError, SettingsError
@@ -130,6 +140,34 @@ def test_an_input_that_fails_leaves_no_folder_and_takes_no_name(tmp_path: Path) 
     assert batch.loc[str(empty), "output"] == "" and batch.loc[str(good), "output"] == str(
         out / "talk"
     )
+
+
+@requires_data
+def test_a_batch_killed_before_its_first_video_finished_says_so_in_batch_csv(
+    tmp_path: Path,
+) -> None:
+    """``kill -9`` of the driver as soon as the work started (each dinner clip takes seconds):
+    batch.csv, written when the work starts and then as videos finish, lists every input as
+    unfinished. Before, a batch killed before a video finished left no summary at all."""
+    import signal
+    import subprocess
+    import time
+
+    import pandas as pd
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    inputs = [copy_clip(DINNER, folder, f"clip{k}.mp4") for k in range(3)]
+    command = videmo_cmd("run", folder, "-o", out, "--workers", 0, *FAST)
+    proc = subprocess.Popen(command, env=cli_env(), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "batch.csv").is_file() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False)
+    assert batch["video"].tolist() == [str(p) for p in inputs]
+    assert set(batch["status"]) == {"unfinished"}
 
 
 @requires_data

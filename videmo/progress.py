@@ -55,7 +55,7 @@ class RichReporter(Reporter):
     ) -> None:
         self.enabled = enabled
         self.inputs = inputs
-        self.on_done = on_done  # called after each finished video (the CLI's batch.csv)
+        self.on_done = on_done  # called as work starts and after each finished video
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.videos_total = 0
@@ -64,6 +64,8 @@ class RichReporter(Reporter):
 
     def start(self, total_frames: int, videos: int) -> None:
         self.videos_total += videos
+        if self.on_done is not None:  # the work starts: a batch killed now says so too
+            self.on_done()
         if not self.enabled:
             return
         self.progress = Progress(
