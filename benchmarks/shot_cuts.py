@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from videmo.follow import SHOT_HISTOGRAM_SHIFT, SHOT_THRESHOLD, _thumbnail
+from videmo.follow import SHOT_THRESHOLD, _is_new_shot, _thumbnail, picture_change
 from videmo.inputs import VIDEO_SUFFIXES
 from videmo.video import read_frames
 
@@ -27,12 +24,10 @@ def changes(path: Path, frames: int) -> list[tuple[int, float, float]]:
     """(frame, thumbnail change, histogram shift) from each frame to the one after it."""
     out, previous = [], None
     for frame in read_frames(path, 0, frames, bgr=False):
-        thumb, histogram = _thumbnail(frame)
+        now = (frame.index, *_thumbnail(frame))
         if previous is not None and previous[0] == frame.index - 1:
-            change = float(np.mean(cv2.absdiff(thumb, previous[1])))
-            shift = float(np.abs(histogram - previous[2]).sum()) / 2
-            out.append((frame.index, change, shift))
-        previous = (frame.index, thumb, histogram)
+            out.append((frame.index, *picture_change(now, previous)))
+        previous = now
     return out
 
 
@@ -43,7 +38,7 @@ def main() -> None:
     clips = sorted(p for p in VIDEOS.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     for path in clips:
         steps = changes(path, args.frames)
-        shots = [f for f, c, s in steps if c > SHOT_THRESHOLD and s > SHOT_HISTOGRAM_SHIFT]
+        shots = [f for f, c, s in steps if _is_new_shot(c, s)]
         rest = [(c, s) for f, c, s in steps if f not in shots]
         if not any(c > SHOT_THRESHOLD for c, _ in rest) and not shots:
             continue

@@ -23,7 +23,6 @@ from videmo.errors import ClusterLost, SettingsError, VidemoError
 from videmo.settings import CLASSIFY_STAGES, DETECTORS, DEVICES, Settings, load_toml
 
 if typing.TYPE_CHECKING:
-    from videmo.progress import RichReporter
     from videmo.runner import VideoRun
 
 DEFAULT_OUT = Path("videmo_out")
@@ -185,8 +184,6 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     batch = len(paths) > 1
     snapshot = _BatchSnapshot(paths, out_root) if batch else None
     reporter = RichReporter(enabled=not quiet, inputs=len(paths), on_done=snapshot)
-    if snapshot is not None:
-        snapshot.reporter = reporter
     if batch and out_root.is_dir():
         remove_batch_summary(out_root)
     try:
@@ -232,17 +229,16 @@ class _BatchSnapshot:
 
     def __init__(self, paths: list[Path], out_root: Path) -> None:
         self.paths, self.out_root = paths, out_root
-        self.reporter: RichReporter | None = None  # whose finished videos are written
         self._last = -float("inf")
 
-    def __call__(self) -> None:
+    def __call__(self, finished: dict[int, VideoRun]) -> None:
         now = time.monotonic()
-        if self.reporter is None or now - self._last < self.EVERY_S:
+        if now - self._last < self.EVERY_S:
             return
         from videmo.runner import interrupted_runs, write_batch_csv
 
         self._last = now
-        runs = interrupted_runs(self.paths, self.reporter.finished, "", status="unfinished")
+        runs = interrupted_runs(self.paths, finished, "", status="unfinished")
         write_batch_csv(runs, self.out_root)
 
 

@@ -158,15 +158,16 @@ class ScheduledDetector:
 
     def detect(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (N, 4) xywh and scores (N,) of the faces on ``frame``, in frame pixels."""
-        thumb, histogram = _thumbnail(frame)
-        now = (frame.index, thumb, histogram)
-        before = [seen for seen in self._seen if seen[0] >= frame.index - 2]  # newest last
-        change = float(np.mean(cv2.absdiff(thumb, self._seen[-1][1]))) if self._seen else 0.0
+        now = (frame.index, *_thumbnail(frame))
+        previous = self._seen[-1] if self._seen else None
+        change, shift = picture_change(now, previous) if previous else (0.0, 0.0)
         self.new_shot = (
-            bool(before) and before[-1][0] == frame.index - 1 and _new_shot(now, before[-1])
+            previous is not None and previous[0] == frame.index - 1 and _is_new_shot(change, shift)
         )
+        earlier = self._seen[0] if len(self._seen) == 2 else None
         self.shot_returns = (
-            self.new_shot and len(before) == 2 and not _new_shot(now, before[0])
+            self.new_shot and earlier is not None and earlier[0] == frame.index - 2
+            and not _is_new_shot(*picture_change(now, earlier))
         )  # fmt: skip
         changed = change > CUT_THRESHOLD or self.new_shot
         self._seen = [*self._seen[-1:], now]
@@ -334,10 +335,14 @@ def _similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / norm) if norm > 0 else 0.0
 
 
-def _new_shot(a: tuple, b: tuple) -> bool:
-    """Whether two (index, thumbnail, histogram) pictures are of different shots."""
-    change = float(np.mean(cv2.absdiff(a[1], b[1])))
-    shift = float(np.abs(a[2] - b[2]).sum()) / 2
+def picture_change(a: tuple, b: tuple) -> tuple[float, float]:
+    """How two (index, thumbnail, histogram) pictures differ: the thumbnails' mean absolute
+    difference (grey levels) and the histograms' total variation (0-1)."""
+    return float(np.mean(cv2.absdiff(a[1], b[1]))), float(np.abs(a[2] - b[2]).sum()) / 2
+
+
+def _is_new_shot(change: float, shift: float) -> bool:
+    """Whether a picture change is a new shot (see ``SHOT_THRESHOLD``)."""
     return change > SHOT_THRESHOLD and shift > SHOT_HISTOGRAM_SHIFT
 
 

@@ -51,11 +51,15 @@ class RichReporter(Reporter):
     """A bar over all frames of the batch, with videos done/total and frames per second."""
 
     def __init__(
-        self, enabled: bool = True, inputs: int = 1, on_done: Callable[[], None] | None = None
+        self,
+        enabled: bool = True,
+        inputs: int = 1,
+        on_done: Callable[[dict[int, VideoRun]], None] | None = None,
     ) -> None:
         self.enabled = enabled
         self.inputs = inputs
-        self.on_done = on_done  # called as work starts and after each finished video
+        #: called with ``finished`` as work starts and after each finished video
+        self.on_done = on_done
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.videos_total = 0
@@ -65,7 +69,7 @@ class RichReporter(Reporter):
     def start(self, total_frames: int, videos: int) -> None:
         self.videos_total += videos
         if self.on_done is not None:  # the work starts: a batch killed now says so too
-            self.on_done()
+            self.on_done(self.finished)
         if not self.enabled:
             return
         self.progress = Progress(
@@ -111,7 +115,7 @@ class RichReporter(Reporter):
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=self._description())
         if self.on_done is not None:
-            self.on_done()
+            self.on_done(self.finished)
         _raise_if_interrupted()  # after recording it: the interrupted batch lists it finished
 
     def close(self) -> None:
