@@ -568,7 +568,8 @@ def test_resume_follows_the_checkpoint_not_the_log(tmp_path: Path, tiny_fer_csv:
      ("min_lr_ratio", -1.0, "min_lr_ratio must be in"), ("dropout", 1.5, "dropout must be in"),
      ("limit_per_split", 1, "limit_per_split must be >= 2"), ("patience", 0, "patience >= 1"),
      ("freeze_batchnorm", True, "set init_from"), ("resample_augment", True, "input_size"),
-     ("teacher_weight", 0.5, "set teacher"), ("teacher_weight", 1.5, "teacher_weight must be in")],
+     ("teacher_weight", 0.5, "set teacher"), ("teacher_weight", 1.5, "teacher_weight must be in"),
+     ("frame_by", "mtcnn", "frame_by must be one of")],
 )  # fmt: skip
 def test_bad_training_values_are_one_line(key: str, value: object, message: str) -> None:
     from videmo.errors import SettingsError
@@ -576,3 +577,56 @@ def test_bad_training_values_are_one_line(key: str, value: object, message: str)
 
     with pytest.raises(SettingsError, match=message):
         TrainConfig(**{key: value})
+
+
+# ------------------------------------------------- training faces framed by the detector
+
+
+def test_training_faces_framed_as_videmo_run_cuts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``frame_by`` faces are the pipeline's own crop of the detector's box on the pasted
+    face; faces the detector misses keep their own framing; the result is cached."""
+    from videmo.crop import face_crop
+    from videmo.detect import DetectorConfig, create_detector
+    from videmo.evaluation.pasted import background_frames, by_scene, plan_scenes, render_scene
+    from videmo.train import recrop
+
+    if not FER_CSV.is_file():
+        pytest.skip(f"FER2013 not at {FER_CSV}")
+    images = load_fer2013(FER_CSV, limit_per_split=40, seed=3)["Training"].images
+    spec = ModelSpec(input_size=64)
+    background = SHARED / "data/videos/no_face/pyfeat_no_face_caminandes.mp4"
+    faces, found = recrop.cached_detector_framed(images, spec, "yunet", background, 7, tmp_path)
+    assert faces.shape == (40, 64, 64) and faces.dtype == np.uint8
+    assert found.mean() >= 0.9
+    for i in np.flatnonzero(~found):
+        assert np.array_equal(faces[i], spec.resize(images[i]))
+
+    # Where the square lies inside the pasted face, the cut equals videmo run's crop of the frame.
+    detector, geometry = create_detector(DetectorConfig()), spec.crop_for("yunet")
+    frames = background_frames(background, 24)
+    compared = 0
+    for scene, placed in by_scene(plan_scenes(np.zeros(40, int), 7)).items():
+        frame = render_scene(frames[scene % len(frames)], placed, images)
+        boxes, _ = detector.detect(frame)
+        for face in placed:
+            best = recrop.nearest_detection(face, boxes[:, :2] + boxes[:, 2:] / 2)
+            if best is None:
+                continue
+            x0, y0, side = geometry.square(boxes[best])
+            inside = (face.x <= x0 and x0 + side <= face.x + face.side - 1) and (
+                face.y <= y0 and y0 + side <= face.y + face.side - 1
+            )
+            if inside:
+                expected = face_crop(frame, boxes[best], geometry, spec)
+                assert np.abs(faces[face.item].astype(int) - expected).max() <= 1
+                compared += 1
+    assert compared >= 3
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached faces were cut again")
+
+    monkeypatch.setattr(recrop, "detector_framed", must_not_run)
+    again, _ = recrop.cached_detector_framed(images, spec, "yunet", background, 7, tmp_path)
+    assert np.array_equal(again, faces)

@@ -105,11 +105,16 @@ def background_frames(video: Path, count: int, frame_size: tuple[int, int] = FRA
     return [cv2.resize(frames[i], frame_size, interpolation=cv2.INTER_AREA) for i in picks]
 
 
+def upscaled(image: np.ndarray, side: int) -> np.ndarray:
+    """A 48x48 face scaled up (bicubic) to the ``side`` it is pasted at."""
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
+
+
 def render_scene(background: np.ndarray, faces: Sequence[PastedFace], images: np.ndarray):
     """A copy of ``background`` with each face upscaled (bicubic) into its square."""
     frame = background.copy()
     for face in faces:
-        patch = cv2.resize(images[face.item], (face.side, face.side), interpolation=cv2.INTER_CUBIC)
+        patch = upscaled(images[face.item], face.side)
         frame[face.y : face.y + face.side, face.x : face.x + face.side] = patch[..., None]
     return frame
 

@@ -33,6 +33,7 @@ Design choices, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -47,7 +48,7 @@ import numpy as np
 
 from videmo.errors import SettingsError
 from videmo.outputs.atomic import atomic_write, write_text_atomic
-from videmo.settings import check_type
+from videmo.settings import DETECTORS, check_type
 from videmo.spec import EMOTIONS, ModelSpec
 from videmo.train.data import (
     Split,
@@ -64,6 +65,15 @@ else:  # pragma: no cover
 
 #: Side of FER2013's faces; a larger ``input_size`` scales them up.
 FER2013_SIDE = 48
+#: The no-face clip of the ``shared/data`` layout, where ``frame_by`` pastes training faces.
+FRAME_BACKGROUND_DEFAULT = Path("../videos/no_face/pyfeat_no_face_caminandes.mp4")
+
+
+def frame_background_for(fer2013_csv: str | Path) -> Path:
+    """The default ``frame_background`` for a FER2013 CSV in the ``shared/data`` layout."""
+    return (Path(fer2013_csv).parent / FRAME_BACKGROUND_DEFAULT).resolve()
+
+
 #: HDF5 attribute of ``last.h5``: how many epochs its weights have been trained.
 EPOCHS_ATTR = "videmo_epochs"
 
@@ -105,6 +115,8 @@ class TrainConfig:
     input_size: int = 48  # side of the square face the model sees
     init_from: str = ""  # Keras checkpoint to fine-tune (its input must be input_size)
     freeze_batchnorm: bool = False  # fine-tuning: keep init_from's normalisation statistics
+    frame_by: str = ""  # "yunet" or "haar": train on faces cut as videmo run cuts them
+    frame_background: str = ""  # video the faces are pasted into (default: beside data)
     verbose: int = 2
 
     def __post_init__(self) -> None:
@@ -135,6 +147,10 @@ class TrainConfig:
             raise SettingsError(f"limit_per_split must be >= 2, got {self.limit_per_split}")
         if self.freeze_batchnorm and not self.init_from:
             raise SettingsError("freeze_batchnorm keeps init_from's statistics: set init_from")
+        if self.frame_by not in ("", *DETECTORS):
+            raise SettingsError(f"frame_by must be one of {DETECTORS} or '', not {self.frame_by!r}")
+        if self.frame_by and self.resample_augment:
+            raise SettingsError("frame_by cuts faces at input_size: resample_augment has no effect")
         if self.resample_augment and self.input_size == FER2013_SIDE:
             raise SettingsError(
                 f"resample_augment scales {FER2013_SIDE} px faces up: it needs input_size above "
@@ -189,6 +205,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     spec = default_spec(config)
     train_split, val_split = _load_splits(config)
+    if config.frame_by:
+        train_split = _framed_by_detector(train_split, spec, config, out)
     train_targets = training_targets(train_split, config)
     train_ds = _dataset(tf, keras, spec, train_split, train_targets, config, augment=True)
     val_ds = _dataset(tf, keras, spec, val_split, _one_hot(val_split.labels), config, False)
@@ -445,6 +463,19 @@ def _load_splits(config: TrainConfig) -> tuple[Split, Split]:
         Split(train_split.images[t], train_split.labels[t]),
         Split(train_split.images[v], train_split.labels[v]),
     )
+
+
+def _framed_by_detector(split: Split, spec: ModelSpec, config: TrainConfig, out: Path) -> Split:
+    """The split's faces cut by ``frame_by`` and ``videmo.crop`` (cached in the run folder)."""
+    from videmo.train.recrop import cached_detector_framed
+
+    background = Path(config.frame_background or frame_background_for(config.data))
+    if not background.is_file():
+        raise SettingsError(f"frame_background {background} is not a file: set frame_background")
+    faces, _found = cached_detector_framed(
+        split.images, spec, config.frame_by, background, config.seed, out
+    )
+    return dataclasses.replace(split, images=faces)
 
 
 def _dataset(
