@@ -57,7 +57,8 @@ def detector_framed(
     faces = np.stack([spec.resize(image) for image in images])
     found = np.zeros(len(images), bool)
     scenes = by_scene(plan_scenes(np.zeros(len(images), int), seed))
-    for done, (scene, placed) in enumerate(scenes.items()):
+    cut = 0
+    for scene, placed in scenes.items():
         frame = render_scene(backgrounds[scene % len(backgrounds)], placed, images)
         boxes, _ = finder.detect(frame)
         centres = boxes[:, :2] + boxes[:, 2:] / 2
@@ -66,8 +67,9 @@ def detector_framed(
             if best is not None:
                 faces[face.item] = _cut(images[face.item], face, boxes[best], geometry, spec)
                 found[face.item] = True
-        if done % 2000 == 0:
-            print(f"framing faces by {detector}: {2 * done}/{len(images)}", file=sys.stderr)
+        if cut // 4000 != (cut + len(placed)) // 4000:
+            print(f"framing faces by {detector}: {cut + len(placed)}/{len(images)}", file=sys.stderr)
+        cut += len(placed)
     return faces, found
 
 
