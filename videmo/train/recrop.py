@@ -67,9 +67,9 @@ def detector_framed(
             if best is not None:
                 faces[face.item] = _cut(images[face.item], face, boxes[best], geometry, spec)
                 found[face.item] = True
-        if cut // 4000 != (cut + len(placed)) // 4000:
-            print(f"framing faces by {detector}: {cut + len(placed)}/{len(images)}", file=sys.stderr)
-        cut += len(placed)
+        before, cut = cut, cut + len(placed)
+        if before // 4000 != cut // 4000:
+            print(f"framing faces by {detector}: {cut}/{len(images)}", file=sys.stderr)
     return faces, found
 
 
