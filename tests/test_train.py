@@ -143,6 +143,28 @@ def test_job_file_unknown_key(tmp_path: Path) -> None:
         TrainConfig.from_toml(job)
 
 
+def test_job_file_faults_are_one_line(tmp_path: Path) -> None:
+    """A UTF-16 job file, a key left outside [train] (it would be ignored) and missing data:
+    one-line errors, and no run folder is made before the data is found."""
+    from videmo.train.train import TrainConfig, train
+
+    utf16 = tmp_path / "notepad.toml"
+    utf16.write_bytes("epochs = 3\n".encode("utf-16"))
+    with pytest.raises(SettingsError, match="not a text file"):
+        TrainConfig.from_toml(utf16)
+    outside = tmp_path / "outside.toml"
+    outside.write_text('epochs = 3\n[train]\ndata = "x.csv"\n')
+    with pytest.raises(SettingsError, match="'epochs' is outside the \\[train\\] table"):
+        TrainConfig.from_toml(outside)
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="FER2013 data not found"):
+        train(TrainConfig(data=str(tmp_path / "missing.csv"), out=str(out)))
+    with pytest.raises(SettingsError, match="frame_background .* is not a file"):
+        train(TrainConfig(data=str(FER_CSV), out=str(out), frame_by="yunet",
+                          frame_background=str(tmp_path / "none.mp4")))  # fmt: skip
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("job", sorted(p.name for p in (REPO / "jobs").glob("train-*.toml")))
 def test_shipped_job_files_parse(job: str) -> None:
     from videmo.train.train import TrainConfig

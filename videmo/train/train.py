@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from videmo.errors import SettingsError
+from videmo.errors import DataError, SettingsError
 from videmo.outputs.atomic import atomic_write, write_text_atomic
-from videmo.settings import DETECTORS, check_type
+from videmo.settings import DETECTORS, check_type, load_toml
 from videmo.spec import EMOTIONS, ModelSpec
 from videmo.train.data import (
     Split,
@@ -57,11 +57,6 @@ from videmo.train.data import (
     load_ferplus,
     require_split,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 #: Side of FER2013's faces; a larger ``input_size`` scales them up.
 FER2013_SIDE = 48
@@ -160,14 +155,16 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a job file: top-level keys or a ``[train]`` table; unknown keys are errors."""
-        try:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise SettingsError(f"job file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{path}: invalid TOML: {exc}") from None
-        table = raw.get("train", raw) if isinstance(raw.get("train"), dict) else raw
+        raw = load_toml(Path(path))
+        table = raw
+        if isinstance(raw.get("train"), dict):
+            table = raw["train"]
+            outside = sorted(key for key in raw if key != "train")
+            if outside:  # they would be silently ignored
+                raise SettingsError(
+                    f"{path}: key {outside[0]!r} is outside the [train] table: move it into "
+                    "the table (or drop the table header)"
+                )
         known = {f.name for f in fields(cls)}
         for key in table:
             if key not in known:
@@ -180,8 +177,7 @@ class TrainConfig:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run training and return the summary (also written to ``<out>/summary.json``)."""
-    if not config.data:
-        raise SettingsError("no training data: give --data (FER2013 CSV) or a job file's data")
+    _check_inputs(config)
     tf, keras = _import_tf(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +238,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
         out, config, model, _history(out), time.time() - started, len(train_split),
         len(val_split), stopped_early=stopped,
     )  # fmt: skip
+
+
+def _check_inputs(config: TrainConfig) -> None:
+    """Missing files are one-line errors before TensorFlow loads and the run folder exists."""
+    if not config.data:
+        raise SettingsError("no training data: give --data (FER2013 CSV) or a job file's data")
+    if not Path(config.data).exists():
+        raise DataError(f"FER2013 data not found: {config.data}")
+    if config.init_from and not Path(config.init_from).is_file():
+        raise SettingsError(f"init_from {config.init_from} is not a file")
+    if config.frame_by:
+        background = Path(config.frame_background or frame_background_for(config.data))
+        if not background.is_file():
+            raise SettingsError(
+                f"frame_background {background} is not a file: set frame_background"
+            )
 
 
 def _initial_model(keras: Any, spec: ModelSpec, config: TrainConfig) -> Any:
@@ -470,8 +482,6 @@ def _framed_by_detector(split: Split, spec: ModelSpec, config: TrainConfig, out:
     from videmo.train.recrop import cached_detector_framed
 
     background = Path(config.frame_background or frame_background_for(config.data))
-    if not background.is_file():
-        raise SettingsError(f"frame_background {background} is not a file: set frame_background")
     faces, _found = cached_detector_framed(
         split.images, spec, config.frame_by, background, config.seed, out
     )
