@@ -862,6 +862,33 @@ def test_evaluate_clips_refuses_bad_labels_and_folders_in_one_line(tmp_path: Pat
     # an image type matplotlib cannot write is refused before the evaluation, not after it
     line = run_cli("evaluate-clips", good, "--confusion-png", tmp_path / "c.txt")
     assert "the suffix must be an image type" in line.assert_one_line_error()
+    # ./a.mp4 is a.mp4: scoring it twice would inflate the accuracy
+    dotted = _labeled(tmp_path / "dotted", "a.mp4,happy\n./a.mp4,happy\n", ("a.mp4",))
+    line = run_cli("evaluate-clips", dotted).assert_one_line_error()
+    assert line.endswith("a.mp4 is listed more than once")
+    extra = _labeled(tmp_path / "extra", "a.mp4,happy,loud\n", ("a.mp4",))
+    line = run_cli("evaluate-clips", extra).assert_one_line_error()
+    assert line.endswith("a row has more fields than the header")
+    # an output file never replaces a clip or a labels.csv being evaluated
+    for target in ("--csv", good / "labels.csv"), ("--confusion-png", good / "a.mp4"):
+        before = target[1].read_bytes()
+        line = run_cli("evaluate-clips", good, *target).assert_one_line_error()
+        assert line.endswith("it is one of the inputs being evaluated")
+        assert target[1].read_bytes() == before
+
+
+@requires_data
+def test_evaluate_clips_says_which_clips_had_no_face_and_which_were_not_listed(
+    tmp_path: Path,
+) -> None:
+    """0 % with exit 0 and nothing said was the old answer when no face could be confirmed."""
+    folder = _labeled(tmp_path / "clips", "a.mp4,happy\n", ("a.mp4", "unlisted.mp4"))
+    result = run_cli("evaluate-clips", "-q", folder, "--every", "1000")
+    assert result.rc == 0, result
+    assert "1 video(s) in" in result.stderr and "unlisted.mp4" in result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if "no face was confirmed" in line]
+    assert warning.endswith("a.mp4; it counts as wrong (see videmo run's --min-hits, --every "
+                            "and --det-size)")  # fmt: skip
 
 
 @requires_data
@@ -877,6 +904,7 @@ def test_evaluate_clips_names_unreadable_clips_and_keeps_same_named_folders_apar
     warning = [line for line in result.stderr.splitlines() if "broken.mp4" in line]
     assert len(warning) == 1 and "could not be read: " in warning[0] and "empty" in warning[0]
     assert "1 of 3 clips could not be read" in result.stderr
+    assert "no face was confirmed" not in result.stderr
     table = result.stdout.split("\n\n")[-1]
     # two folders both named "clips": two accuracy rows, by path, not one merged row
     assert str(one) in table and str(two) in table

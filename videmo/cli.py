@@ -358,10 +358,10 @@ def bench(
     from rich.table import Table
 
     from videmo.bench import run_bench
-    from videmo.outputs.atomic import check_writable_target, write_text_atomic
+    from videmo.outputs.atomic import check_output_file, write_text_atomic
 
     if json_path is not None:  # before the benchmark, not after
-        check_writable_target(json_path)
+        check_output_file(json_path)
     settings = settings_from(options)
     results = [run_bench(Path(v), settings, list(workers) or [0]) for v in videos]
     table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
@@ -435,25 +435,37 @@ def evaluate_clips_command(
     Prints the per-clip table and the accuracy per folder (stdout).
       videmo evaluate-clips ../shared/data/videos/labeled/*/
     """
-    from videmo.evaluation.clips import accuracy_table, confusion, evaluate_clips
-    from videmo.outputs.atomic import check_writable_target
+    from videmo.evaluation import clips as labeled
+    from videmo.outputs.atomic import check_output_file
     from videmo.train.evaluate import check_image_target
 
     settings = settings_from({**options, "workers": 0})
-    if csv_path is not None:  # before minutes of evaluation, not after
-        check_writable_target(csv_path)
+    clips = labeled.labeled_clips(list(folders))
+    # Before minutes of evaluation, not after; and never over a clip or a labels.csv.
+    labeled.refuse_input_targets([csv_path, confusion_png], list(folders), clips)
+    if csv_path is not None:
+        check_output_file(csv_path)
     if confusion_png is not None:
         check_image_target(confusion_png)
+    for folder in folders:
+        unlisted = labeled.unlisted_videos(Path(folder), clips)
+        if unlisted:
+            click.echo(
+                f"videmo: note: {len(unlisted)} video(s) in {folder} are not in labels.csv and "
+                f"are not scored (first: {unlisted[0].name})",
+                err=True,
+            )
 
     def progress(clip) -> None:
         if not quiet:
-            click.echo(f"{clip.folder}/{clip.path.name}", err=True)
+            click.echo(f"{clip.folder}/{clip.file}", err=True)
 
-    per_clip = evaluate_clips(list(folders), settings, progress)
+    per_clip = labeled.evaluate_clips(clips, settings, progress)
     shown = ["folder", "file", "label", "predicted", "correct", "face_rows"]
     click.echo(per_clip[shown].to_string(index=False))
     click.echo("")
-    click.echo(accuracy_table(per_clip).to_string())
+    click.echo(labeled.accuracy_table(per_clip).to_string())
+    unreadable = _warn_about_clips(per_clip)
     if csv_path:
         from videmo.outputs.atomic import write_text_atomic
 
@@ -463,24 +475,38 @@ def evaluate_clips_command(
         from videmo.train.evaluate import save_confusion_png
 
         right, total = int(per_clip["correct"].sum()), len(per_clip)
+        faceless = int(((per_clip["predicted"] == "") & (per_clip["error"] == "")).sum())
         title = f"labeled clips: {right}/{total} right"
-        save_confusion_png(confusion(per_clip), list(EMOTIONS), confusion_png, title)
-    scored_damaged = per_clip[(per_clip["damage"] != "") & (per_clip["error"] == "")]
-    for folder, file, damage in scored_damaged[["folder", "file", "damage"]].itertuples(
-        index=False
-    ):
+        if faceless:
+            title += f" ({faceless} without a face, not in the matrix)"
+        save_confusion_png(labeled.confusion(per_clip), list(EMOTIONS), confusion_png, title)
+    if unreadable:
+        sys.exit(1)
+
+
+def _warn_about_clips(per_clip) -> int:
+    """Name damaged, faceless and unreadable clips on stderr; returns how many were unreadable."""
+    scored = per_clip["error"] == ""
+    for row in per_clip[(per_clip["damage"] != "") & scored].itertuples(index=False):
         click.echo(
-            f"videmo: warning: {folder}/{file} is {damage}; scored on the frames that decode "
-            "(--strict counts it as unreadable)",
+            f"videmo: warning: {row.folder}/{row.file} is {row.damage}; scored on the frames that "
+            "decode (--strict counts it as unreadable)",
             err=True,
         )
-    unreadable = per_clip[per_clip["error"] != ""]
-    for folder, file, error in unreadable[["folder", "file", "error"]].itertuples(index=False):
-        click.echo(f"videmo: warning: {folder}/{file} could not be read: {error}", err=True)
+    for row in per_clip[(per_clip["predicted"] == "") & scored].itertuples(index=False):
+        click.echo(
+            f"videmo: warning: no face was confirmed in {row.folder}/{row.file}; it counts as "
+            "wrong (see videmo run's --min-hits, --every and --det-size)",
+            err=True,
+        )
+    unreadable = per_clip[~scored]
+    for row in unreadable.itertuples(index=False):
+        click.echo(f"videmo: warning: {row.folder}/{row.file} could not be read: {row.error}",
+                   err=True)  # fmt: skip
     if len(unreadable):
         click.echo(
             f"videmo: {len(unreadable)} of {len(per_clip)} clips could not be read; they count "
             "as wrong above",
             err=True,
         )
-        sys.exit(1)
+    return len(unreadable)

@@ -11,6 +11,8 @@ user reads. A clip with no face counts as wrong.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from videmo.damage import damage_line, damage_summary
-from videmo.errors import DataError, VidemoError
+from videmo.errors import DataError, OutputError, VidemoError
+from videmo.inputs import VIDEO_SUFFIXES
 from videmo.outputs.timeline import faces_summary
 from videmo.parallel import frame_times
 from videmo.pipeline import Analyzer, reduce_detections
@@ -35,6 +38,7 @@ class LabeledClip:
     folder: str
     path: Path
     label: str
+    file: str  # as listed in labels.csv, normalised (``./a.mp4`` is ``a.mp4``)
 
 
 def read_labels(folder: Path, name: str | None = None) -> list[LabeledClip]:
@@ -48,22 +52,20 @@ def read_labels(folder: Path, name: str | None = None) -> list[LabeledClip]:
         raise DataError(f"{folder}: {what}")
     if not path.is_file():
         raise DataError(f"{folder}: no {LABELS_FILE} (columns: file, fer2013_class)")
-    try:
-        table = pd.read_csv(path, dtype=str)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    table = _read_table(path)
     missing = {"file", "fer2013_class"} - set(table.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     if table.empty:
         raise DataError(f"{path}: no clips listed")
-    twice = table["file"][table["file"].duplicated()].unique()
-    if len(twice):
+    if table["file"].isna().any():
+        raise DataError(f"{path}: a row has no file name")
+    files = table["file"].map(os.path.normpath)
+    twice = files[files.duplicated()].unique()
+    if len(twice):  # ``a.mp4`` and ``./a.mp4`` are one clip: it would be scored twice
         raise DataError(f"{path}: {twice[0]} is listed more than once")
     clips = []
-    for file, label in zip(table["file"], table["fer2013_class"], strict=True):
-        if pd.isna(file):
-            raise DataError(f"{path}: a row has no file name")
+    for file, label in zip(files, table["fer2013_class"], strict=True):
         if pd.isna(label):
             raise DataError(f"{path}: {file}: no fer2013_class")
         if label not in EMOTIONS:
@@ -71,8 +73,51 @@ def read_labels(folder: Path, name: str | None = None) -> list[LabeledClip]:
         clip = folder / file
         if not clip.is_file():
             raise DataError(f"{path}: listed clip {file} not found")
-        clips.append(LabeledClip(name or folder.name, clip, label))
+        clips.append(LabeledClip(name or folder.name, clip, label, file))
     return clips
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """``labels.csv`` as strings; a row with more fields than the header is an error (pandas
+    would quietly take the first field as the row's index and shift the rest)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=str, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: a row has more fields than the header") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+
+
+def unlisted_videos(folder: Path, clips: Sequence[LabeledClip]) -> list[Path]:
+    """Videos directly in ``folder`` that ``labels.csv`` does not list (they are not scored)."""
+    listed = {clip.path.resolve() for clip in clips}
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and p.resolve() not in listed
+    )
+
+
+def labeled_clips(folders: Sequence[Path]) -> list[LabeledClip]:
+    """Every listed clip of every folder, named as in the accuracy table."""
+    names = folder_names(folders)
+    return [
+        clip
+        for folder, name in zip(folders, names, strict=True)
+        for clip in read_labels(Path(folder), name)
+    ]
+
+
+def refuse_input_targets(targets: Sequence[Path | None], folders: Sequence[Path],
+                         clips: Sequence[LabeledClip]) -> None:  # fmt: skip
+    """An output file must not replace a clip or a ``labels.csv`` being evaluated."""
+    inputs = {clip.path.resolve() for clip in clips}
+    inputs |= {(Path(folder) / LABELS_FILE).resolve() for folder in folders}
+    for target in targets:
+        if target is not None and Path(target).resolve() in inputs:
+            raise OutputError(f"cannot write {target}: it is one of the inputs being evaluated")
 
 
 def folder_names(folders: Sequence[Path]) -> list[str]:
@@ -106,17 +151,12 @@ def main_face(timeline: pd.DataFrame) -> pd.Series | None:
 
 
 def evaluate_clips(
-    folders: Sequence[Path],
+    clips: Sequence[LabeledClip],
     settings: Settings,
     progress: Callable[[LabeledClip], None] | None = None,
 ) -> pd.DataFrame:
-    """One row per clip: folder, file, label, predicted, correct, main face, its mean probs."""
-    names = folder_names(folders)
-    clips = [
-        clip
-        for folder, name in zip(folders, names, strict=True)
-        for clip in read_labels(Path(folder), name)
-    ]
+    """One row per clip (``labeled_clips``): folder, file, label, predicted, correct, main
+    face, its mean probs, damage and error."""
     analyzer = Analyzer(settings)
     rows = []
     for clip in clips:
@@ -134,7 +174,7 @@ def evaluate_clips(
         rows.append(
             {
                 "folder": clip.folder,
-                "file": clip.path.name,
+                "file": clip.file,
                 "label": clip.label,
                 "predicted": predicted,
                 "correct": predicted == clip.label,

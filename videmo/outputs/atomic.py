@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -83,6 +84,17 @@ def check_writable_target(path: Path) -> None:
         raise OutputError(f"cannot write {path}: {parent} {what}")
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder")
+
+
+def check_output_file(path: Path) -> None:
+    """Before minutes of work: the file could be written there now (a folder that exists but
+    refuses files, such as a read-only one, is found here too, not only after the work)."""
+    check_writable_target(path)
+    try:
+        with tempfile.NamedTemporaryFile(dir=Path(path).parent, prefix=".videmo-check-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
 
 
 def _discard(tmp: Path) -> None:

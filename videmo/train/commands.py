@@ -160,7 +160,7 @@ def evaluate_command(
     import json
 
     from videmo.models import EMOTION_FILE, model_path
-    from videmo.outputs.atomic import check_writable_target, write_text_atomic
+    from videmo.outputs.atomic import check_output_file, write_text_atomic
     from videmo.train.evaluate import (
         bench_faces_per_second,
         check_image_target,
@@ -169,7 +169,7 @@ def evaluate_command(
     )
 
     if json_out is not None:  # before the evaluation, not after
-        check_writable_target(json_out)
+        check_output_file(json_out)
     if confusion_png is not None:
         check_image_target(confusion_png)
     path = model_path(model or EMOTION_FILE)

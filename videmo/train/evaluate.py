@@ -121,10 +121,10 @@ def check_image_target(path: str | Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from videmo.errors import OutputError
-    from videmo.outputs.atomic import check_writable_target
+    from videmo.outputs.atomic import check_output_file
 
     path = Path(path)
-    check_writable_target(path)
+    check_output_file(path)
     supported = FigureCanvasAgg.get_supported_filetypes()
     if path.suffix.lower().lstrip(".") not in supported:
         raise OutputError(
