@@ -38,6 +38,9 @@ def main() -> None:
     args = sys.argv[1:]
     extra = args[args.index("--") + 1 :] if "--" in args else []
     videos = args[: args.index("--")] if "--" in args else args
+    if not videos or {"-h", "--help"} & set(videos):
+        print(__doc__.strip(), file=sys.stderr if not videos else sys.stdout)
+        sys.exit(0 if videos else 2)
     from videmo.video import index_packets, probe
 
     rows = []
