@@ -32,11 +32,19 @@ class TrackerConfig:
         max_gap_s: how long a confirmed face may go undetected and keep its id;
             a face may always miss one analysed frame, however far apart
             analysed frames are (``--every``).
+        reacquire_iou: a confirmed face that no box continues at ``iou_threshold``
+            takes a box left over by every other face and track if they overlap
+            this much (ByteTrack's second association, for a different reason):
+            between scheduled detections a face is followed, and a followed box
+            that drifted while the head moved meets the next detection at an
+            overlap of 0.2-0.3. Without this the face got a new id (3 of the
+            shared multi-face clips' 7 clips had such breaks).
     """
 
     iou_threshold: float = 0.3
     min_hits: int = 3
     max_gap_s: float = 0.5
+    reacquire_iou: float = 0.1
 
 
 @dataclass
@@ -90,12 +98,14 @@ class _Tracker:
         self.finished: list[_Track] = []
         self._recent = [-np.inf, -np.inf]  # times of the two analysed frames before this one
 
-    def _match(self, tracks: list[_Track], boxes: np.ndarray, free: list[int]) -> list[tuple]:
-        """Tracks matched to free boxes: the best assignment among pairs above the IOU threshold."""
+    def _match(
+        self, tracks: list[_Track], boxes: np.ndarray, free: list[int], threshold: float
+    ) -> list[tuple]:
+        """Tracks matched to free boxes: the best assignment among pairs above ``threshold``."""
         if not tracks or not free:
             return []
         iou = iou_matrix(np.stack([t.box for t in tracks]), boxes[free])
-        return [(tracks[r], free[c]) for r, c in _assign(iou, self.config.iou_threshold)]
+        return [(tracks[r], free[c]) for r, c in _assign(iou, threshold)]
 
     def update(self, rows: np.ndarray, boxes: np.ndarray, now: float, new_shot: bool) -> None:
         """Feed one analysed frame: its row numbers, boxes and time.
@@ -111,16 +121,30 @@ class _Tracker:
         self.confirmed = [t for t in self.confirmed if t not in expired]
         self._recent = [self._recent[1], now]
         free = list(range(len(rows)))
-        for tracks in (self.confirmed, self.tentative):
-            for t, b in self._match(tracks, boxes, free):
-                t.rows.append(int(rows[b]))
-                t.box, t.last_time = boxes[b], now
-                free.remove(b)
+        self._continue(self.confirmed, rows, boxes, free, now, self.config.iou_threshold)
+        self._continue(self.tentative, rows, boxes, free, now, self.config.iou_threshold)
+        unmatched = [t for t in self.confirmed if t.last_time != now]
+        self._continue(unmatched, rows, boxes, free, now, self.config.reacquire_iou)
         # A tentative track dies on its first miss; new boxes start tentative tracks.
         self.tentative = [t for t in self.tentative if t.last_time == now]
         self.tentative += [_Track([int(rows[b])], boxes[b], now) for b in free]
         self.confirmed += [t for t in self.tentative if t.hits >= self.config.min_hits]
         self.tentative = [t for t in self.tentative if t.hits < self.config.min_hits]
+
+    def _continue(
+        self,
+        tracks: list[_Track],
+        rows: np.ndarray,
+        boxes: np.ndarray,
+        free: list[int],
+        now: float,
+        threshold: float,
+    ) -> None:
+        """Extend ``tracks`` with the free boxes they match; those boxes are no longer free."""
+        for t, b in self._match(tracks, boxes, free, threshold):
+            t.rows.append(int(rows[b]))
+            t.box, t.last_time = boxes[b], now
+            free.remove(b)
 
     def _expired(self, t: _Track, now: float) -> bool:
         """Unseen for longer than ``max_gap_s``, and missed on two analysed frames already.
