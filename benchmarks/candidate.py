@@ -1,0 +1,93 @@
+"""Measure a candidate emotion model the way the shipping rule says, and give the rule's verdict.
+
+The rule (README, "The model, chosen on video"; fixed before any candidate was
+measured): a candidate replaces the shipped model only if it gets MORE development
+clips right AND loses AT MOST 1 point through the path (600 pasted faces, seed 0).
+Both figures are measured here with the same code as for the shipped model, in
+one run, so nothing is copied from an earlier measurement. PublicTest and FER+
+majority (``videmo evaluate``) are reported beside them; they choose nothing.
+
+    python benchmarks/candidate.py runs/minixception-64-paper/last.h5 --flip-tta
+    python benchmarks/candidate.py /tmp/fer/fer/data/emotion_model.hdf5 runs/x/last.h5
+    python benchmarks/candidate.py --onnx some_model.onnx
+
+Several Keras files become one averaged model (``videmo import-keras``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+LABELED = SHARED / "data/videos/labeled"
+FER_CSV = SHARED / "data/fer2013/fer2013.csv.gz"
+HERE = Path(__file__).resolve().parent
+#: The rule's allowance through the path, in points.
+PATH_ALLOWANCE = 1.0
+
+
+def _videmo(*args: object) -> str:
+    done = subprocess.run([sys.executable, "-m", "videmo", *map(str, args)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout
+
+
+def clips_right(model: Path | None, csv: Path) -> tuple[int, str]:
+    """Development clips right, and the per-folder counts (C / R / M)."""
+    folders = [LABELED / name for name in ("crema-d", "ravdess", "mead")]
+    _videmo("evaluate-clips", "-q", *folders, "--csv", csv,
+            *(["--model", model] if model else []))  # fmt: skip
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    per = table.groupby("folder")["correct"].sum()
+    return int(table["correct"].sum()), f"{per['crema-d']} / {per['ravdess']} / {per['mead']}"
+
+
+def path_accuracy(model: Path | None, work: Path, name: str) -> float:
+    """Accuracy through the path on the rule's subset (600 faces, seed 0)."""
+    out = work / f"{name}-path.json"
+    subprocess.run([sys.executable, str(HERE / "video_path_accuracy.py"), "--faces", "600",
+                    "--seed", "0", "--json", str(out),
+                    *(["--model", str(model)] if model else [])],
+                   capture_output=True, text=True, check=True)  # fmt: skip
+    return float(json.loads(out.read_text())["path_accuracy"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("h5", nargs="*", type=Path, help="Keras file(s) of the candidate")
+    parser.add_argument("--onnx", type=Path, help="an ONNX candidate instead of Keras files")
+    parser.add_argument("--flip-tta", action="store_true", help="mirror average in the graph")
+    parser.add_argument("--keep", type=Path, help="keep the candidate's ONNX file here")
+    args = parser.parse_args()
+    if bool(args.h5) == bool(args.onnx):
+        parser.error("give Keras file(s) or --onnx, not both or neither")
+    with tempfile.TemporaryDirectory(prefix="videmo-candidate-") as tmp:
+        work = Path(tmp)
+        candidate = args.onnx or args.keep or work / "candidate.onnx"
+        if args.h5:
+            _videmo("import-keras", *args.h5, candidate,
+                    "--flip-tta" if args.flip_tta else "--no-flip-tta")  # fmt: skip
+        _videmo("evaluate", candidate, "--data", FER_CSV, "--json", work / "evaluate.json")
+        public = json.loads((work / "evaluate.json").read_text())["splits"]["PublicTest"]
+        print(f"PublicTest {public['accuracy']:.1%}, FER+ majority {public['ferplus_accuracy']:.1%}"
+              " (reported; they choose nothing)")  # fmt: skip
+        shipped_clips, shipped_per = clips_right(None, work / "shipped.csv")
+        clips, per = clips_right(candidate, work / "candidate.csv")
+        shipped_path = path_accuracy(None, work, "shipped")
+        path = path_accuracy(candidate, work, "candidate")
+    print(f"development clips: candidate {clips} ({per}), shipped {shipped_clips} ({shipped_per})")
+    print(f"through the path (600 faces, seed 0): candidate {path:.1%}, shipped {shipped_path:.1%}")
+    passes = clips > shipped_clips and 100 * (shipped_path - path) <= PATH_ALLOWANCE
+    print(f"rule: {'PASSES' if passes else 'does not pass'} (more clips, and at most "
+          f"{PATH_ALLOWANCE:g} point lost through the path)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
