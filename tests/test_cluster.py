@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import (
     CREMA_HAP,
@@ -225,6 +226,12 @@ def test_relative_paths_name_the_callers_files_on_a_cluster(
     assert Path.cwd() != tmp_path and not (Path.cwd() / "out").exists()
     for clip in inputs:
         assert (tmp_path / "out" / clip.stem / "timeline.parquet").is_file(), clip
+    # and stdout and batch.csv name them as they were given, as without --address
+    expected = {str(Path("out") / clip.stem) for clip in inputs}
+    assert set(done.stdout.split()) == expected, done.stdout
+    batch = pd.read_csv(tmp_path / "out" / "batch.csv")
+    assert set(batch["output"]) == expected
+    assert set(batch["video"]) == {str(Path("in") / clip.name) for clip in inputs}
 
 
 def test_chunk_timeout_does_not_cut_short_writing_a_long_videos_outputs(tmp_path: Path) -> None:

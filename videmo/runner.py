@@ -255,6 +255,7 @@ def run_videos(
     reporter = _Unlocking(reporter or Reporter())
     custom_finish = finish
     finish = finish or write_video_outputs
+    as_given = _AsGiven(paths, out_root, out_dirs, active=bool(ray_address(settings)))
     if ray_address(settings):
         # A cluster's workers run in folders of their own: a relative path would name a
         # file (or an output folder) there, not here.
@@ -306,7 +307,7 @@ def run_videos(
         raise
     if not ready:
         reporter.close()
-        return runs
+        return as_given(runs)
     executor = choose_executor(settings, ready, unread=len(runs) - prepared)
     context = {
         "executor": executor.name,
@@ -403,7 +404,34 @@ def run_videos(
     finally:
         executor.close()
         reporter.close()
-    return runs
+    return as_given(runs)
+
+
+class _AsGiven:
+    """Put back the paths as the caller wrote them (relative ones were made absolute for a
+    cluster's workers), so stdout and batch.csv read the same with or without --address."""
+
+    def __init__(
+        self, paths: list[Path], out_root: Path, out_dirs: list[Path] | None, active: bool
+    ) -> None:
+        self.paths, self.out_root, self.out_dirs = list(paths), Path(out_root), out_dirs
+        self.active = active
+
+    def __call__(self, runs: list[VideoRun]) -> list[VideoRun]:
+        if not self.active:
+            return runs
+        root = self.out_root.absolute()
+        for run in runs:
+            run.path = self.paths[run.position]
+            if self.out_dirs:
+                run.out_dir = Path(self.out_dirs[run.position])
+            elif (
+                run.out_dir is not None
+                and not self.out_root.is_absolute()
+                and run.out_dir.is_relative_to(root)
+            ):
+                run.out_dir = self.out_root / run.out_dir.relative_to(root)
+        return runs
 
 
 def finish_video(
