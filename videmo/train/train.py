@@ -245,7 +245,15 @@ def _check_inputs(config: TrainConfig) -> None:
     if not config.data:
         raise SettingsError("no training data: give --data (FER2013 CSV) or a job file's data")
     if not Path(config.data).exists():
-        raise DataError(f"FER2013 data not found: {config.data}")
+        hint = (
+            ""
+            if Path(config.data).is_absolute()
+            else (
+                f" (relative to {Path.cwd()}: paths in a train job are relative to the folder "
+                "videmo runs in, and the jobs/ files expect the repository root)"
+            )
+        )
+        raise DataError(f"FER2013 data not found: {config.data}{hint}")
     if config.init_from and not Path(config.init_from).is_file():
         raise SettingsError(f"init_from {config.init_from} is not a file")
     if config.frame_by:
