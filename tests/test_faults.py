@@ -305,13 +305,13 @@ def test_mistyped_model_path_does_not_fall_back(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- tracker
 
 
-def _dets(rows: list[tuple[int, float, float]], fps: float = 30.0) -> FaceDetections:
-    """Detections (frame, x, y) of 40x40 boxes."""
+def _dets(rows: list[tuple], fps: float = 30.0) -> FaceDetections:
+    """Detections (frame, x, y) of 40x40 boxes, or (frame, x, y, w, h)."""
     frames = np.array([r[0] for r in rows])
     return FaceDetections(
         frame=frames,
         time_s=frames / fps,
-        xywh=np.array([[x, y, 40, 40] for _, x, y in rows]),
+        xywh=np.array([[*r[1:3], *(r[3:5] or (40, 40))] for r in rows]),
         score=np.ones(len(rows)),
         probs=np.full((len(rows), 7), 1 / 7),
         face_id=np.full(len(rows), -1),
@@ -355,6 +355,12 @@ def test_a_followed_box_that_drifted_is_reacquired_not_a_new_face() -> None:
     assert set(ids) == {1}
     strict = track(dets, TrackerConfig(reacquire_iou=0.3), np.arange(20) / 30.0).face_id
     assert set(strict) == {1, 2}
+    # a weakly overlapping box of another size is another face: a blurred face behind, then
+    # the performer in front (Hamilton clip, --detect-every 1: 57x92 then 125x210, IoU 0.13)
+    behind = [(f, 100, 100, 57, 92) for f in range(10)]
+    front = [(f, 60, 60, 125, 210) for f in range(10, 20)]
+    ids = track(_dets(behind + front), TrackerConfig(), np.arange(20) / 30.0).face_id
+    assert set(ids) == {1, 2}
     # a face that its own box continued is not given a second, weakly overlapping box as well
     pair = _dets([(f, 50, 50) for f in range(10)] + [(f, 50, 77) for f in range(5, 10)])
     ids = track(pair, TrackerConfig(), np.arange(10) / 30.0).face_id

@@ -39,12 +39,17 @@ class TrackerConfig:
             that drifted while the head moved meets the next detection at an
             overlap of 0.2-0.3. Without this the face got a new id (3 of the
             shared multi-face clips' 7 clips had such breaks).
+        reacquire_size_ratio: in that pass, the box may differ from the face's last box by
+            at most this factor in width and in height: a drifted box keeps the face's size,
+            while a weak overlap with a box of another size is another face (a blurred
+            face in the background and the performer in front of it, at 0.13).
     """
 
     iou_threshold: float = 0.3
     min_hits: int = 3
     max_gap_s: float = 0.5
     reacquire_iou: float = 0.1
+    reacquire_size_ratio: float = 1.5
 
 
 @dataclass
@@ -99,12 +104,23 @@ class _Tracker:
         self._recent = [-np.inf, -np.inf]  # times of the two analysed frames before this one
 
     def _match(
-        self, tracks: list[_Track], boxes: np.ndarray, free: list[int], threshold: float
+        self,
+        tracks: list[_Track],
+        boxes: np.ndarray,
+        free: list[int],
+        threshold: float,
+        size_ratio: float = np.inf,
     ) -> list[tuple]:
-        """Tracks matched to free boxes: the best assignment among pairs above ``threshold``."""
+        """Tracks matched to free boxes: the best assignment among pairs above ``threshold``
+        whose widths and heights differ by at most ``size_ratio``."""
         if not tracks or not free:
             return []
-        iou = iou_matrix(np.stack([t.box for t in tracks]), boxes[free])
+        last = np.stack([t.box for t in tracks])
+        iou = iou_matrix(last, boxes[free])
+        if np.isfinite(size_ratio):
+            ratio = last[:, None, 2:] / np.maximum(boxes[free][None, :, 2:], 1e-9)
+            similar = (np.abs(np.log(np.maximum(ratio, 1e-9))) <= np.log(size_ratio)).all(-1)
+            iou = np.where(similar, iou, 0.0)
         return [(tracks[r], free[c]) for r, c in _assign(iou, threshold)]
 
     def update(self, rows: np.ndarray, boxes: np.ndarray, now: float, new_shot: bool) -> None:
@@ -124,7 +140,8 @@ class _Tracker:
         self._continue(self.confirmed, rows, boxes, free, now, self.config.iou_threshold)
         self._continue(self.tentative, rows, boxes, free, now, self.config.iou_threshold)
         unmatched = [t for t in self.confirmed if t.last_time != now]
-        self._continue(unmatched, rows, boxes, free, now, self.config.reacquire_iou)
+        self._continue(unmatched, rows, boxes, free, now, self.config.reacquire_iou,
+                       self.config.reacquire_size_ratio)  # fmt: skip
         # A tentative track dies on its first miss; new boxes start tentative tracks.
         self.tentative = [t for t in self.tentative if t.last_time == now]
         self.tentative += [_Track([int(rows[b])], boxes[b], now) for b in free]
@@ -139,9 +156,10 @@ class _Tracker:
         free: list[int],
         now: float,
         threshold: float,
+        size_ratio: float = np.inf,
     ) -> None:
         """Extend ``tracks`` with the free boxes they match; those boxes are no longer free."""
-        for t, b in self._match(tracks, boxes, free, threshold):
+        for t, b in self._match(tracks, boxes, free, threshold, size_ratio):
             t.rows.append(int(rows[b]))
             t.box, t.last_time = boxes[b], now
             free.remove(b)
