@@ -889,9 +889,16 @@ def test_evaluate_clips_refuses_bad_labels_and_folders_in_one_line(tmp_path: Pat
     dotted = _labeled(tmp_path / "dotted", "a.mp4,happy\n./a.mp4,happy\n", ("a.mp4",))
     line = run_cli("evaluate-clips", dotted).assert_one_line_error()
     assert line.endswith("a.mp4 is listed more than once")
+    absolute = _labeled(tmp_path / "abs", f"{tmp_path / 'abs' / 'a.mp4'},happy\na.mp4,sad\n",
+                        ("a.mp4",))  # fmt: skip
+    line = run_cli("evaluate-clips", absolute).assert_one_line_error()
+    assert line.endswith("a.mp4 is listed more than once")
     extra = _labeled(tmp_path / "extra", "a.mp4,happy,loud\n", ("a.mp4",))
     line = run_cli("evaluate-clips", extra).assert_one_line_error()
     assert line.endswith("a row has more fields than the header")
+    later = _labeled(tmp_path / "later", "a.mp4,happy\nb.mp4,sad,loud\n", ("a.mp4",))
+    line = run_cli("evaluate-clips", later).assert_one_line_error()
+    assert line.endswith("line 3 has more fields than the header")
     # an output file never replaces a clip or a labels.csv being evaluated
     for target in ("--csv", good / "labels.csv"), ("--confusion-png", good / "a.mp4"):
         before = target[1].read_bytes()

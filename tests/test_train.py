@@ -150,8 +150,16 @@ def test_job_file_faults_are_one_line(tmp_path: Path) -> None:
 
     utf16 = tmp_path / "notepad.toml"
     utf16.write_bytes("epochs = 3\n".encode("utf-16"))
-    with pytest.raises(SettingsError, match="not a text file"):
+    with pytest.raises(SettingsError, match="UTF-16 text; save the job file as UTF-8"):
         TrainConfig.from_toml(utf16)
+    utf16.write_bytes("epochs = 3\n".encode("utf-16-le"))  # no BOM
+    with pytest.raises(SettingsError, match="UTF-16 text"):
+        TrainConfig.from_toml(utf16)
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes("epochs = 3\n".encode("utf-8-sig"))
+    assert TrainConfig.from_toml(bom).epochs == 3
+    with pytest.raises(SettingsError, match="frame_background is where frame_by pastes"):
+        TrainConfig(frame_background="x.mp4")
     outside = tmp_path / "outside.toml"
     outside.write_text('epochs = 3\n[train]\ndata = "x.csv"\n')
     with pytest.raises(SettingsError, match="'epochs' is outside the \\[train\\] table"):

@@ -227,11 +227,21 @@ def check_type(key: str, value: Any, annotation: str, source: str = "") -> None:
         raise SettingsError(f"{where}: key {key!r} must be {base}, not {type(value).__name__}")
 
 
+def _utf16(data: bytes) -> bool:
+    """UTF-16 text (a BOM, or ASCII with every other byte zero), as Windows tools save it."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = data[:64]
+    return len(head) >= 4 and (not any(head[1::2]) or not any(head[0::2]))
+
+
 def load_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file with a one-line error for a missing or invalid file."""
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        data = Path(path).read_bytes()
+        if _utf16(data):
+            raise SettingsError(f"{path}: UTF-16 text; save the job file as UTF-8")
+        return tomllib.loads(data.decode("utf-8-sig"))  # a UTF-8 BOM (Notepad's) is fine
     except FileNotFoundError:
         raise SettingsError(f"job file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:

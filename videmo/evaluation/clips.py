@@ -12,6 +12,7 @@ user reads. A clip with no face counts as wrong.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,8 +62,10 @@ def read_labels(folder: Path, name: str | None = None) -> list[LabeledClip]:
     if table["file"].isna().any():
         raise DataError(f"{path}: a row has no file name")
     files = table["file"].map(os.path.normpath)
-    twice = files[files.duplicated()].unique()
-    if len(twice):  # ``a.mp4`` and ``./a.mp4`` are one clip: it would be scored twice
+    # ``a.mp4``, ``./a.mp4`` and its absolute path are one clip: it would be scored twice
+    same = files.map(lambda file: (folder / file).resolve())
+    twice = files[same.duplicated()].unique()
+    if len(twice):
         raise DataError(f"{path}: {twice[0]} is listed more than once")
     clips = []
     for file, label in zip(files, table["fer2013_class"], strict=True):
@@ -86,7 +89,12 @@ def _read_table(path: Path) -> pd.DataFrame:
             return pd.read_csv(path, dtype=str, index_col=False)
     except pd.errors.ParserWarning:
         raise DataError(f"{path}: a row has more fields than the header") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
+        extra = re.search(r"Expected \d+ fields in line (\d+), saw \d+", str(exc))
+        if extra:
+            raise DataError(f"{path}: line {extra[1]} has more fields than the header") from None
+        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
 
 

@@ -144,6 +144,8 @@ class TrainConfig:
             raise SettingsError("freeze_batchnorm keeps init_from's statistics: set init_from")
         if self.frame_by not in ("", *DETECTORS):
             raise SettingsError(f"frame_by must be one of {DETECTORS} or '', not {self.frame_by!r}")
+        if self.frame_background and not self.frame_by:
+            raise SettingsError("frame_background is where frame_by pastes faces: set frame_by")
         if self.frame_by and self.resample_augment:
             raise SettingsError("frame_by cuts faces at input_size: resample_augment has no effect")
         if self.resample_augment and self.input_size == FER2013_SIDE:
@@ -178,6 +180,7 @@ class TrainConfig:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run training and return the summary (also written to ``<out>/summary.json``)."""
     _check_inputs(config)
+    train_split, val_split = _load_splits(config)  # bad data: an error before any folder
     tf, keras = _import_tf(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +203,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     write_text_atomic(out / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
 
     spec = default_spec(config)
-    train_split, val_split = _load_splits(config)
     if config.frame_by:
         train_split = _framed_by_detector(train_split, spec, config, out)
     train_targets = training_targets(train_split, config)
@@ -249,8 +251,8 @@ def _check_inputs(config: TrainConfig) -> None:
             ""
             if Path(config.data).is_absolute()
             else (
-                f" (relative to {Path.cwd()}: paths in a train job are relative to the folder "
-                "videmo runs in, and the jobs/ files expect the repository root)"
+                f" (relative to {Path.cwd()}, the folder videmo runs in; the job files in "
+                "jobs/ expect the repository root)"
             )
         )
         raise DataError(f"FER2013 data not found: {config.data}{hint}")
