@@ -475,7 +475,7 @@ def evaluate_clips_command(
         from videmo.train.evaluate import save_confusion_png
 
         right, total = int(per_clip["correct"].sum()), len(per_clip)
-        faceless = int(((per_clip["predicted"] == "") & (per_clip["error"] == "")).sum())
+        faceless = int(labeled.without_face(per_clip).sum())
         title = f"labeled clips: {right}/{total} right"
         if faceless:
             title += f" ({faceless} without a face, not in the matrix)"
@@ -493,7 +493,9 @@ def _warn_about_clips(per_clip) -> int:
             "decode (--strict counts it as unreadable)",
             err=True,
         )
-    for row in per_clip[(per_clip["predicted"] == "") & scored].itertuples(index=False):
+    from videmo.evaluation.clips import without_face
+
+    for row in per_clip[without_face(per_clip)].itertuples(index=False):
         click.echo(
             f"videmo: warning: no face was confirmed in {row.folder}/{row.file}; it counts as "
             "wrong (see videmo run's --min-hits, --every and --det-size)",

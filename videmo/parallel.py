@@ -159,13 +159,6 @@ class SerialExecutor:
             else:
                 yield task, result
 
-    def _limit_s(self, task: ChunkTask | FinishTask | PrepareTask) -> float:
-        """How long a task may run: ``--chunk-timeout-s``, and for finishing a video (tracking,
-        writing, the annotated video: work that grows with its length) that much per chunk."""
-        if isinstance(task, FinishTask):
-            return self.timeout_s * (1 + len(task.run.chunks))
-        return self.timeout_s
-
     def annotate(
         self, tasks: list[AnnotateTask], index: PacketIndex, info: VideoInfo, every: int
     ) -> list[int]:

@@ -255,8 +255,9 @@ def run_videos(
     reporter = _Unlocking(reporter or Reporter())
     custom_finish = finish
     finish = finish or write_video_outputs
-    as_given = _AsGiven(paths, out_root, out_dirs, active=bool(ray_address(settings)))
-    if ray_address(settings):
+    on_cluster = bool(ray_address(settings))
+    as_given = _AsGiven(paths, out_root, out_dirs, active=on_cluster)
+    if on_cluster:
         # A cluster's workers run in folders of their own: a relative path would name a
         # file (or an output folder) there, not here.
         paths, out_root = [p.absolute() for p in paths], out_root.absolute()

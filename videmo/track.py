@@ -119,7 +119,7 @@ class _Tracker:
         iou = iou_matrix(last, boxes[free])
         if np.isfinite(size_ratio):
             ratio = last[:, None, 2:] / np.maximum(boxes[free][None, :, 2:], 1e-9)
-            similar = (np.abs(np.log(np.maximum(ratio, 1e-9))) <= np.log(size_ratio)).all(-1)
+            similar = ((ratio <= size_ratio) & (ratio >= 1 / size_ratio)).all(-1)
             iou = np.where(similar, iou, 0.0)
         return [(tracks[r], free[c]) for r, c in _assign(iou, threshold)]
 

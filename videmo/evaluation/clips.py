@@ -210,6 +210,11 @@ def _analyse(analyzer: Analyzer, path: Path, settings: Settings) -> tuple[pd.Dat
     return timeline, damage_line(damage) if damage else ""
 
 
+def without_face(per_clip: pd.DataFrame) -> pd.Series:
+    """Clips that were read but in which no face was confirmed (they count as wrong)."""
+    return (per_clip["predicted"] == "") & (per_clip["error"] == "")
+
+
 def accuracy_table(per_clip: pd.DataFrame) -> pd.DataFrame:
     """Right / clips / accuracy per folder, plus an ``all`` row."""
     grouped = per_clip.groupby("folder", sort=True)["correct"].agg(["sum", "count"])

@@ -259,7 +259,7 @@ def _check_inputs(config: TrainConfig) -> None:
     if config.init_from and not Path(config.init_from).is_file():
         raise SettingsError(f"init_from {config.init_from} is not a file")
     if config.frame_by:
-        background = Path(config.frame_background or frame_background_for(config.data))
+        background = _frame_background(config)
         if not background.is_file():
             raise SettingsError(
                 f"frame_background {background} is not a file: set frame_background"
@@ -487,13 +487,17 @@ def _load_splits(config: TrainConfig) -> tuple[Split, Split]:
     )
 
 
+def _frame_background(config: TrainConfig) -> Path:
+    """The video ``frame_by`` pastes training faces into."""
+    return Path(config.frame_background or frame_background_for(config.data))
+
+
 def _framed_by_detector(split: Split, spec: ModelSpec, config: TrainConfig, out: Path) -> Split:
     """The split's faces cut by ``frame_by`` and ``videmo.crop`` (cached in the run folder)."""
     from videmo.train.recrop import cached_detector_framed
 
-    background = Path(config.frame_background or frame_background_for(config.data))
     faces, _found = cached_detector_framed(
-        split.images, spec, config.frame_by, background, config.seed, out
+        split.images, spec, config.frame_by, _frame_background(config), config.seed, out
     )
     return dataclasses.replace(split, images=faces)
 
