@@ -43,6 +43,14 @@ class TrackerConfig:
             at most this factor in width and in height: a drifted box keeps the face's size,
             while a weak overlap with a box of another size is another face (a blurred
             face in the background and the performer in front of it, at 0.13).
+        rejoin_gap_s: a face lost (unseen for longer than ``max_gap_s``) is remembered
+            this long: a new face that starts where it was lost, once it is confirmed,
+            continues its id. A person who turns away from the camera for a second or
+            two (a profile the detector cannot see) is then one face, not several
+            (ByteTrack keeps lost tracks for its ``track_buffer`` in the same way).
+        rejoin_iou: how much the new face's first box must overlap the lost face's last
+            box (and be within ``reacquire_size_ratio`` of its size): the face is back
+            where it was, not merely nearby.
     """
 
     iou_threshold: float = 0.3
@@ -50,6 +58,8 @@ class TrackerConfig:
     max_gap_s: float = 0.5
     reacquire_iou: float = 0.1
     reacquire_size_ratio: float = 1.5
+    rejoin_gap_s: float = 2.0
+    rejoin_iou: float = 0.5
 
 
 @dataclass
@@ -57,6 +67,8 @@ class _Track:
     rows: list[int] = field(default_factory=list)
     box: np.ndarray = field(default_factory=lambda: np.zeros(4))
     last_time: float = 0.0
+    first_box: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    first_time: float = 0.0
 
     @property
     def hits(self) -> int:
@@ -100,6 +112,7 @@ class _Tracker:
         self.config = config
         self.confirmed: list[_Track] = []
         self.tentative: list[_Track] = []
+        self.lost: list[_Track] = []  # confirmed faces unseen for a while: may rejoin
         self.finished: list[_Track] = []
         self._recent = [-np.inf, -np.inf]  # times of the two analysed frames before this one
 
@@ -130,11 +143,13 @@ class _Tracker:
         someone else.
         """
         if new_shot:
-            self.finished += self.confirmed
-            self.confirmed, self.tentative = [], []
+            self.finished += self.confirmed + self.lost
+            self.confirmed, self.tentative, self.lost = [], [], []
         expired = [t for t in self.confirmed if self._expired(t, now)]
-        self.finished += expired
         self.confirmed = [t for t in self.confirmed if t not in expired]
+        forgotten = [t for t in self.lost if now - t.last_time > self.config.rejoin_gap_s]
+        self.finished += forgotten
+        self.lost = [t for t in self.lost if t not in forgotten] + expired
         self._recent = [self._recent[1], now]
         free = list(range(len(rows)))
         self._continue(self.confirmed, rows, boxes, free, now, self.config.iou_threshold)
@@ -144,9 +159,36 @@ class _Tracker:
                        self.config.reacquire_size_ratio)  # fmt: skip
         # A tentative track dies on its first miss; new boxes start tentative tracks.
         self.tentative = [t for t in self.tentative if t.last_time == now]
-        self.tentative += [_Track([int(rows[b])], boxes[b], now) for b in free]
-        self.confirmed += [t for t in self.tentative if t.hits >= self.config.min_hits]
+        self.tentative += [_Track([int(rows[b])], boxes[b], now, boxes[b], now) for b in free]
+        ready = [t for t in self.tentative if t.hits >= self.config.min_hits]
         self.tentative = [t for t in self.tentative if t.hits < self.config.min_hits]
+        self.confirmed += self._rejoin(ready)
+
+    def _rejoin(self, ready: list[_Track]) -> list[_Track]:
+        """Newly confirmed tracks, each continuing the lost face it starts where, if any.
+
+        The new track's first box is matched against the lost faces' last boxes (best
+        assignment above ``rejoin_iou``, sizes within ``reacquire_size_ratio``); a lost
+        face that is matched takes the new track's rows and is confirmed again.
+        """
+        if not ready or not self.lost:
+            return ready
+        last = np.stack([t.box for t in self.lost])
+        first = np.stack([t.first_box for t in ready])
+        ratio = last[:, None, 2:] / np.maximum(first[None, :, 2:], 1e-9)
+        limit = self.config.reacquire_size_ratio
+        similar = ((ratio <= limit) & (ratio >= 1 / limit)).all(-1)
+        before = np.array([[old.last_time < new.first_time for new in ready] for old in self.lost])
+        iou = np.where(similar & before, iou_matrix(last, first), 0.0)
+        out, rejoined = list(ready), set()
+        for r, c in _assign(iou, self.config.rejoin_iou):
+            old, new = self.lost[r], ready[c]
+            old.rows += new.rows
+            old.box, old.last_time = new.box, new.last_time
+            out[c] = old
+            rejoined.add(r)
+        self.lost = [t for r, t in enumerate(self.lost) if r not in rejoined]
+        return out
 
     def _continue(
         self,
@@ -175,7 +217,7 @@ class _Tracker:
 
     def face_ids(self, n_rows: int) -> np.ndarray:
         """1-based ids of confirmed tracks in order of first appearance; -1 elsewhere."""
-        faces = sorted(self.finished + self.confirmed, key=lambda t: t.rows[0])
+        faces = sorted(self.finished + self.lost + self.confirmed, key=lambda t: t.rows[0])
         face_id = np.full(n_rows, -1, np.int64)
         for number, t in enumerate(faces, start=1):
             face_id[t.rows] = number
