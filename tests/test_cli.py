@@ -230,6 +230,40 @@ def test_truncated_mp4_with_index_first_is_clean(tmp_path: Path) -> None:
     assert "videmo: warning:" in result.stderr and "damaged" in result.stderr
 
 
+def _trim_without_reencoding(src: Path, dst: Path, hide: int) -> None:
+    """Copy every packet, shifted so frame ``hide`` starts at 0: the frames before it get
+    negative times, which the mp4 muxer hides behind an edit list (as ``ffmpeg -ss T -c
+    copy`` does when T falls between keyframes)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        packets = [p for p in inp.demux(stream) if p.size]
+        shift = sorted(p.pts for p in packets)[hide]
+        for packet in packets:
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = copy
+            out.mux(packet)
+
+
+def test_a_file_trimmed_without_reencoding_is_complete_not_damaged(tmp_path: Path) -> None:
+    """Frames an edit list hides are counted in the mp4 header but are not frames: a file
+    with 20 of them is intact (it was reported "damaged: file cut short", and --strict
+    refused it)."""
+    trimmed = tmp_path / "trimmed.mp4"
+    _trim_without_reencoding(SINGLE, trimmed, hide=20)
+    info, index = probe(trimmed), index_packets(trimmed)
+    assert info.frame_count == catalog_frames(SINGLE) and index.hidden == 20
+    assert len(index) == catalog_frames(SINGLE) - 20
+    out = tmp_path / "out"
+    result = run_cli("run", trimmed, "-o", out, "--strict", *FAST)
+    result.assert_ok()
+    report = json.loads((out / "trimmed" / "run.json").read_text())
+    assert report["status"] == "complete" and report["damage"] is None, report
+    assert "damaged" not in result.stderr
+    assert report["counts"]["frames_analysed"] == len(index)
+
+
 def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

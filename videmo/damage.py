@@ -12,7 +12,8 @@ import numpy as np
 from videmo.pipeline import ChunkResult
 from videmo.video import PacketIndex, VideoInfo
 
-#: A header may count a few more frames than a file holds (edit lists); more is a truncation.
+#: A header may count a few more frames than a file holds; more is a truncation. (Frames an
+#: edit list hides are counted by the header and not held: ``PacketIndex.hidden``.)
 HEADER_SLACK_FRAMES = 3
 HEADER_SLACK_SHARE = 0.02
 
@@ -29,7 +30,7 @@ def damage_summary(
         return None
     lost = np.sort(np.concatenate([np.zeros(0, np.int64), *[r.lost_frames for r in results]]))
     times = index.times_s(info)
-    shortfall = (info.frame_count or 0) - len(index)
+    shortfall = (info.frame_count or 0) - len(index) - index.hidden  # hidden: not frames
     skipped = _skipped_by_demuxer(info, index)
     truncated = (
         bool(index.error)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import av.logging
@@ -88,6 +89,9 @@ class PacketIndex:
     #: Errors the demuxer logged while it skipped damaged data and read on (FLV's "Packet
     #: mismatch"): packets it dropped are in no index, so no decode can notice them missing.
     skipped: tuple[str, ...] = ()
+    #: Packets an mp4 edit list hides (flagged DISCARD): not frames, but the header's frame
+    #: count includes them. A file trimmed without re-encoding hides up to a keyframe interval.
+    hidden: int = 0
 
     def __len__(self) -> int:
         return int(self.pts.size)
@@ -398,10 +402,19 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 # --------------------------------------------------------------------------- packet index
 
 
-def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None, list[str]]:
+class _Demuxed(NamedTuple):
+    pts: list[int]
+    key: list[bool]
+    error: str | None
+    span_s: float | None
+    skipped: list[str]
+    hidden: int
+
+
+def _demux_pts(p: Path) -> _Demuxed:
     """``(pts, keyframe)`` per real video packet in file order, an error if cut short, the
-    seconds the file's packets span (all streams: audio may outlast the video), and the
-    errors the demuxer logged while skipping damaged data.
+    seconds the file's packets span (all streams: audio may outlast the video), the
+    errors the demuxer logged while skipping damaged data, and the packets an edit list hid.
 
     Skipped: flush packets (size 0) and packets flagged DISCARD (mp4 edit-list pre-roll,
     which the decoder drops, so they are not frames). A packet without pts uses its dts, and
@@ -411,6 +424,7 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
     key: list[bool] = []
     extent: dict[int, list] = {}  # stream index -> [first pts, last pts + duration, time base]
     error = None
+    hidden = 0
     records: list[tuple[int, str, str]] = []
     with _ffmpeg_errors() as logs, _open(p, records) as container:
         video = _video_stream(container, p)
@@ -418,6 +432,7 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
         try:
             for packet in container.demux():
                 if packet.size == 0 or packet.is_discard:
+                    hidden += bool(packet.size) and packet.stream.index == video.index
                     continue
                 ts = packet.pts if packet.pts is not None else packet.dts
                 if ts is not None:  # integers per stream; seconds only once, at the end
@@ -433,7 +448,7 @@ def _demux_pts(p: Path) -> tuple[list[int], list[bool], str | None, float | None
         except av.FFmpegError as err:
             error = _ffmpeg_reason(err)
     skipped = [text.strip() for _, who, text in [*records, *logs] if who == demuxer]
-    return pts, key, error, _span_s(extent), skipped
+    return _Demuxed(pts, key, error, _span_s(extent), skipped, hidden)
 
 
 def _span_s(extent: dict[int, list]) -> float | None:
@@ -450,13 +465,14 @@ def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
     A damaged file gives the index of its readable part with ``error`` set; reading those
     frames then reports the damage (see :func:`read_frames`).
     """
-    pts, key, error, span_s, skipped = _demux_pts(_check_path(path))
-    pts_arr = np.asarray(pts, dtype=np.int64)
+    demuxed = _demux_pts(_check_path(path))
+    pts_arr = np.asarray(demuxed.pts, dtype=np.int64)
     # Sort into presentation order; a duplicated pts is one frame (keyframe if any copy is).
     uniq, inverse = np.unique(pts_arr, return_inverse=True)
     key_u = np.zeros(uniq.size, dtype=bool)
-    np.logical_or.at(key_u, inverse, np.asarray(key, dtype=bool))
-    return PacketIndex(pts=uniq, keyframe=key_u, error=error, span_s=span_s, skipped=tuple(skipped))
+    np.logical_or.at(key_u, inverse, np.asarray(demuxed.key, dtype=bool))
+    return PacketIndex(uniq, key_u, demuxed.error, demuxed.span_s, tuple(demuxed.skipped),
+                       demuxed.hidden)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- reading
