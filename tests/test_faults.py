@@ -302,6 +302,90 @@ def test_mistyped_model_path_does_not_fall_back(tmp_path: Path) -> None:
     assert model_path("emotion_minixception.onnx").is_file()  # a bare shipped name still works
 
 
+# --------------------------------------------------------------------------- model contract
+
+
+def _toy_model(path: Path, *, channels: int = 1, outputs: int = 7, head: str = "softmax") -> Path:
+    """A linear ONNX model carrying the shipped model's spec, with one fault planted.
+
+    ``head``: "softmax" (probabilities), "scores" (raw scores) or "log_mean" (softmax
+    of scores plus log(mean input): NaN for a face darker than mid-grey, fine for the
+    blank grey face the loader tries).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from videmo.emotion import EmotionModel
+    from videmo.spec import METADATA_KEY
+
+    spec = EmotionModel().spec
+    shape = [spec.input_size, spec.input_size, channels]
+    weights = np.random.default_rng(0).normal(size=(int(np.prod(shape)), outputs)) * 0.01
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "W"], ["scores"]),
+    ]
+    last = "scores"
+    if head == "log_mean":
+        nodes += [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Log", ["mean"], ["log"]),
+            helper.make_node("Unsqueeze", ["log", "one"], ["log2"]),
+            helper.make_node("Add", ["scores", "log2"], ["shifted"]),
+        ]
+        last = "shifted"
+    nodes.append(helper.make_node("Identity" if head == "scores" else "Softmax", [last], ["probs"]))
+    graph = helper.make_graph(
+        nodes,
+        "toy",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *shape])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", outputs])],
+        initializer=[
+            numpy_helper.from_array(weights.astype(np.float32), "W"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    model.metadata_props.append(onnx.StringStringEntryProto(key=METADATA_KEY, value=spec.to_json()))
+    onnx.save(model, path)
+    return path
+
+
+@requires_data
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ({"outputs": 5}, "outputs of shape [5] per face; its spec lists 7 classes"),
+        ({"channels": 3}, "takes input of shape ['N', 64, 64, 3], not the NHWC 1x64x64"),
+        ({"head": "scores"}, "not probabilities"),
+    ],
+)
+def test_a_model_that_breaks_its_spec_is_refused_before_any_video(
+    tmp_path: Path, fault: dict, expected: str
+) -> None:
+    """Found by probing: such a model failed with a traceback or a numpy broadcast error on
+    the first face (a faceless video went through), or wrote raw scores as probabilities."""
+    model = _toy_model(tmp_path / "toy.onnx", **fault)
+    out = tmp_path / "out"
+    line = run_cli("run", SINGLE, "-o", out, *FAST, "--model", model).assert_one_line_error()
+    assert expected in line, line
+    assert not out.exists()
+
+
+def test_nan_from_the_model_is_an_error_not_a_face_dropped(tmp_path: Path) -> None:
+    """NaN is the pipeline's mark for "not classified": a model giving NaN for a face made
+    the face vanish from a run reported complete."""
+    from videmo.emotion import EmotionModel
+
+    model = EmotionModel(_toy_model(tmp_path / "toy.onnx", head="log_mean"))  # loads
+    size = model.spec.input_size
+    bright = np.full((2, size, size), 200, np.uint8)
+    assert np.allclose(model.predict(bright).sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ModelError, match="NaN or infinite outputs for a face"):
+        model.predict(np.zeros((2, size, size), np.uint8))
+
+
 # --------------------------------------------------------------------------- tracker
 
 

@@ -71,7 +71,43 @@ def open_model(
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     session = _create_session(path, providers or [_CPU], threads)
-    return session, read_spec(session, path)
+    spec = read_spec(session, path)
+    check_outputs(session, spec, path)
+    return session, spec
+
+
+def check_outputs(session: ort.InferenceSession, spec: ModelSpec, path: Path) -> None:
+    """Run the model once on a blank face and refuse it unless it gives 7 probabilities.
+
+    A model whose graph does not match its spec (another input size or channel count,
+    another number of outputs) or that gives raw scores or NaN would otherwise fail
+    only when the first face reaches it, or worse, run and write timelines of
+    non-probabilities (a NaN row reads as "not classified" and its face is dropped).
+    """
+    batch = session.get_inputs()[0].shape[0]
+    blank = np.full((batch if isinstance(batch, int) else 1, spec.input_size, spec.input_size),
+                    128, np.uint8)  # fmt: skip
+    described = f"{spec.layout} {spec.channels}x{spec.input_size}x{spec.input_size}"
+    try:
+        probs = session.run(None, {session.get_inputs()[0].name: spec.normalize(blank)})[0]
+    except Exception:  # onnxruntime raises its own exception types
+        shape = [d if isinstance(d, int) else "N" for d in session.get_inputs()[0].shape]
+        raise ModelError(
+            f"{path.name} takes input of shape {shape}, not the {described} faces its spec "
+            "describes"
+        ) from None
+    if probs.ndim != 2 or probs.shape[1] != len(spec.classes):
+        raise ModelError(
+            f"{path.name} gives outputs of shape {list(probs.shape[1:])} per face; "
+            f"its spec lists {len(spec.classes)} classes"
+        )
+    if not np.isfinite(probs).all():
+        raise ModelError(f"{path.name} gives NaN or infinite outputs for a blank face")
+    if (probs < -1e-6).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise ModelError(
+            f"{path.name}'s outputs are not probabilities (a row sums to "
+            f"{float(probs.sum(axis=1)[0]):.3g}): export the model with its softmax"
+        )
 
 
 class EmotionModel:
@@ -118,6 +154,8 @@ class EmotionModel:
             padded = np.zeros((self.batch_size, size, size), np.uint8)
             padded[: len(chunk)] = chunk
             probs = self.session.run(None, {self._input: self.spec.normalize(padded)})[0]
+            if not np.isfinite(probs[: len(chunk)]).all():  # NaN marks "not classified"
+                raise ModelError(f"{self.path.name} gave NaN or infinite outputs for a face")
             out[start : start + len(chunk)] = probs[: len(chunk)]
         return out
 
