@@ -185,7 +185,8 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
     empty = folder / "empty.mp4"
     empty.write_bytes(b"")
     return {
-        "missing": (folder / "missing.mp4", "no such file"),
+        "missing": (folder / "missing.mp4", "missing.mp4: no such file"),
+        "pattern_matching_nothing": (folder / "*.xyz", "no file matches it as a pattern"),
         "text": (text, "not a readable video"),
         "truncated": (truncated, "truncated.mp4"),
         "empty": (empty, "empty"),
@@ -195,7 +196,16 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "text", "truncated", "empty", "audio_only", "folder_without_videos"]
+    "case",
+    [
+        "missing",
+        "pattern_matching_nothing",
+        "text",
+        "truncated",
+        "empty",
+        "audio_only",
+        "folder_without_videos",
+    ],
 )
 def test_bad_input_one_line_error(tmp_path: Path, case: str) -> None:
     inputs = _bad_inputs(tmp_path / "in")

@@ -251,7 +251,10 @@ def _ffmpeg_reason(err: Exception) -> str:
 def _check_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.exists():
-        raise VideoError(f"{p}: no such file")
+        pattern = any(ch in str(path) for ch in "*?[")  # a glob kept as given (videmo.inputs)
+        raise VideoError(
+            f"{p}: no such file{', and no file matches it as a pattern' if pattern else ''}"
+        )
     if p.is_dir():
         raise VideoError(f"{p}: is a directory, not a video file")
     if not p.is_file():  # a FIFO, socket or device: videmo reads a file more than once
