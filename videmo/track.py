@@ -85,6 +85,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def _similar_size(a: np.ndarray, b: np.ndarray, ratio: float) -> np.ndarray:
+    """(len(a), len(b)): whose widths and heights differ by at most a factor ``ratio``."""
+    r = a[:, None, 2:] / np.maximum(b[None, :, 2:], 1e-9)
+    return ((r <= ratio) & (r >= 1 / ratio)).all(-1)
+
+
 def _assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """(row, column) pairs of the assignment maximising total IOU among pairs above ``threshold``.
 
@@ -131,9 +137,7 @@ class _Tracker:
         last = np.stack([t.box for t in tracks])
         iou = iou_matrix(last, boxes[free])
         if np.isfinite(size_ratio):
-            ratio = last[:, None, 2:] / np.maximum(boxes[free][None, :, 2:], 1e-9)
-            similar = ((ratio <= size_ratio) & (ratio >= 1 / size_ratio)).all(-1)
-            iou = np.where(similar, iou, 0.0)
+            iou = np.where(_similar_size(last, boxes[free], size_ratio), iou, 0.0)
         return [(tracks[r], free[c]) for r, c in _assign(iou, threshold)]
 
     def update(self, rows: np.ndarray, boxes: np.ndarray, now: float, new_shot: bool) -> None:
@@ -175,9 +179,7 @@ class _Tracker:
             return ready
         last = np.stack([t.box for t in self.lost])
         first = np.stack([t.first_box for t in ready])
-        ratio = last[:, None, 2:] / np.maximum(first[None, :, 2:], 1e-9)
-        limit = self.config.reacquire_size_ratio
-        similar = ((ratio <= limit) & (ratio >= 1 / limit)).all(-1)
+        similar = _similar_size(last, first, self.config.reacquire_size_ratio)
         before = np.array([[old.last_time < new.first_time for new in ready] for old in self.lost])
         iou = np.where(similar & before, iou_matrix(last, first), 0.0)
         out, rejoined = list(ready), set()
