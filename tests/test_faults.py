@@ -691,15 +691,40 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     assert 0 < corrupt_report["damage"]["frames_lost"] <= 12  # before: 42 of 72 lost, no output
     # the damaged outputs count as finished: a rerun skips them
     again = run_cli("run", corrupt, truncated, cut_flv, mismatch, "-o", out, *FAST).assert_ok()
-    rerun = pd.read_csv(out / "batch.csv")
+    rerun = pd.read_csv(out / "batch.csv", keep_default_na=False)
     assert set(rerun["status"]) == {"skipped"}, again
     first = batch.reset_index()
-    # a skipped row still says what the video holds
+    # a skipped row still says what the video holds, damage included (it was left blank)
     assert rerun["frames"].tolist() == first["frames"].tolist() and (rerun["frames"] >= 20).all()
+    assert rerun["error"].tolist() == first["error"].tolist()
+    assert again.stderr.count("videmo: warning:") == 4
+    # --strict on a rerun fails a video an earlier run found damaged (it passed as skipped)
+    strict_rerun = run_cli("run", corrupt, "-o", out, "--strict", *FAST)
+    assert "(--strict; found by an earlier run)" in strict_rerun.assert_one_line_error(rc=2)
+    assert json.loads((out / "corrupt" / "run.json").read_text())["status"] == "damaged"
     # --strict: a damaged video is a failure, one line, nothing that looks complete
     strict = run_cli("run", corrupt, "-o", tmp_path / "strict", "--strict", *FAST)
     assert "lost" in strict.assert_one_line_error(rc=2)
     assert not list((tmp_path / "strict").rglob("run.json"))
+
+
+@requires_data
+def test_a_run_of_one_video_removes_a_batch_summary_that_listed_its_folder(tmp_path: Path) -> None:
+    """Found by probing: after a batch, one of its videos run again alone with other settings
+    left batch.csv saying the old frame and face counts."""
+    import pandas as pd
+
+    folder = tmp_path / "in"
+    single, other = copy_clip(SINGLE, folder), copy_clip(DINNER, tmp_path / "elsewhere")
+    copy_clip(CREMA_HAP, folder)
+    out = tmp_path / "out"
+    run_cli("run", folder, "-o", out, *FAST).assert_ok()
+    assert len(pd.read_csv(out / "batch.csv")) == 2
+    run_cli("run", single, "-o", out, *FAST).assert_ok()  # skipped: nothing changed
+    run_cli("run", other, "-o", out, *FAST, "--every", "5").assert_ok()  # not in the batch
+    assert (out / "batch.csv").is_file()
+    run_cli("run", single, "-o", out, *FAST, "--every", "3", "--overwrite").assert_ok()
+    assert not (out / "batch.csv").exists() and not (out / "report.html").exists()
 
 
 def _mkv_with_damaged_start(src: Path, dst: Path, frames: int, bad_packets: int) -> Path:

@@ -203,6 +203,21 @@ def test_batch_report_lists_every_video_with_its_status(tmp_path: Path) -> None:
     assert f"{single['dominant_emotion'].iloc[0]} ×1" in text
 
 
+def test_batch_page_says_how_many_faces_it_does_not_show(tmp_path: Path) -> None:
+    """The batch page shows 8 thumbnails a video; a 16-face video read as 8 faces."""
+    from videmo.outputs.report import BATCH_THUMBS, render_batch_report
+
+    video = tmp_path / "crowd"
+    (video / "faces").mkdir(parents=True)
+    for n in range(1, BATCH_THUMBS + 4):
+        (video / "faces" / f"face_{n:03d}.jpg").write_bytes(b"")
+    entry = {"video": "crowd.mp4", "output": str(video), "status": "skipped", "frames": 9,
+             "faces": BATCH_THUMBS + 3, "error": "damaged: file cut short"}  # fmt: skip
+    html = render_batch_report([entry], tmp_path)
+    assert html.count("<img src=") == BATCH_THUMBS and "+3 more" in html
+    assert "damaged: file cut short" in html  # a skipped video keeps its earlier damage
+
+
 def test_no_report_writes_neither_page_nor_thumbnails_and_a_rerun_adds_them(
     tmp_path: Path,
 ) -> None:

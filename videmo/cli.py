@@ -207,7 +207,7 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     if not quiet:
         print_summary(runs, batch_csv)
     _print_results(runs)
-    if len(runs) == 1 and runs[0].status == "damaged":
+    if len(runs) == 1 and runs[0].status in ("damaged", "skipped") and runs[0].damage:
         click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
     for run in runs:
         _note_what_was_not_analysed(run, settings.min_hits)

@@ -650,7 +650,7 @@ class _AnalyzerActor:
 
         run, fingerprint = check_and_plan(task.run, task.settings, task.model_sha)
         return (run.status, run.error, run.info, run.index, run.chunks, run.frames, run.faces,
-                fingerprint)  # fmt: skip
+                run.damage, fingerprint)  # fmt: skip
 
     def finish(self, task: FinishTask) -> FinishOutcome:
         """Track, smooth and write one video of a batch (see ``FinishTask``)."""

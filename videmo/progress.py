@@ -109,7 +109,7 @@ class RichReporter(Reporter):
         if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run
             # file names and errors are text, never Rich markup (`clip [final].mp4`)
             console.print(Text.assemble(("failed: ", "red"), printable(run.error)), soft_wrap=True)
-        elif run.status == "damaged" and self.inputs > 1:  # one line, as for a single input
+        elif run.damage and run.status != "failed" and self.inputs > 1:  # as for one input
             line = f"videmo: warning: {printable(run.path)}: {printable(run.error)}"
             console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
         if self.progress is not None and self.task is not None:

@@ -141,6 +141,13 @@ def previous_counts(out_dir: Path) -> tuple[int, int]:
         return 0, 0
 
 
+def previous_damage(out_dir: Path) -> dict | None:
+    """The ``damage`` object of a finished earlier run (None for an intact video)."""
+    data = _read_run(out_dir) or {}
+    damage = data.get("damage") if data.get("status") == "damaged" else None
+    return damage if isinstance(damage, dict) else None
+
+
 def remove_old_outputs(out_dir: Path) -> None:
     """Delete the outputs of an earlier run, so none outlives the run that replaces it.
 

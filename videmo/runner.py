@@ -48,6 +48,7 @@ from videmo.resume import (
     RUN_JSON,
     existing_state,
     previous_counts,
+    previous_damage,
     remove_old_outputs,
     remove_temp_files,
     run_fingerprint,
@@ -117,6 +118,14 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
     if state == "complete":  # --overwrite replaces other runs' outputs, never this one's
         run.status = "skipped"
         run.frames, run.faces = previous_counts(run.out_dir)
+        run.damage = previous_damage(run.out_dir)
+        if run.damage:  # the summary says so again: a rerun must not hide it
+            try:
+                run.error = damage_line(run.damage)
+            except (KeyError, TypeError, ValueError):  # written by another videmo version
+                run.error = f"damaged (see {run.out_dir / RUN_JSON})"
+            if settings.strict:
+                raise VidemoError(f"{run.path}: {run.error} (--strict; found by an earlier run)")
         return
     if state == "different" and not settings.overwrite:
         what = what_differs(run.out_dir, fingerprint, settings)
@@ -316,6 +325,7 @@ def run_videos(
         "provider": executor.provider,
         "classify_stage": bool(getattr(executor, "classifiers", None)),
         "pool": executor,  # finish() may hand work to its workers (the annotated video)
+        "single": len(runs) == 1,  # no batch summary of its own; an earlier one may list it
     }
     # A batch on Ray tracks and writes each video on a worker, so the driver only
     # dispatches. One video is finished here instead, where its annotated video can be
@@ -375,7 +385,7 @@ def run_videos(
             _fail(run, outcome)
         else:
             run.status, run.error, run.info, run.index, run.chunks = outcome[:5]
-            run.frames, run.faces, fingerprints[run.position] = outcome[5:]
+            run.frames, run.faces, run.damage, fingerprints[run.position] = outcome[5:]
             if run.status == "failed" and run.out_dir and not run.out_dir.exists():
                 run.out_dir = None  # the worker gave the claim back: batch.csv names no folder
         if run.status != "pending":
@@ -451,7 +461,7 @@ def finish_video(
             raise VidemoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
         run.timeline = reduce_detections(dets, settings, *frame_times(run.results))
         run.faces = int(run.timeline["face_id"].nunique())
-        clear_previous_outputs(run.out_dir)
+        clear_previous_outputs(run.out_dir, single=context.get("single", False))
         own_output_dir(run.out_dir, run.path)
         finish(run, settings, context)
         run.status = "damaged" if run.damage else "done"
@@ -461,17 +471,30 @@ def finish_video(
     return run
 
 
-def clear_previous_outputs(out_dir: Path | None) -> None:
+def clear_previous_outputs(out_dir: Path | None, single: bool = False) -> None:
     """Remove an earlier run's outputs from ``out_dir``: the folder is partial from here on.
 
     Called only once the new outputs are ready to be written, so a run that fails or is
     interrupted before that (a bad ``--model``, a damaged input, Ctrl-C) leaves the earlier
-    complete outputs as they were, ``run.json`` included.
+    complete outputs as they were, ``run.json`` included. A ``single``-video run also
+    removes an earlier batch's summary that lists this folder: it would describe outputs
+    that are gone. (A batch removed the earlier summary when it started.)
     """
     if out_dir is not None and out_dir.is_dir():
         (out_dir / RUN_JSON).unlink(missing_ok=True)
         remove_temp_files(out_dir)
         remove_old_outputs(out_dir)
+        if single and _summary_lists(out_dir.parent, out_dir.name):
+            remove_batch_summary(out_dir.parent)
+
+
+def _summary_lists(out_root: Path, folder: str) -> bool:
+    """Whether an earlier batch's ``batch.csv`` in ``out_root`` describes the folder ``folder``."""
+    try:
+        outputs = pd.read_csv(out_root / BATCH_CSV, usecols=["output"], dtype=str)["output"]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return False
+    return any(Path(o).name == folder for o in outputs.dropna())
 
 
 def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -> None:
@@ -484,11 +507,12 @@ def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -
 
 #: (status, error, frames, faces, damage) of a video finished on a worker.
 FinishOutcome = tuple[str, str, int, int, "dict | None"]
-#: Of a video prepared on a worker: status, error, info, packet index, chunks, frames and
-#: faces (of a skipped run), fingerprint.
+#: Of a video prepared on a worker: status, error, info, packet index, chunks, frames,
+#: faces and damage (of a skipped run), fingerprint.
 PrepareOutcome = tuple[
-    str, str, "VideoInfo | None", "PacketIndex | None", list, int, int, "dict | None"
-]
+    str, str, "VideoInfo | None", "PacketIndex | None", list, int, int, "dict | None",
+    "dict | None",
+]  # fmt: skip
 
 
 def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:

@@ -285,6 +285,10 @@ def _dominant_summary(faces: pd.DataFrame) -> str:
     return "".join(f"{_chip(name)} ×{n} " for name, n in ordered)
 
 
+#: Face thumbnails per video on the batch page.
+BATCH_THUMBS = 8
+
+
 def _batch_row(entry: dict, root: Path) -> str:
     """One video of the batch page; ``entry`` has video, output, status, frames, faces, error."""
     out = Path(entry["output"]) if entry.get("output") else None
@@ -300,15 +304,16 @@ def _batch_row(entry: dict, root: Path) -> str:
         faces_csv = out / FACES_CSV
         if faces_csv.is_file():
             faces = pd.read_csv(faces_csv)
-        shown = (
-            sorted((out / FACES_DIR).glob("face_*.jpg"))[:8] if (out / FACES_DIR).is_dir() else []
-        )
+        every = sorted((out / FACES_DIR).glob("face_*.jpg")) if (out / FACES_DIR).is_dir() else []
+        shown = every[:BATCH_THUMBS]
         thumbs = "".join(
             f'<img src="{href(*rel.parts, FACES_DIR, p.name)}" alt="{esc(p.stem)}">' for p in shown
         )
+        if len(every) > len(shown):  # the video's own page shows them all
+            thumbs += f" <span class='muted'>+{len(every) - len(shown)} more</span>"
     if out is not None and out.name != Path(entry["video"]).stem:  # same-named inputs apart
         link += f" <span class='muted'>→ {esc(out.name)}</span>"
-    detail = esc(entry.get("error", "")) if status in ("failed", "damaged") else ""
+    detail = esc(entry.get("error", "")) if status in ("failed", "damaged", "skipped") else ""
     return (
         f"<tr><td title=\"{esc(entry['video'])}\">{link}<div class='muted'>{detail}</div></td>"
         f'<td class="status-{esc(status)}">{esc(status)}</td>'
