@@ -18,13 +18,16 @@ import pytest
 from conftest import (
     FAST,
     NO_FACE,
+    REPO,
     SHARED,
     SINGLE,
     catalog_frames,
+    cli_env,
     complete_run_jsons,
     copy_clip,
     requires_data,
     run_cli,
+    videmo_cmd,
 )
 
 from videmo.outputs.timeline import FACES_COLUMNS, TIMELINE_COLUMNS, read_timeline
@@ -274,6 +277,25 @@ def test_a_file_trimmed_without_reencoding_is_complete_not_damaged(tmp_path: Pat
     assert report["counts"]["frames_analysed"] == len(index)
 
 
+def test_a_reader_that_stops_early_does_not_change_the_exit_status(tmp_path: Path) -> None:
+    """``videmo run DIR | head -1``: every video finished, but exited 1, with no message."""
+    import subprocess
+
+    folder = tmp_path / "in"
+    copy_clip(SINGLE, folder)
+    copy_clip(NO_FACE, folder)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        videmo_cmd("run", folder, "-o", out, *FAST), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=cli_env(), cwd=REPO,
+    )  # fmt: skip
+    proc.stdout.close()  # the reader is gone before the first result line
+    stderr = proc.communicate(timeout=300)[1].decode()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    assert set(pd.read_csv(out / "batch.csv")["status"]) == {"done"}
+
+
 def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -438,3 +460,26 @@ def test_a_swallowed_ctrl_c_is_raised_again_by_the_reporter() -> None:
         assert reporter.finished == {0: run}  # recorded before the interrupt is raised
     finally:
         INTERRUPTED.clear()
+
+
+def test_library_notes_are_one_videmo_line_on_stderr_and_quiet_hides_them(capsys) -> None:
+    """ "plotting 24 of 51 faces" reached stderr without the videmo: prefix, glued to the
+    progress bar's line (Python's last-resort log handler)."""
+    import logging
+
+    from videmo.progress import route_notes
+
+    log = logging.getLogger("videmo.outputs.plots")
+    try:
+        route_notes(quiet=False)
+        log.warning("plotting %d of %d faces (most frames first)", 24, 51)
+        captured = capsys.readouterr()
+        assert captured.err == "videmo: note: plotting 24 of 51 faces (most frames first)\n"
+        assert captured.out == ""
+        route_notes(quiet=True)
+        log.warning("plotting %d of %d faces (most frames first)", 24, 51)
+        assert capsys.readouterr().err == ""
+    finally:
+        logging.getLogger("videmo").handlers.clear()
+        logging.getLogger("videmo").propagate = True
+        logging.getLogger("videmo").setLevel(logging.NOTSET)

@@ -171,7 +171,7 @@ def _job_model(here: Path, value: str) -> str:
 
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
-    from videmo.progress import RichReporter, install_interrupt_handler, print_summary
+    from videmo.progress import RichReporter, install_interrupt_handler, print_summary, route_notes
     from videmo.runner import (
         interrupted_runs,
         remove_batch_summary,
@@ -181,6 +181,7 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     )
 
     install_interrupt_handler()
+    route_notes(quiet)
     batch = len(paths) > 1
     snapshot = _BatchSnapshot(paths, out_root) if batch else None
     reporter = RichReporter(enabled=not quiet, inputs=len(paths), on_done=snapshot)
@@ -243,10 +244,19 @@ class _BatchSnapshot:
 
 
 def _print_results(runs: list) -> None:
-    """The output folder of every finished video on stdout, in input order (scripts read it)."""
-    for run in runs:
-        if run.status in ("done", "skipped", "damaged"):
-            click.echo(run.out_dir)
+    """The output folder of every finished video on stdout, in input order (scripts read it).
+
+    A reader that stops early (``videmo run DIR | head -1``) does not change the exit
+    status: the outputs are written, and the rest of stdout goes to /dev/null.
+    """
+    try:
+        for run in runs:
+            if run.status in ("done", "skipped", "damaged"):
+                click.echo(run.out_dir)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
 
 
 def _register_model_tools() -> None:
