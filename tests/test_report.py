@@ -113,6 +113,10 @@ def test_report_states_the_facts_of_run_json(dinner: Path) -> None:
 
     for key in ANALYSIS_KEYS:
         assert f"{key}={run['settings'][key]}" in text, key
+    # the data behind the page is one click away, and every link reaches a file
+    links = [unquote(v) for tag, v in _parse(dinner / "report.html").links if tag == "a"]
+    for name in ("timeline.csv", "timeline.parquet", "faces.csv", "run.json"):
+        assert name in links and (dinner / name).is_file(), name
 
 
 def test_a_cut_files_duration_is_what_could_be_read(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from videmo.outputs.plots import (
     PLOTS_DIR,
     face_plot_name,
 )
-from videmo.outputs.timeline import FACES_CSV, MEAN_COLUMNS
+from videmo.outputs.timeline import FACES_CSV, MEAN_COLUMNS, TIMELINE_CSV, TIMELINE_PARQUET
+from videmo.resume import RUN_JSON
 from videmo.settings import ANALYSIS_KEYS
 from videmo.spec import EMOTIONS
 
@@ -238,9 +239,14 @@ def render_video_report(run: dict, faces: pd.DataFrame, out_dir: Path, title: st
     """The HTML of one video's page (``run`` is the ``run.json`` dict)."""
     out_dir = Path(out_dir)
     has_video = (out_dir / ANNOTATED_MP4).is_file()
+    files = " · ".join(
+        f'<a href="{href(name)}">{esc(name)}</a>'
+        for name in (TIMELINE_CSV, TIMELINE_PARQUET, FACES_CSV, RUN_JSON)
+        if name == RUN_JSON or (out_dir / name).is_file()  # run.json is written last
+    )
     parts = [
         f"<header><h1>{esc(title)}</h1><p>videmo emotion report · "
-        f"{len(faces)} face{'s' if len(faces) != 1 else ''}</p></header><main>",
+        f"{len(faces)} face{'s' if len(faces) != 1 else ''} · data: {files}</p></header><main>",
         f"<section><h2>Video</h2>{_facts(video_facts(run))}</section>",
     ]
     if len(faces):
