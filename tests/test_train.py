@@ -500,6 +500,59 @@ def test_shipped_model_metadata_and_speed() -> None:
     assert bench_faces_per_second(SHIPPED, batch=32, threads=2, seconds=0.2) > 0
 
 
+def test_validation_without_publictest_is_named_as_a_training_hold_out(tmp_path: Path) -> None:
+    """It was reported as "best PublicTest accuracy" although no PublicTest row existed."""
+    from videmo.train.train import HOLDOUT_NAME, TrainConfig, _load_splits
+
+    rows = [f'{i % 7},"{_pixels(value=i * 8)}",Training' for i in range(30)]
+    data = _write_csv(tmp_path / "train_only.csv", rows)
+    train_split, val = _load_splits(TrainConfig(data=str(data)))
+    assert val.name == HOLDOUT_NAME == "a 10 % hold-out of Training"
+    assert len(val) == 3 and len(train_split) == 27
+
+
+@pytest.mark.skipif(not FER_CSV.is_file(), reason="needs ../shared")
+def test_fer_plus_figures_need_the_original_csv_rows(
+    tmp_path: Path, tiny_fer_csv: Path, capsys
+) -> None:
+    """FER+ votes are keyed by row number: a subset CSV beside them was scored against other
+    images' votes (FER+ 0.17 where the labels gave 0.75)."""
+    from videmo.train.evaluate import evaluate
+
+    layout = tmp_path / "data"
+    (layout / "fer2013").mkdir(parents=True)
+    (layout / "ferplus").symlink_to(FER_CSV.parents[1] / "ferplus")
+    subset = layout / "fer2013" / "subset.csv"
+    subset.write_bytes(tiny_fer_csv.read_bytes())
+    results = evaluate(SHIPPED, subset, limit_per_split=50)
+    assert "no FER+ figures" in capsys.readouterr().err
+    assert all("ferplus_accuracy" not in split for split in results["splits"].values())
+    full = evaluate(SHIPPED, FER_CSV, limit_per_split=50)  # the original rows: figures
+    assert full["splits"]["PublicTest"]["ferplus_accuracy"] > 0.5
+
+
+def test_output_names_of_another_kind_are_refused(tmp_path: Path) -> None:
+    """`import-keras a.h5 b.h5` wrote ONNX over b.h5; `export RUN -o RUN/best.h5` over the
+    checkpoint; `evaluate M.onnx --json M.onnx` JSON over the model."""
+    from click.testing import CliRunner
+
+    from videmo.train.commands import evaluate_command, export_command, import_keras_command
+
+    keras_file = tmp_path / "b.h5"
+    keras_file.write_bytes(b"keras weights")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(SHIPPED.read_bytes())
+    for command, args in (
+        (import_keras_command, [str(keras_file), str(keras_file)]),
+        (export_command, [str(tmp_path), "-o", str(keras_file)]),
+        (evaluate_command, [str(model), "--data", str(FER_CSV), "--json", str(model)]),
+    ):
+        result = CliRunner().invoke(command, args)
+        assert result.exit_code == 2 and "does not end in" in result.output, result.output
+    assert keras_file.read_bytes() == b"keras weights"
+    assert model.read_bytes() == SHIPPED.read_bytes()
+
+
 def test_evaluate_cli_table(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -590,6 +643,44 @@ def test_resume_follows_the_checkpoint_not_the_log(tmp_path: Path, tiny_fer_csv:
     (out / LAST_FILE).write_bytes((out / LAST_FILE).read_bytes()[:96])  # killed mid-save
     with pytest.raises(SettingsError, match="is damaged"):
         train(TrainConfig(**{**vars(config), "epochs": 3}))
+
+    # without last.h5 the run cannot be resumed, and a fresh start would overwrite best.h5
+    # (found by probing: it did, silently, with other settings too)
+    (out / LAST_FILE).unlink()
+    with pytest.raises(SettingsError, match="best.h5, history.csv, summary.json of a run that"):
+        train(TrainConfig(**{**vars(config), "lr": 0.05}))
+    assert (out / BEST_FILE).read_bytes() == best
+
+    # a second trainer on the same folder is refused while the first holds it
+    import fcntl
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with open(busy / ".train.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SettingsError, match="being trained by another videmo train"):
+            train(TrainConfig(**{**vars(config), "out": str(busy)}))
+    assert sorted(p.name for p in busy.iterdir()) == [".train.lock"]
+    # an --out that is a file is one line, not a traceback
+    with pytest.raises(SettingsError, match="is a file, not a folder"):
+        train(TrainConfig(**{**vars(config), "out": str(tmp_path / "busy" / ".train.lock")}))
+
+
+@pytest.mark.train
+def test_early_stopping_resumes_with_its_best_and_wait() -> None:
+    """A resumed run forgot the epochs before it and trained on past the stop an
+    uninterrupted run makes (patience 2: stopped after 3 epochs, resumed after 2 ran 5)."""
+    pytest.importorskip("tensorflow")
+    import tf_keras as keras
+
+    from videmo.train.train import _EarlyStopping
+
+    stop = _EarlyStopping(keras)({"val_accuracy": [0.26, 0.14]}, patience=2)
+    stop.set_model(keras.Sequential([keras.layers.Dense(1, input_shape=(1,))]))
+    stop.on_train_begin()
+    assert stop.best == 0.26 and stop.wait == 1
+    stop.on_epoch_end(2, {"val_accuracy": 0.177})
+    assert stop.model.stop_training and stop.stopped_epoch == 2
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from videmo.train.train import TrainConfig
 
 
+def _check_suffix(path: Path, suffix: str, what: str) -> None:
+    """Refuse an output name without ``suffix``: a forgotten or swapped argument would
+    otherwise overwrite an input (``import-keras a.h5 b.h5`` wrote ONNX over ``b.h5``)."""
+    if path.suffix.lower() != suffix:
+        raise click.UsageError(
+            f"{path} does not end in {suffix}: give the {what} a {suffix} name "
+            "(a file of another kind is never overwritten)"
+        )
+
+
 def _require_tf() -> None:
     """Fail with one line when the [train] extra is missing."""
     for module in ("tensorflow", "tf_keras", "tf2onnx", "onnx"):
@@ -65,7 +75,8 @@ def train_command(job: Path | None, export: bool, **options: object) -> None:
     )
     summary = train(config)
     click.echo(
-        f"best PublicTest accuracy {summary['best_val_accuracy']:.4f} at epoch "
+        f"best {summary.get('validation', 'PublicTest')} accuracy "
+        f"{summary['best_val_accuracy']:.4f} at epoch "
         f"{summary['best_epoch']}/{summary['epochs_run']} "
         f"({summary['seconds_per_epoch']} s/epoch) -> {summary['best_checkpoint']}"
     )
@@ -113,6 +124,7 @@ def export_command(
     are exported as an ensemble: the graph averages their probabilities. tf2onnx
     converts it and the ONNX outputs must match Keras to 1e-4 on 256 real faces.
     """
+    _check_suffix(out, ".onnx", "ONNX model")
     _require_tf()
     from videmo.train.export import export_runs
 
@@ -169,7 +181,10 @@ def evaluate_command(
     )
 
     if json_out is not None:  # before the evaluation, not after
+        _check_suffix(json_out, ".json", "--json file")
         check_output_file(json_out)
+    if limit_per_split is not None and limit_per_split < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--limit-per-split")
     if confusion_png is not None:
         check_image_target(confusion_png)
     path = model_path(model or EMOTION_FILE)
@@ -253,6 +268,7 @@ def import_keras_command(
     Several H5 files (one input size) become an ensemble: one graph averaging their
     probabilities on the same face.
     """
+    _check_suffix(out_path, ".onnx", "ONNX model (OUT_PATH, the last argument)")
     _require_tf()
     from videmo.train.keras_import import import_keras
 

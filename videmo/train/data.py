@@ -39,6 +39,7 @@ class Split:
     images: np.ndarray
     labels: np.ndarray
     rows: np.ndarray | None = None
+    name: str = ""  # how reports name it, e.g. "PublicTest"
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -217,6 +218,23 @@ class FerPlusVotes:
 
     votes: np.ndarray
     majority: np.ndarray
+    usage: np.ndarray | None = None  # the FER2013 split each voted row belongs to ("" if none)
+
+    def misaligned(self, rows: np.ndarray, split: str) -> int | None:
+        """The first of ``rows`` (data-row numbers of a ``split``) the votes do not hold as a
+        row of that split, or None. The votes are keyed by the row numbers of the original
+        ``fer2013.csv``: any other CSV (a subset, another order) gets another image's votes.
+        """
+        if not len(rows):
+            return None
+        outside = rows[rows >= len(self.majority)]
+        if len(outside):
+            return int(outside[0])
+        if self.usage is None:
+            return None
+        usage = self.usage[rows]
+        wrong = rows[(usage != "") & (usage != split)]
+        return int(wrong[0]) if len(wrong) else None
 
     def distribution(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vote shares (N, 7) for ``rows`` and a mask of the rows that have any vote."""
@@ -250,7 +268,19 @@ def load_ferplus(path: str | Path, n_rows: int | None = None) -> FerPlusVotes:
     votes[rows] = frame[list(FERPLUS_COLUMNS)].to_numpy(np.int16)
     majority = np.full(size, -1, np.int64)
     majority[rows] = _ferplus_majority(frame[[*FERPLUS_COLUMNS, "contempt", "unknown", "NF"]])
-    return FerPlusVotes(votes, majority)
+    usage = np.full(size, "", object)
+    if "Usage" in frame.columns:
+        usage[rows] = frame["Usage"].astype(str).str.strip().to_numpy()
+    return FerPlusVotes(votes, majority, usage)
+
+
+def misaligned_message(votes_path: Path | str, data: Path | str, row: int) -> str:
+    """Why FER+ votes cannot be used with ``data``: their rows are another CSV's."""
+    return (
+        f"the FER+ votes {votes_path} are keyed by the rows of the original fer2013.csv, "
+        f"and data row {row + 1} of {data} is not the row they have votes for (a subset or "
+        "reordered CSV)"
+    )
 
 
 def _ferplus_majority(counts: pd.DataFrame) -> np.ndarray:

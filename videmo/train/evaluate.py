@@ -71,6 +71,8 @@ def evaluate(
         "splits": {},
     }
     votes = _ferplus_beside(data_path)
+    if votes is not None and _votes_misaligned(votes, splits, data_path):
+        votes = None
     for name, split in splits.items():
         probs = predict_probs(session, spec, split.images, flip_tta=flip_tta)
         metrics = split_metrics(split.labels, probs.argmax(axis=1), spec.classes)
@@ -82,6 +84,21 @@ def evaluate(
             metrics["ferplus_accuracy"] = float(right.mean()) if has.any() else None
         results["splits"][name] = metrics
     return results
+
+
+def _votes_misaligned(votes: Any, splits: dict, data_path: str | Path) -> bool:
+    """Say on stderr, and return True, when the votes belong to another CSV's rows."""
+    import sys
+
+    from videmo.train.data import ferplus_path_for, misaligned_message
+
+    for name, split in splits.items():
+        row = votes.misaligned(split.rows, name) if split.rows is not None else None
+        if row is not None:
+            why = misaligned_message(ferplus_path_for(data_path), data_path, row)
+            print(f"videmo: warning: no FER+ figures: {why}", file=sys.stderr)
+            return True
+    return False
 
 
 def _ferplus_beside(data_path: str | Path) -> Any:
@@ -209,7 +226,7 @@ def save_curves_png(
         member = f"run {n + 1} " if len(files) > 1 else ""
         for ax, key in zip(axes[:2], ("loss", "accuracy"), strict=True):
             ax.plot(epochs, hist.get(key, []), label=f"{member}train")
-            ax.plot(epochs, hist.get(f"val_{key}", []), label=f"{member}PublicTest")
+            ax.plot(epochs, hist.get(f"val_{key}", []), label=f"{member}validation")
         if "lr" in hist and n == 0:
             axes[2].plot(epochs, hist["lr"])
     for ax, name in zip(axes, ("loss", "accuracy", "learning rate"), strict=True):

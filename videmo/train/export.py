@@ -228,6 +228,8 @@ def export_runs(
             f"the runs see faces of different sizes ({', '.join(f'{s} px' for s in sizes)}): "
             "one model needs one input size"
         )
+    for run, config in zip(run_dirs, configs, strict=True):
+        _warn_if_unfinished(Path(run), config)
     spec = default_spec(first)
     widths = [c.width for c in configs]
     if len(set(widths)) > 1:
@@ -241,6 +243,23 @@ def export_runs(
         note,
         flip_tta=first.flip_tta if flip_tta is None else flip_tta,
     )
+
+
+def _warn_if_unfinished(run: Path, config: Any) -> None:
+    """Say so on stderr when a run stopped before its epochs were done (not by early stop):
+    its best checkpoint so far is exported, which may not be the model the run was for."""
+    import sys
+
+    from videmo.train.train import run_history, run_summary
+
+    done = len(run_history(run).get("epoch", []))
+    stopped = bool((run_summary(run) or {}).get("stopped_early"))
+    if done < config.epochs and not stopped:
+        print(
+            f"videmo: warning: {run} is unfinished ({done} of {config.epochs} epochs): "
+            "exporting its best checkpoint so far",
+            file=sys.stderr,
+        )
 
 
 def restamp_spec(source: str | Path, target: str | Path, spec: ModelSpec) -> Path:

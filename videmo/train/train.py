@@ -33,6 +33,7 @@ Design choices, and why:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -40,6 +41,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from videmo.train.data import (
     ferplus_path_for,
     load_fer2013,
     load_ferplus,
+    misaligned_message,
     require_split,
 )
 
@@ -77,6 +80,11 @@ LAST_FILE = "last.h5"
 HISTORY_FILE = "history.csv"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".train.lock"
+#: The validation split of data without PublicTest rows.
+HOLDOUT_NAME = "a 10 % hold-out of Training"
+#: What a run writes besides its config: a fresh run never starts over these.
+RUN_FILES = (BEST_FILE, LAST_FILE, HISTORY_FILE, SUMMARY_FILE, "model.onnx")
 
 
 @dataclass
@@ -182,10 +190,58 @@ def train(config: TrainConfig) -> dict[str, Any]:
     _check_inputs(config)
     train_split, val_split = _load_splits(config)  # bad data: an error before any folder
     tf, keras = _import_tf(config)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _run_folder(Path(config.out))
+    with _only_trainer(out):
+        return _train_in(out, config, train_split, val_split, tf, keras)
+
+
+def _run_folder(out: Path) -> Path:
+    """``out``, created if needed; a one-line error where it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SettingsError(f"--out {out} is a file, not a folder") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot create the run folder {out}: {exc.strerror}") from None
+    return out
+
+
+@contextlib.contextmanager
+def _only_trainer(out: Path) -> Iterator[None]:
+    """Hold ``out/.train.lock`` while training: a second ``videmo train`` on the same
+    folder (the same command run again to check on a long job) would interleave its
+    epochs, checkpoints and log with the first's."""
+    import fcntl
+
+    try:
+        handle = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        raise SettingsError(f"cannot write in the run folder {out}: {exc.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            who = handle.read().strip() or "another process"
+            raise SettingsError(
+                f"{out} is being trained by another videmo train ({who}): wait for it to "
+                "finish, or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def _train_in(
+    out: Path, config: TrainConfig, train_split: Split, val_split: Split, tf: Any, keras: Any
+) -> dict[str, Any]:
+    """Train in the locked run folder ``out``: resume it, or start it fresh."""
     done_epochs = _resumable_epochs(out, config)
-    previous = _previous_summary(out) if done_epochs else None
+    if not done_epochs:
+        _check_fresh(out, config)
+    previous = run_summary(out) if done_epochs else None
     if previous is not None and _stopped_early(previous, config, done_epochs):
         print(
             f"{out} is finished: early stopping ended it at epoch {done_epochs} (patience "
@@ -226,19 +282,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
     started = time.time()
-    callbacks = _callbacks(keras, config, out, _history(out) if done_epochs else None)
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        initial_epoch=done_epochs,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    callbacks = _callbacks(keras, config, out, run_history(out) if done_epochs else None)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras's epoch lines are progress, not results
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            initial_epoch=done_epochs,
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
     stopped = any(getattr(cb, "stopped_epoch", 0) > 0 for cb in callbacks)
     return _write_summary(
-        out, config, model, _history(out), time.time() - started, len(train_split),
-        len(val_split), stopped_early=stopped,
+        out, config, model, run_history(out), time.time() - started, len(train_split),
+        len(val_split), stopped_early=stopped, validation=val_split.name,
     )  # fmt: skip
 
 
@@ -310,7 +367,7 @@ def _write_history(out: Path, history: dict[str, list]) -> None:
     write_text_atomic(out / HISTORY_FILE, pd.DataFrame(history)[columns].to_csv(index=False))
 
 
-def _history(out: Path) -> dict[str, list]:
+def run_history(out: Path) -> dict[str, list]:
     """The per-epoch log of a run (all epochs, across resumes)."""
     import pandas as pd
 
@@ -334,7 +391,28 @@ def _resumable_epochs(out: Path, config: TrainConfig) -> int:
     """
     if not (out / LAST_FILE).is_file() or not (out / CONFIG_FILE).is_file():
         return 0
-    stored = json.loads((out / CONFIG_FILE).read_text())
+    _refuse_other_settings(out, config)
+    history = run_history(out)
+    done = _checkpoint_epochs(out / LAST_FILE)
+    if done is None:  # written before checkpoints recorded their epoch
+        return len(history.get("epoch", []))
+    if len(history.get("epoch", [])) > done:  # killed after the log row, before last.h5
+        _write_history(out, {k: v[:done] for k, v in history.items()})
+    return done
+
+
+def _refuse_other_settings(out: Path, config: TrainConfig) -> None:
+    """A one-line error if ``out/config.json`` is a run with other settings than ``config``.
+
+    A key the stored config lacks (a run from before that option existed) counts as
+    its default.
+    """
+    try:
+        stored = json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        raise SettingsError(
+            f"{out / CONFIG_FILE} is unreadable: delete the run folder or choose another --out"
+        ) from None
     defaults = asdict(TrainConfig())
     mine = asdict(config)
     changed = [
@@ -345,13 +423,24 @@ def _resumable_epochs(out: Path, config: TrainConfig) -> int:
             f"{out} holds a run with other settings ({', '.join(changed)}): "
             "choose another --out or delete it"
         )
-    history = _history(out)
-    done = _checkpoint_epochs(out / LAST_FILE)
-    if done is None:  # written before checkpoints recorded their epoch
-        return len(history.get("epoch", []))
-    if len(history.get("epoch", [])) > done:  # killed after the log row, before last.h5
-        _write_history(out, {k: v[:done] for k, v in history.items()})
-    return done
+
+
+def _check_fresh(out: Path, config: TrainConfig) -> None:
+    """Refuse to start a fresh run over files of a run that cannot be resumed.
+
+    Without ``last.h5`` and ``config.json`` together a run starts from scratch, and
+    would overwrite a ``best.h5``, log or model left there (a finished run whose
+    ``last.h5`` was deleted to save space). Only a ``config.json`` of the same
+    settings (a run stopped before its first epoch ended) is started over.
+    """
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present:
+        raise SettingsError(
+            f"{out} holds {', '.join(present)} of a run that cannot be resumed (it needs "
+            f"{LAST_FILE} and {CONFIG_FILE}): choose another --out or delete them"
+        )
+    if (out / CONFIG_FILE).exists():
+        _refuse_other_settings(out, config)
 
 
 def _checkpoint_epochs(path: Path) -> int | None:
@@ -369,7 +458,7 @@ def _checkpoint_epochs(path: Path) -> int | None:
     return None if value is None else int(value)
 
 
-def _previous_summary(out: Path) -> dict[str, Any] | None:
+def run_summary(out: Path) -> dict[str, Any] | None:
     """The ``summary.json`` an earlier invocation wrote (None: none, or unreadable)."""
     try:
         summary = json.loads((out / SUMMARY_FILE).read_text())
@@ -408,7 +497,11 @@ def training_targets(split: Split, config: TrainConfig) -> np.ndarray:
             raise SettingsError(
                 "ferplus_weight needs the FER2013 CSV (its rows key the FER+ votes)"
             )
-        votes = load_ferplus(config.ferplus or ferplus_path_for(config.data))
+        votes_path = config.ferplus or ferplus_path_for(config.data)
+        votes = load_ferplus(votes_path)
+        row = votes.misaligned(split.rows, "Training")
+        if row is not None:
+            raise DataError(misaligned_message(votes_path, config.data, row))
         shares, has = votes.distribution(split.rows)
         w = config.ferplus_weight
         targets[has] = (1 - w) * targets[has] + w * shares[has]
@@ -476,14 +569,14 @@ def _load_splits(config: TrainConfig) -> tuple[Split, Split]:
     train_split = require_split(splits, "Training", "training")
     val = splits.get("PublicTest")
     if val is not None and len(val) > 0:
-        return train_split, val
+        return train_split, dataclasses.replace(val, name="PublicTest")
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(train_split))
     n_val = max(1, len(order) // 10)
     v, t = order[:n_val], order[n_val:]
     return (
         Split(train_split.images[t], train_split.labels[t]),
-        Split(train_split.images[v], train_split.labels[v]),
+        Split(train_split.images[v], train_split.labels[v], name=HOLDOUT_NAME),
     )
 
 
@@ -614,9 +707,29 @@ def _callbacks(
         )
     cbs += [
         _Checkpoints(keras)(out, previous or {}, best_so_far),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience),
+        _EarlyStopping(keras)(previous or {}, patience=config.patience),
     ]
     return cbs
+
+
+def _EarlyStopping(keras: Any) -> Any:  # noqa: N802 - factory standing in for a class
+    """Keras's early stop on validation accuracy that, on a resumed run, starts from the
+    earlier epochs' best and wait (a fresh one forgot them, and trained on past the stop
+    an uninterrupted run would have made)."""
+
+    class EarlyStopping(keras.callbacks.EarlyStopping):
+        def __init__(self, previous: dict[str, list], patience: int) -> None:
+            super().__init__(monitor="val_accuracy", mode="max", patience=patience)
+            self.previous = list(previous.get("val_accuracy", []))
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            super().on_train_begin(logs)
+            if self.previous:
+                best = int(np.argmax(self.previous))
+                self.best, self.best_epoch = self.previous[best], best
+                self.wait = len(self.previous) - 1 - best
+
+    return EarlyStopping
 
 
 def _save_atomic(model: Any, path: Path, epochs: int | None = None) -> None:
@@ -682,6 +795,7 @@ def _write_summary(
     n_train: int,
     n_val: int,
     stopped_early: bool = False,
+    validation: str = "PublicTest",
 ) -> dict[str, Any]:
     val_acc = history.get("val_accuracy", [])
     best = int(np.argmax(val_acc)) if val_acc else -1
@@ -697,6 +811,7 @@ def _write_summary(
         "params": int(model.count_params()),
         "n_train": n_train,
         "n_val": n_val,
+        "validation": validation,
         "config": asdict(config),
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
