@@ -751,3 +751,17 @@ def test_training_faces_framed_as_videmo_run_cuts_them(
     monkeypatch.setattr(recrop, "detector_framed", must_not_run)
     again, _ = recrop.cached_detector_framed(images, spec, "yunet", background, 7, tmp_path)
     assert np.array_equal(again, faces)
+
+
+def test_export_says_when_a_run_is_unfinished(tmp_path: Path, capsys) -> None:
+    """An interrupted run exported without a word, as if it were the model it was for."""
+    from videmo.train.export import _warn_if_unfinished
+    from videmo.train.train import HISTORY_FILE, SUMMARY_FILE, TrainConfig
+
+    (tmp_path / HISTORY_FILE).write_text("epoch,val_accuracy\n0,0.3\n")
+    _warn_if_unfinished(tmp_path, TrainConfig(epochs=6))
+    assert "is unfinished (1 of 6 epochs)" in capsys.readouterr().err
+    (tmp_path / SUMMARY_FILE).write_text(json.dumps({"stopped_early": True}))
+    _warn_if_unfinished(tmp_path, TrainConfig(epochs=6))  # early stopping finished it
+    _warn_if_unfinished(tmp_path, TrainConfig(epochs=1))
+    assert capsys.readouterr().err == ""
