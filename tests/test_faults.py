@@ -561,7 +561,7 @@ def test_a_read_only_output_root_is_named_as_such_not_as_a_batch_csv_to_replace(
     said "cannot replace .../batch.csv" where there was none."""
     import errno
 
-    from videmo.runner import remove_batch_summary
+    from videmo.outputs.batch import remove_batch_summary
 
     def read_only(self: Path, missing_ok: bool = False) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))

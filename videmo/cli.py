@@ -171,14 +171,9 @@ def _job_model(here: Path, value: str) -> str:
 
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
+    from videmo.outputs.batch import remove_batch_summary, write_batch_csv, write_batch_report
     from videmo.progress import RichReporter, install_interrupt_handler, print_summary, route_notes
-    from videmo.runner import (
-        interrupted_runs,
-        remove_batch_summary,
-        run_videos,
-        write_batch_csv,
-        write_batch_report,
-    )
+    from videmo.runner import interrupted_runs, run_videos
 
     install_interrupt_handler()
     route_notes(quiet)
@@ -236,7 +231,8 @@ class _BatchSnapshot:
         now = time.monotonic()
         if now - self._last < self.EVERY_S:
             return
-        from videmo.runner import interrupted_runs, write_batch_csv
+        from videmo.outputs.batch import write_batch_csv
+        from videmo.runner import interrupted_runs
 
         self._last = now
         runs = interrupted_runs(self.paths, finished, "", status="unfinished")

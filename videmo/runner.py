@@ -23,7 +23,6 @@ from videmo.damage import damage_line, damage_summary
 from videmo.errors import OutputError, VidemoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import (
-    BATCH_CSV,
     claim_output_dir,
     lock_output_dir,
     own_output_dir,
@@ -31,7 +30,7 @@ from videmo.naming import (
     release_output_dir,
     unlock_output_dir,
 )
-from videmo.outputs.atomic import ensure_dir
+from videmo.outputs.batch import remove_batch_summary, summary_lists
 from videmo.parallel import (
     ChunkTask,
     FinishTask,
@@ -484,17 +483,8 @@ def clear_previous_outputs(out_dir: Path | None, single: bool = False) -> None:
         (out_dir / RUN_JSON).unlink(missing_ok=True)
         remove_temp_files(out_dir)
         remove_old_outputs(out_dir)
-        if single and _summary_lists(out_dir.parent, out_dir.name):
+        if single and summary_lists(out_dir.parent, out_dir.name):
             remove_batch_summary(out_dir.parent)
-
-
-def _summary_lists(out_root: Path, folder: str) -> bool:
-    """Whether an earlier batch's ``batch.csv`` in ``out_root`` describes the folder ``folder``."""
-    try:
-        outputs = pd.read_csv(out_root / BATCH_CSV, usecols=["output"], dtype=str)["output"]
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        return False
-    return any(Path(o).name == folder for o in outputs.dropna())
 
 
 def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -> None:
@@ -582,48 +572,6 @@ def _collect(
         complete(run)
 
 
-def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
-    """``batch.csv`` at the output root: one row per input with status and error."""
-    from videmo.outputs.atomic import write_text_atomic
-
-    rows = pd.DataFrame(
-        {
-            "video": [printable(r.path) for r in runs],
-            "output": [printable(r.out_dir) if r.out_dir is not None else "" for r in runs],
-            "status": [r.status for r in runs],
-            "frames": [r.frames for r in runs],
-            "faces": [r.faces for r in runs],
-            "seconds": [round(r.seconds, 3) for r in runs],
-            "error": [printable(r.error) for r in runs],
-        }
-    )
-    try:
-        ensure_dir(out_root)
-        return write_text_atomic(out_root / BATCH_CSV, rows.to_csv(index=False))
-    except VidemoError:
-        return None
-
-
-def remove_batch_summary(out_root: Path) -> None:
-    """Delete an earlier batch's ``batch.csv`` and ``report.html`` before a new batch runs.
-
-    They describe the earlier run; left in place while this one runs, a batch that is
-    interrupted or killed would leave a summary that no longer matches the folders.
-    """
-    from videmo.outputs.report import REPORT_HTML
-
-    for name in (BATCH_CSV, REPORT_HTML):
-        try:
-            (out_root / name).unlink(missing_ok=True)
-        except OSError as exc:  # e.g. a read-only file system, even where there is no file
-            what = (
-                f"replace {out_root / name}"
-                if (out_root / name).exists()
-                else f"write in {out_root}"
-            )
-            raise OutputError(f"cannot {what}: {exc.strerror}") from None
-
-
 def interrupted_runs(
     paths: list[Path],
     finished: dict[int, VideoRun],
@@ -635,18 +583,3 @@ def interrupted_runs(
         finished.get(k) or VideoRun(k, path, None, status=status, error=why)
         for k, path in enumerate(paths)
     ]
-
-
-def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path | None:
-    """``report.html`` at the output root: every input, linking to its own page."""
-    from videmo.outputs.report import write_batch_report as write_page
-
-    entries = [
-        {"video": r.path, "output": r.out_dir, "status": r.status, "frames": r.frames,
-         "faces": r.faces, "error": printable(r.error)}
-        for r in runs
-    ]  # fmt: skip
-    try:
-        return write_page(entries, out_root)
-    except VidemoError:
-        return None

@@ -1,0 +1,84 @@
+"""The batch summary at an output root: ``batch.csv`` and the batch's ``report.html``.
+
+The sink of a batch, apart from the executor that runs it: the runner hands it the
+finished :class:`~videmo.runner.VideoRun` records, and removes an earlier batch's summary
+before it could describe a run it is not about.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from videmo.errors import OutputError, VidemoError
+from videmo.naming import BATCH_CSV, printable
+from videmo.outputs.atomic import ensure_dir, write_text_atomic
+
+if TYPE_CHECKING:
+    from videmo.runner import VideoRun
+
+
+def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
+    """``batch.csv`` at the output root: one row per input with status and error."""
+    rows = pd.DataFrame(
+        {
+            "video": [printable(r.path) for r in runs],
+            "output": [printable(r.out_dir) if r.out_dir is not None else "" for r in runs],
+            "status": [r.status for r in runs],
+            "frames": [r.frames for r in runs],
+            "faces": [r.faces for r in runs],
+            "seconds": [round(r.seconds, 3) for r in runs],
+            "error": [printable(r.error) for r in runs],
+        }
+    )
+    try:
+        ensure_dir(out_root)
+        return write_text_atomic(out_root / BATCH_CSV, rows.to_csv(index=False))
+    except VidemoError:
+        return None
+
+
+def remove_batch_summary(out_root: Path) -> None:
+    """Delete an earlier batch's ``batch.csv`` and ``report.html`` before a new batch runs.
+
+    They describe the earlier run; left in place while this one runs, a batch that is
+    interrupted or killed would leave a summary that no longer matches the folders.
+    """
+    from videmo.outputs.report import REPORT_HTML
+
+    for name in (BATCH_CSV, REPORT_HTML):
+        try:
+            (out_root / name).unlink(missing_ok=True)
+        except OSError as exc:  # e.g. a read-only file system, even where there is no file
+            what = (
+                f"replace {out_root / name}"
+                if (out_root / name).exists()
+                else f"write in {out_root}"
+            )
+            raise OutputError(f"cannot {what}: {exc.strerror}") from None
+
+
+def summary_lists(out_root: Path, folder: str) -> bool:
+    """Whether an earlier batch's ``batch.csv`` in ``out_root`` describes the folder ``folder``."""
+    try:
+        outputs = pd.read_csv(out_root / BATCH_CSV, usecols=["output"], dtype=str)["output"]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return False
+    return any(Path(o).name == folder for o in outputs.dropna())
+
+
+def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path | None:
+    """``report.html`` at the output root: every input, linking to its own page."""
+    from videmo.outputs.report import write_batch_report as write_page
+
+    entries = [
+        {"video": r.path, "output": r.out_dir, "status": r.status, "frames": r.frames,
+         "faces": r.faces, "error": printable(r.error)}
+        for r in runs
+    ]  # fmt: skip
+    try:
+        return write_page(entries, out_root)
+    except VidemoError:
+        return None
