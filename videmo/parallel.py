@@ -14,6 +14,7 @@ code runs on an existing cluster.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import re
@@ -522,12 +523,29 @@ class RayExecutor:
         ray = self._ray
         if self._lost:  # no one left to ask: Ray's calls would wait on the dead cluster
             return
-        for actor in [*getattr(self, "actors", []), *getattr(self, "classifiers", [])]:
-            ray.kill(actor)
-        if self._owns_ray:
-            ray.shutdown()
+        if self._owns_ray:  # ends every actor; killing them first made Ray retry their
+            with _quiet_fd2():  # tasks in flight and print a "(raylet) Task ... failed" line
+                ray.shutdown()  # each, and its C++ core logs tasks it can no longer report
+        else:  # a cluster outlives this run: let go of its workers now
+            for actor in [*getattr(self, "actors", []), *getattr(self, "classifiers", [])]:
+                ray.kill(actor)
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Send file descriptor 2 (where Ray's C++ code logs) to /dev/null for a moment."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _insert_in_order(again: list, item: tuple[int, Callable]) -> None:
