@@ -704,7 +704,11 @@ def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     assert json.loads((out / "corrupt" / "run.json").read_text())["status"] == "damaged"
     # --strict: a damaged video is a failure, one line, nothing that looks complete
     strict = run_cli("run", corrupt, "-o", tmp_path / "strict", "--strict", *FAST)
-    assert "lost" in strict.assert_one_line_error(rc=2)
+    line = strict.assert_one_line_error(rc=2)
+    assert "did not decode" in line and line.endswith("(--strict)"), line
+    # a cut file says it was cut, and how much of it is left (it said "End of file")
+    cut = run_cli("run", truncated, "-o", tmp_path / "strict", "--strict", *FAST)
+    assert "file cut short: readable until 12.0 s of 19.7 s" in cut.assert_one_line_error(rc=2)
     assert not list((tmp_path / "strict").rglob("run.json"))
 
 

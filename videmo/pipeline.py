@@ -237,8 +237,9 @@ class Analyzer:
             self._analyse(ahead, detector, batcher, parts, classified, analysed, progress, start)
         except VideoError:
             # A damaged file: keep what decoded, record what did not (see the README's
-            # damaged-file policy); --strict makes it an error.
-            if self.settings.strict or not report.missing:
+            # damaged-file policy). --strict makes it an error once the whole video is read,
+            # with the line that says what was lost (damage.damage_line), not a decoder's.
+            if not report.missing:
                 raise
         finally:
             detector.close()
