@@ -462,24 +462,21 @@ def test_a_swallowed_ctrl_c_is_raised_again_by_the_reporter() -> None:
         INTERRUPTED.clear()
 
 
-def test_library_notes_are_one_videmo_line_on_stderr_and_quiet_hides_them(capsys) -> None:
-    """ "plotting 24 of 51 faces" reached stderr without the videmo: prefix, glued to the
-    progress bar's line (Python's last-resort log handler)."""
-    import logging
+def test_caps_on_graphs_and_thumbnails_are_noted_by_the_driver(capsys) -> None:
+    """The note came from the writer's logger: printed after a serial run, lost when a Ray
+    worker wrote the video (its log never reaches the terminal)."""
+    from videmo.cli import _note_what_was_not_analysed
+    from videmo.outputs.plots import MAX_FACE_PLOTS
+    from videmo.runner import VideoRun
+    from videmo.settings import Settings
 
-    from videmo.progress import route_notes
-
-    log = logging.getLogger("videmo.outputs.plots")
-    try:
-        route_notes(quiet=False)
-        log.warning("plotting %d of %d faces (most frames first)", 24, 51)
-        captured = capsys.readouterr()
-        assert captured.err == "videmo: note: plotting 24 of 51 faces (most frames first)\n"
-        assert captured.out == ""
-        route_notes(quiet=True)
-        log.warning("plotting %d of %d faces (most frames first)", 24, 51)
-        assert capsys.readouterr().err == ""
-    finally:
-        logging.getLogger("videmo").handlers.clear()
-        logging.getLogger("videmo").propagate = True
-        logging.getLogger("videmo").setLevel(logging.NOTSET)
+    run = VideoRun(0, Path("crowd.mp4"), Path("out/crowd"), status="done", frames=90)
+    run.faces = MAX_FACE_PLOTS + 6
+    _note_what_was_not_analysed(run, Settings())
+    err = capsys.readouterr().err
+    note = f"{run.faces} faces; graphs for the {MAX_FACE_PLOTS} seen in the most frames"
+    assert err == f"videmo: note: crowd.mp4: {note}\n"
+    _note_what_was_not_analysed(run, Settings(plots=False))
+    run.status = "skipped"  # nothing written now: nothing to say
+    _note_what_was_not_analysed(run, Settings())
+    assert capsys.readouterr().err == ""

@@ -305,7 +305,9 @@ def test_mistyped_model_path_does_not_fall_back(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- model contract
 
 
-def _toy_model(path: Path, *, channels: int = 1, outputs: int = 7, head: str = "softmax") -> Path:
+def _toy_model(
+    path: Path, *, channels: int = 1, outputs: int = 7, head: str = "softmax", batch: object = "N"
+) -> Path:
     """A linear ONNX model carrying the shipped model's spec, with one fault planted.
 
     ``head``: "softmax" (probabilities), "scores" (raw scores) or "log_mean" (softmax
@@ -338,8 +340,8 @@ def _toy_model(path: Path, *, channels: int = 1, outputs: int = 7, head: str = "
     graph = helper.make_graph(
         nodes,
         "toy",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *shape])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", outputs])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, *shape])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, outputs])],
         initializer=[
             numpy_helper.from_array(weights.astype(np.float32), "W"),
             numpy_helper.from_array(np.array([1], np.int64), "one"),
@@ -371,6 +373,17 @@ def test_a_model_that_breaks_its_spec_is_refused_before_any_video(
     line = run_cli("run", SINGLE, "-o", out, *FAST, "--model", model).assert_one_line_error()
     assert expected in line, line
     assert not out.exists()
+
+
+def test_a_model_exported_for_one_batch_size_runs_at_that_size(tmp_path: Path) -> None:
+    """It passed the load check, then every video failed in ONNX Runtime (batches of 64)."""
+    from videmo.emotion import EmotionModel
+
+    model = EmotionModel(_toy_model(tmp_path / "one.onnx", batch=1))
+    assert model.batch_size == 1
+    size = model.spec.input_size
+    probs = model.predict(np.full((3, size, size), 90, np.uint8))
+    assert probs.shape == (3, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_nan_from_the_model_is_an_error_not_a_face_dropped(tmp_path: Path) -> None:

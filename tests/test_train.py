@@ -765,3 +765,29 @@ def test_export_says_when_a_run_is_unfinished(tmp_path: Path, capsys) -> None:
     _warn_if_unfinished(tmp_path, TrainConfig(epochs=6))  # early stopping finished it
     _warn_if_unfinished(tmp_path, TrainConfig(epochs=1))
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_killed_while_saving_its_first_epoch_starts_over(tmp_path: Path) -> None:
+    """The log row and best.h5 are written before last.h5: such leftovers are this run's own
+    and the same command starts over; a finished run's (summary.json) are refused."""
+    from dataclasses import asdict
+
+    from videmo.train.train import (
+        BEST_FILE,
+        CONFIG_FILE,
+        HISTORY_FILE,
+        SUMMARY_FILE,
+        TrainConfig,
+        _check_fresh,
+    )  # fmt: skip
+
+    config = TrainConfig(data="fer.csv", out=str(tmp_path))
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(asdict(config)))
+    (tmp_path / HISTORY_FILE).write_text("epoch,val_accuracy\n0,0.3\n")
+    (tmp_path / BEST_FILE).write_bytes(b"weights")
+    _check_fresh(tmp_path, config)  # starts over
+    with pytest.raises(SettingsError, match="other settings"):
+        _check_fresh(tmp_path, TrainConfig(data="fer.csv", out=str(tmp_path), lr=0.05))
+    (tmp_path / SUMMARY_FILE).write_text("{}")
+    with pytest.raises(SettingsError, match="cannot be resumed"):
+        _check_fresh(tmp_path, config)

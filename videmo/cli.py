@@ -172,11 +172,10 @@ def _job_model(here: Path, value: str) -> str:
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
     from videmo.outputs.batch import remove_batch_summary, write_batch_csv, write_batch_report
-    from videmo.progress import RichReporter, install_interrupt_handler, print_summary, route_notes
+    from videmo.progress import RichReporter, install_interrupt_handler, print_summary
     from videmo.runner import interrupted_runs, run_videos
 
     install_interrupt_handler()
-    route_notes(quiet)
     batch = len(paths) > 1
     snapshot = _BatchSnapshot(paths, out_root) if batch else None
     reporter = RichReporter(enabled=not quiet, inputs=len(paths), on_done=snapshot)
@@ -206,7 +205,7 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
     if len(runs) == 1 and runs[0].status in ("damaged", "skipped") and runs[0].damage:
         click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
     for run in runs:
-        _note_what_was_not_analysed(run, settings.min_hits)
+        _note_what_was_not_analysed(run, settings)
     if len(runs) == 1 and failed:
         raise VidemoError(failed[0].error)
     if failed:
@@ -306,9 +305,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def _note_what_was_not_analysed(run: VideoRun, min_hits: int) -> None:
-    """Say what a finished video's outputs cannot show: video streams after the first, and
-    faces that too few frames could not confirm ("0 faces" is not "no one was there")."""
+def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
+    """Say what a finished video's outputs cannot show: video streams after the first,
+    faces that too few frames could not confirm ("0 faces" is not "no one was there"), and
+    faces beyond the caps on graphs and thumbnails. Said here, by the driver, so a video
+    finished on a Ray worker gets the same notes as one finished serially."""
+    from videmo.outputs.gallery import MAX_THUMBNAILS
+    from videmo.outputs.plots import MAX_FACE_PLOTS
+
+    min_hits = settings.min_hits
+    written = run.status in ("done", "damaged")
+    for on, cap, what in ((settings.plots, MAX_FACE_PLOTS, "graphs"),
+                          (settings.report, MAX_THUMBNAILS, "thumbnails")):  # fmt: skip
+        if written and on and run.faces > cap:
+            click.echo(
+                f"videmo: note: {run.path}: {run.faces} faces; {what} for the {cap} seen in "
+                "the most frames",
+                err=True,
+            )
     if run.info is not None and run.info.video_streams > 1:
         click.echo(
             f"videmo: note: {run.path} has {run.info.video_streams} video streams; the first "

@@ -127,6 +127,9 @@ class EmotionModel:
         want_gpu = device != "cpu" and _CUDA in ort.get_available_providers()
         providers = [_CUDA, _CPU] if want_gpu else [_CPU]
         self.session, self.spec = open_model(self.path, providers, threads)
+        fixed = self.session.get_inputs()[0].shape[0]
+        if isinstance(fixed, int) and fixed > 0:  # exported for one batch size: use it
+            self.batch_size = fixed
         self.provider = self.session.get_providers()[0]
         if device == "gpu" and self.provider != _CUDA:
             raise ModelError("--device gpu: CUDA is not usable here (no GPU or CUDA libraries)")

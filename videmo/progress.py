@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -123,23 +122,6 @@ class RichReporter(Reporter):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-
-
-class _ConsoleNotes(logging.Handler):
-    """videmo's own log notes (``plotting 24 of 51 faces``) as ``videmo: note:`` lines,
-    printed through the console so they appear above the progress bar, not inside it."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line = f"videmo: note: {record.getMessage()}"
-        console.print(Text(line), highlight=False, soft_wrap=True)
-
-
-def route_notes(quiet: bool) -> None:
-    """Send the ``videmo`` loggers' notes to stderr through the console (none with -q)."""
-    logger = logging.getLogger("videmo")
-    logger.handlers[:] = [_ConsoleNotes()]
-    logger.propagate = False
-    logger.setLevel(logging.ERROR if quiet else logging.INFO)
 
 
 def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:

@@ -115,16 +115,17 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
     """Skip an input whose folder already holds this run's outputs; refuse another's."""
     state = existing_state(run.out_dir, fingerprint, settings)
     if state == "complete":  # --overwrite replaces other runs' outputs, never this one's
+        damage = previous_damage(run.out_dir)
+        if damage:  # the summary says so again: a rerun must not hide it
+            try:
+                line = damage_line(damage)
+            except (KeyError, TypeError, ValueError):  # written by another videmo version
+                line = f"damaged (see {run.out_dir / RUN_JSON})"
+            if settings.strict:
+                raise VidemoError(f"{run.path}: {line} (--strict; found by an earlier run)")
+            run.damage, run.error = damage, line
         run.status = "skipped"
         run.frames, run.faces = previous_counts(run.out_dir)
-        run.damage = previous_damage(run.out_dir)
-        if run.damage:  # the summary says so again: a rerun must not hide it
-            try:
-                run.error = damage_line(run.damage)
-            except (KeyError, TypeError, ValueError):  # written by another videmo version
-                run.error = f"damaged (see {run.out_dir / RUN_JSON})"
-            if settings.strict:
-                raise VidemoError(f"{run.path}: {run.error} (--strict; found by an earlier run)")
         return
     if state == "different" and not settings.overwrite:
         what = what_differs(run.out_dir, fingerprint, settings)
@@ -480,11 +481,11 @@ def clear_previous_outputs(out_dir: Path | None, single: bool = False) -> None:
     that are gone. (A batch removed the earlier summary when it started.)
     """
     if out_dir is not None and out_dir.is_dir():
+        if single and summary_lists(out_dir.parent, out_dir.name):
+            remove_batch_summary(out_dir.parent)  # first: if it cannot be, nothing is lost
         (out_dir / RUN_JSON).unlink(missing_ok=True)
         remove_temp_files(out_dir)
         remove_old_outputs(out_dir)
-        if single and summary_lists(out_dir.parent, out_dir.name):
-            remove_batch_summary(out_dir.parent)
 
 
 def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -> None:

@@ -8,7 +8,6 @@ the candidate frames are decoded, in a few short seeks, never the whole video.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
@@ -19,8 +18,6 @@ from videmo.crop import crop_square
 from videmo.errors import VideoError
 from videmo.outputs.atomic import ensure_dir, write_bytes_atomic
 from videmo.video import Frame, PacketIndex, read_frames
-
-log = logging.getLogger(__name__)
 
 FACES_DIR = "faces"
 #: Thumbnail side in pixels (the page shows them at this size or smaller).
@@ -51,8 +48,6 @@ def candidates(timeline: pd.DataFrame, limit: int = MAX_THUMBNAILS) -> pd.DataFr
         return timeline.iloc[:0]
     sizes = timeline.groupby("face_id").size().sort_values(ascending=False, kind="stable")
     keep = set(sizes.index[:limit].tolist())
-    if len(sizes) > limit:
-        log.warning("face thumbnails for %d of %d faces (most frames first)", limit, len(sizes))
     rows = timeline[timeline["face_id"].isin(keep)].assign(area=lambda d: d["w"] * d["h"])
     rows = rows.sort_values(
         ["face_id", "det_score", "area", "frame"],

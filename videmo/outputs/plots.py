@@ -8,7 +8,6 @@ from worker threads. The Agg canvas is attached explicitly.
 from __future__ import annotations
 
 import functools
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:  # matplotlib takes half a second to import: only runs that pl
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
 OVERVIEW_PNG = "overview.png"
@@ -224,9 +222,7 @@ def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
         _save(plot_overview(df, title), plots_dir / OVERVIEW_PNG),
         _save(plot_distribution(df, title), plots_dir / DISTRIBUTION_PNG),
     ]
-    faces = _faces_by_size(df)
-    if len(faces) > MAX_FACE_PLOTS:
-        log.warning("plotting %d of %d faces (most frames first)", MAX_FACE_PLOTS, len(faces))
+    faces = _faces_by_size(df)  # the CLI says when some get no graph (it sees every video)
     plotted = set(faces[:MAX_FACE_PLOTS])
     step = _frame_step(df)
     for face_id, face in df.groupby("face_id", sort=True):

@@ -434,13 +434,22 @@ def _check_fresh(out: Path, config: TrainConfig) -> None:
     settings (a run stopped before its first epoch ended) is started over.
     """
     present = [name for name in RUN_FILES if (out / name).exists()]
-    if present:
+    if present and not _own_first_epoch(out, config, present):
         raise SettingsError(
             f"{out} holds {', '.join(present)} of a run that cannot be resumed (it needs "
             f"{LAST_FILE} and {CONFIG_FILE}): choose another --out or delete them"
         )
     if (out / CONFIG_FILE).exists():
         _refuse_other_settings(out, config)
+
+
+def _own_first_epoch(out: Path, config: TrainConfig, present: list[str]) -> bool:
+    """Whether the files are this very run's, killed while saving its first epoch: the log
+    row and ``best.h5`` are written before ``last.h5``. Such a run starts over."""
+    if not set(present) <= {HISTORY_FILE, BEST_FILE} or not (out / CONFIG_FILE).exists():
+        return False
+    _refuse_other_settings(out, config)
+    return len(run_history(out).get("epoch", [])) <= 1
 
 
 def _checkpoint_epochs(path: Path) -> int | None:
