@@ -84,14 +84,15 @@ def check_outputs(session: ort.InferenceSession, spec: ModelSpec, path: Path) ->
     only when the first face reaches it, or worse, run and write timelines of
     non-probabilities (a NaN row reads as "not classified" and its face is dropped).
     """
-    batch = session.get_inputs()[0].shape[0]
+    graph_input = session.get_inputs()[0]
+    batch = graph_input.shape[0]
     blank = np.full((batch if isinstance(batch, int) else 1, spec.input_size, spec.input_size),
                     128, np.uint8)  # fmt: skip
     described = f"{spec.layout} {spec.channels}x{spec.input_size}x{spec.input_size}"
     try:
-        probs = session.run(None, {session.get_inputs()[0].name: spec.normalize(blank)})[0]
+        probs = session.run(None, {graph_input.name: spec.normalize(blank)})[0]
     except Exception:  # onnxruntime raises its own exception types
-        shape = [d if isinstance(d, int) else "N" for d in session.get_inputs()[0].shape]
+        shape = [d if isinstance(d, int) else "N" for d in graph_input.shape]
         raise ModelError(
             f"{path.name} takes input of shape {shape}, not the {described} faces its spec "
             "describes"
