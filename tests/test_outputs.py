@@ -10,8 +10,15 @@ import pytest
 
 from videmo.detections import FaceDetections
 from videmo.errors import OutputError, VidemoError
-from videmo.outputs.annotate import FaceRows, draw_faces, rows_by_frame
+from videmo.outputs.annotate import (
+    FaceRows,
+    _overlaps,
+    _place_labels,
+    draw_faces,
+    rows_by_frame,
+)
 from videmo.outputs.atomic import atomic_write, write_json_atomic, write_text_atomic
+from videmo.outputs.palette import EMOTION_COLORS, hex_to_bgr
 from videmo.outputs.plots import write_plots
 from videmo.outputs.timeline import (
     EMOTION_DTYPE,
@@ -335,6 +342,24 @@ def test_draw_faces_marks_box_only(tmp_path: Path) -> None:
     assert image[100:150, 200:300].any()  # label above the box
     changed = image.any(axis=2)
     assert not changed[280:, :].any() and not changed[:, 330:].any() and not changed[:, :195].any()
+
+
+def test_labels_of_faces_side_by_side_do_not_cover_each_other() -> None:
+    """The dinner clip's children sit side by side: each label above its own box would print
+    over its neighbour's; the second goes below its box instead."""
+    image = np.zeros((480, 854, 3), np.uint8)
+    xywh = np.array([[300, 240, 50, 60], [370, 235, 50, 60]], np.float32)
+    happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+    draw_faces(image, xywh, np.array([2, 3]), np.array([happy, sad]), np.array([0.85, 0.43]))
+    sad_bgr = np.array(hex_to_bgr(EMOTION_COLORS["sad"]), np.uint8)
+    below = image[296:330, 372:470]
+    assert (below == sad_bgr).all(axis=2).mean() > 0.3  # face 3's label under its box
+    above_first = image[200:238, 300:352]
+    assert not (above_first == sad_bgr).all(axis=2).any()  # nothing of it over face 2's label
+    boxes = [(300, 240, 350, 300), (370, 235, 420, 295), (440, 240, 490, 300)]
+    places = _place_labels(boxes, [(150, 20)] * 3, (480, 854))
+    assert all(not _overlaps(a, b) for i, a in enumerate(places) for b in places[i + 1 :])
+    assert places[0] == (300, 220, 450, 240)  # the first keeps its place above its box
 
 
 def test_draw_faces_at_frame_edges() -> None:

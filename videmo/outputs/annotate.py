@@ -125,18 +125,43 @@ def _style(height: int) -> tuple[float, int, int]:
     return scale, thickness, max(2, round(height / 300))
 
 
-def _label_origin(
-    box: tuple[int, int, int, int], size: tuple[int, int], baseline: int, frame: tuple[int, int]
-) -> tuple[int, int]:
-    """Top-left of the label background: above the box, or inside it at the top edge."""
-    x0, y0, _, _ = box
-    tw, th = size
-    fh, fw = frame
-    top = y0 - th - baseline - 2
-    if top < 0:
-        top = max(0, y0)
-    left = min(max(0, x0), max(0, fw - tw - 4))
-    return left, min(top, max(0, fh - th - baseline - 2))
+Rect = tuple[int, int, int, int]  # left, top, right, bottom (exclusive)
+
+
+def _label_candidates(box: Rect, size: tuple[int, int], frame: tuple[int, int]) -> list[Rect]:
+    """Where a label may go, best first: above the box, below it, inside its top edge.
+
+    Each is shifted into the frame, so a face at the frame's edge still gets its label.
+    """
+    x0, y0, x1, y1 = box
+    width, height = size
+    frame_h, frame_w = frame
+    left = min(max(0, x0), max(0, frame_w - width))
+    tops = (y0 - height, y1, y0)
+    return [
+        (left, top, left + width, top + height)
+        for top in (min(max(0, t), max(0, frame_h - height)) for t in tops)
+    ]
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _place_labels(boxes: list[Rect], sizes: list[tuple[int, int]],
+                  frame: tuple[int, int]) -> list[Rect]:  # fmt: skip
+    """One label rectangle per face, none covering a label placed before it where avoidable.
+
+    Faces side by side at one height (a table of people) would otherwise have their labels
+    printed over each other; a label that collides above its box goes below it, then inside
+    its top edge, and only when all three collide does it take the first place regardless.
+    """
+    placed: list[Rect] = []
+    for box, size in zip(boxes, sizes, strict=True):
+        candidates = _label_candidates(box, size, frame)
+        free = (c for c in candidates if not any(_overlaps(c, p) for p in placed))
+        placed.append(next(free, candidates[0]))
+    return placed
 
 
 def draw_faces(
@@ -158,21 +183,23 @@ def draw_faces(
     """
     height, width = image_bgr.shape[:2]
     scale, text_thick, box_thick = _style(height)
-    boxes = np.rint(np.asarray(xywh, dtype=np.float64)).astype(np.int64).reshape(-1, 4)
-    for (x, y, w, h), fid, code, conf in zip(
-        boxes.tolist(),
-        np.asarray(face_ids).tolist(),
-        np.asarray(emotion_idx).tolist(),
-        np.asarray(confidence, dtype=np.float64).tolist(),
-        strict=True,
+    xywh = np.rint(np.asarray(xywh, dtype=np.float64)).astype(np.int64).reshape(-1, 4)
+    boxes = [(x, y, x + w, y + h) for x, y, w, h in xywh.tolist()]
+    codes = np.asarray(emotion_idx).tolist()
+    labels = [
+        f"#{fid} {EMOTIONS[code]} {round(conf * 100)}%"
+        for fid, code, conf in zip(np.asarray(face_ids).tolist(), codes,
+                                   np.asarray(confidence, dtype=np.float64).tolist(), strict=True)
+    ]  # fmt: skip
+    metrics = [cv2.getTextSize(label, _FONT, scale, text_thick) for label in labels]
+    sizes = [(tw + 4, th + baseline + 2) for (tw, th), baseline in metrics]
+    for (x0, y0, x1, y1), code in zip(boxes, codes, strict=True):
+        cv2.rectangle(image_bgr, (x0, y0), (x1 - 1, y1 - 1), _BOX_BGR[code], box_thick)
+    places = _place_labels(boxes, sizes, (height, width))
+    for label, code, ((_, _), baseline), (left, top, right, bottom) in zip(
+        labels, codes, metrics, places, strict=True
     ):
-        color = _BOX_BGR[code]
-        cv2.rectangle(image_bgr, (x, y), (x + w - 1, y + h - 1), color, box_thick)
-        label = f"#{fid} {EMOTIONS[code]} {round(conf * 100)}%"
-        (tw, th), baseline = cv2.getTextSize(label, _FONT, scale, text_thick)
-        left, top = _label_origin((x, y, w, h), (tw, th), baseline, (height, width))
-        bottom = top + th + baseline + 2
-        cv2.rectangle(image_bgr, (left, top), (left + tw + 4, bottom), color, cv2.FILLED)
+        cv2.rectangle(image_bgr, (left, top), (right, bottom), _BOX_BGR[code], cv2.FILLED)
         cv2.putText(
             image_bgr,
             label,
