@@ -115,6 +115,7 @@ def _encode(
     time_base: Fraction,
     rotation: float | None = None,
     audio: bool = False,
+    layout: str = "mono",
 ) -> None:
     """Encode BGR images at the given pts (optionally a display matrix, 1 s of pcm audio)."""
     with av.open(str(path), "w") as out:
@@ -124,15 +125,16 @@ def _encode(
         stream.codec_context.time_base = time_base
         if rotation is not None:
             stream.set_display_rotation(rotation)  # counter-clockwise, like frame.rotation
-        pcm = out.add_stream("pcm_s16le", rate=16000, layout="mono") if audio else None
+        pcm = out.add_stream("pcm_s16le", rate=16000, layout=layout) if audio else None
         for image, p in zip(images, pts, strict=True):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts, frame.time_base = p, time_base
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
         if pcm is not None:
-            tone = (np.sin(np.arange(16000) / 5) * 3000).astype(np.int16)[None]
-            sound = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+            channels = len(av.AudioLayout(layout).channels)
+            tone = (np.sin(np.arange(16000 * channels) / 5) * 3000).astype(np.int16)[None]
+            sound = av.AudioFrame.from_ndarray(tone, format="s16", layout=layout)
             sound.sample_rate, sound.pts = 16000, 0
             out.mux(pcm.encode(sound))
             out.mux(pcm.encode(None))
@@ -198,6 +200,25 @@ def test_writer_keeps_vfr_timestamps_and_transcodes_pcm_audio(tmp_path: Path) ->
     assert [round(f.time_s * 100, 6) for f in got] == pts
     with av.open(str(out)) as c:  # pcm does not fit in mp4: transcoded to AAC
         assert c.streams.audio[0].codec_context.name == "aac"
+
+
+@pytest.mark.parametrize("layout", ["mono", "stereo"])
+def test_pcm_audio_in_avi_without_a_channel_order_is_transcoded(tmp_path: Path, layout) -> None:
+    """AVI keeps PCM's channel count but not its order ("2 channels"), which the AAC encoder
+    refused, failing the whole video after its analysis was done."""
+    path = tmp_path / "pcm.avi"
+    _encode(path, [f.image for f in read_frames(SINGLE, stop=6)], range(6), Fraction(1, 25),
+            audio=True, layout=layout)  # fmt: skip
+    with av.open(str(path)) as c:
+        assert c.streams.audio[0].layout.name.endswith("channels")  # the case, as AVI gives it
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, probe(path), copy_audio_from=path) as writer:
+        for f in read_frames(path):
+            writer.write(f)
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        assert c.streams.audio[0].layout.name == layout
+    assert len(list(read_frames(out))) == 6
 
 
 def test_seek_retries_when_the_demuxer_lands_after_start(monkeypatch, full_read) -> None:

@@ -39,6 +39,18 @@ X264_PARAMS = "bframes=0"
 # --------------------------------------------------------------------------- writing
 
 
+#: FFmpeg's default channel order for a channel count, for sources that name none (PCM and
+#: ADPCM audio in AVI): AAC refuses a layout of "2 channels" in no order.
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+def _aac_layout(stream: av.audio.stream.AudioStream) -> str | None:
+    """The channel layout to transcode ``stream`` to AAC with; None where there is none."""
+    if stream.layout.name and not stream.layout.name.endswith("channels"):
+        return stream.layout.name
+    return _DEFAULT_LAYOUTS.get(stream.channels)
+
+
 class _AudioCopier:
     """Copies a source's first audio stream into the output, interleaved with the video.
 
@@ -60,7 +72,11 @@ class _AudioCopier:
             self._out = output.add_stream_from_template(self._in)
             self._transcode = False
         else:
-            self._out = output.add_stream("aac", rate=self._in.rate, layout=self._in.layout)
+            layout = _aac_layout(self._in)
+            if layout is None:  # channels in no known order: the video goes without sound
+                self._in = None
+                return
+            self._out = output.add_stream("aac", rate=self._in.rate, layout=layout)
             self._transcode = True
         self._packets = self._input.demux(self._in)
 
