@@ -23,7 +23,7 @@ from conftest import (
 )
 
 from videmo.detections import FaceDetections
-from videmo.errors import ModelError, OutputError, SettingsError
+from videmo.errors import DataError, ModelError, OutputError, SettingsError
 from videmo.inputs import collect_inputs
 from videmo.naming import CLAIM_FILE, claim_output_dir, input_key, safe_name
 from videmo.settings import Settings
@@ -1264,6 +1264,24 @@ def test_api_errors_are_one_line_and_exported() -> None:
     with pytest.raises(videmo.VidemoError, match="the video path is empty"):
         videmo.analyze("")
     assert videmo.SettingsError is SettingsError and videmo.Settings is Settings
+
+
+def test_api_raises_the_kind_of_error_and_warns_of_damage(tmp_path: Path) -> None:
+    """``except videmo.VideoError`` catches an unreadable file (analyze() used to raise every
+    failure as a plain VidemoError), and a file cut short is not returned as if it were whole."""
+    import videmo
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("this is not a video\n" * 50)
+    with pytest.raises(videmo.VideoError, match="not a readable video"):
+        videmo.analyze(notes)
+    assert videmo.ModelError is ModelError and videmo.DataError is DataError
+    cut = tmp_path / "cut.flv"
+    cut.write_bytes(CREMA_HAP.read_bytes()[: CREMA_HAP.stat().st_size // 2])
+    with pytest.warns(videmo.DamagedVideoWarning, match=r"cut\.flv: .*file cut short"):
+        result = videmo.analyze(cut)
+    assert result.damaged and result.damage["truncated"] and len(result.timeline)
+    assert videmo.analyze(SINGLE, every=10).damage is None
 
 
 def test_api_options_are_checked_like_job_file_keys() -> None:

@@ -5,12 +5,22 @@ Pipeline: decode -> detect -> classify -> track -> write. See README.md.
 
 from __future__ import annotations
 
-from videmo.errors import OutputError, SettingsError, VidemoError, VideoError
+from videmo.errors import (
+    ClusterLost,
+    DamagedVideoWarning,
+    DataError,
+    ModelError,
+    OutputError,
+    SettingsError,
+    VidemoError,
+    VideoError,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnalysisResult", "OutputError", "Settings", "SettingsError", "VideoError", "VidemoError",
+    "AnalysisResult", "ClusterLost", "DamagedVideoWarning", "DataError", "ModelError",
+    "OutputError", "Settings", "SettingsError", "VideoError", "VidemoError",
     "__version__", "analyze", "read_faces", "read_timeline",
 ]  # fmt: skip
 

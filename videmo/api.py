@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from videmo.errors import SettingsError, VidemoError
+from videmo.errors import DamagedVideoWarning, SettingsError, VidemoError
 from videmo.outputs.timeline import faces_summary, read_faces, read_timeline
 from videmo.runner import run_videos
 from videmo.settings import Settings
 from videmo.video import VideoInfo, probe
 
-__all__ = ["AnalysisResult", "Settings", "analyze", "read_faces", "read_timeline"]
+__all__ = ["AnalysisResult", "DamagedVideoWarning", "Settings", "analyze", "read_faces",
+           "read_timeline"]  # fmt: skip
 
 
 @dataclass
@@ -27,6 +29,12 @@ class AnalysisResult:
     timeline: pd.DataFrame
     faces: pd.DataFrame
     frames: int
+    #: What was lost from a damaged file (``run.json``'s ``damage``); None when it read whole.
+    damage: dict | None = None
+
+    @property
+    def damaged(self) -> bool:
+        return self.damage is not None
 
 
 def analyze(
@@ -38,7 +46,10 @@ def analyze(
     """Analyse one video; with ``out_dir`` also write all outputs there.
 
     ``options`` are ``Settings`` fields (``every=2``, ``detector="haar"``...).
-    Raises ``VidemoError`` with a one-line message if the video cannot be analysed.
+    Raises a ``VidemoError`` (``VideoError`` for an unreadable input, ``OutputError``,
+    ``ModelError``...) with a one-line message if the video cannot be analysed. A damaged
+    file is analysed as far as it decodes, with a ``DamagedVideoWarning`` and
+    ``AnalysisResult.damage`` saying what was lost.
     """
     if settings is not None and not isinstance(settings, Settings):
         raise SettingsError(
@@ -57,8 +68,11 @@ def analyze(
         out_dir = Path(out_dir)
         [run] = run_videos([path], out_dir.parent, settings, out_dirs=[out_dir])
     if run.status == "failed":
-        raise VidemoError(run.error)
+        raise run.error_type(run.error)
+    if run.damage:  # the timeline covers what decoded: say so, as the CLI does
+        warnings.warn(f"{path}: {run.error}", DamagedVideoWarning, stacklevel=2)
     timeline = run.timeline if run.timeline is not None else read_timeline(out_dir)
     return AnalysisResult(
-        path, out_dir, run.info or probe(path), timeline, faces_summary(timeline), run.frames
-    )
+        path, out_dir, run.info or probe(path), timeline, faces_summary(timeline), run.frames,
+        run.damage,
+    )  # fmt: skip

@@ -31,6 +31,10 @@ class SettingsError(VidemoError):
     """A setting or job-file key has an invalid value."""
 
 
+class DamagedVideoWarning(UserWarning):
+    """``videmo.analyze`` read a damaged file as far as it decodes; the result says what is lost."""
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an error, prefixed with its type unless it is a user error."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -79,6 +79,7 @@ class VideoRun:
     out_dir: Path | None  # None until claimed (see videmo.naming)
     status: str = "pending"  # pending, running, done, skipped, failed
     error: str = ""
+    error_type: type[VidemoError] = VidemoError  # of a failure, so the API raises its kind
     info: VideoInfo | None = None
     index: PacketIndex | None = None
     chunks: list[tuple[int, int]] = field(default_factory=list)
@@ -185,6 +186,10 @@ def _video_error(run: VideoRun, exc: VidemoError | OSError) -> VidemoError:
 def _fail(run: VideoRun, exc: BaseException) -> None:
     run.status = "failed"
     run.error = one_line(exc)
+    if isinstance(exc, VidemoError):
+        run.error_type = type(exc)
+    elif printable(run.path) not in run.error:  # a fault of ours: say which video met it
+        run.error = f"{printable(run.path)}: {run.error}"
     run.results = []
     if run.out_dir is not None:
         release_output_dir(run.out_dir, run.path)
