@@ -24,7 +24,7 @@ from conftest import (
 
 from videmo.detections import FaceDetections
 from videmo.errors import DataError, ModelError, OutputError, SettingsError
-from videmo.inputs import collect_inputs
+from videmo.inputs import Skipped, collect_inputs
 from videmo.naming import CLAIM_FILE, claim_output_dir, input_key, safe_name
 from videmo.settings import Settings
 from videmo.track import TrackerConfig, track
@@ -227,6 +227,32 @@ def test_output_root_is_skipped_when_expanding_folders(tmp_path: Path) -> None:
     (clips / "results" / "x" / "annotated.mp4").write_bytes(b"0")
     found = collect_inputs([str(clips)], clips / "results")
     assert found == [clips / "a.mp4"]
+
+
+def test_earlier_outputs_and_links_in_a_folder_are_left_out_and_said(tmp_path: Path) -> None:
+    """A first run into clips/videmo_out, a second with another -o: the second analysed the
+    first's annotated.mp4 as a video. Linked folders and broken links were left out silently."""
+    clips = tmp_path / "clips"
+    (clips / "videmo_out" / "a").mkdir(parents=True)
+    (clips / "a.mp4").write_bytes(b"0")
+    (clips / "videmo_out" / "a" / ".videmo-input").write_bytes(b"a.mp4")
+    (clips / "videmo_out" / "a" / "annotated.mp4").write_bytes(b"0")
+    (clips / "videmo_out" / "a" / "timeline.csv").write_bytes(b"0")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "b.mp4").write_bytes(b"0")
+    (clips / "linked").symlink_to(tmp_path / "more")
+    (clips / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    skipped = Skipped()
+    assert collect_inputs([str(clips)], tmp_path / "res", skipped) == [clips / "a.mp4"]
+    assert skipped.outputs == [clips / "videmo_out" / "a" / "annotated.mp4"]
+    assert not skipped.not_videos  # an output folder's tables are not "files not videos"
+    assert skipped.links == [clips / "gone.mp4", clips / "linked"]
+    notes = skipped.notes()
+    assert "1 video in earlier videmo output folders" in notes[0]
+    assert "2 links in the folders given not followed" in notes[1]
+    assert collect_inputs([str(clips / "linked")]) == [clips / "linked" / "b.mp4"]
+    given = clips / "videmo_out" / "a" / "annotated.mp4"
+    assert collect_inputs([str(given)]) == [given]  # named: taken
 
 
 def test_symlinked_input_is_named_after_the_link(tmp_path: Path) -> None:
@@ -992,9 +1018,9 @@ def test_files_of_a_folder_that_are_not_videos_are_counted_and_said(tmp_path: Pa
     clips.mkdir()
     for name in ("a.mp4", "b.gif", "notes.txt", "c.TXT", "README"):
         (clips / name).write_bytes(b"0")
-    skipped: Counter = Counter()
+    skipped = Skipped()
     assert collect_inputs([str(clips)], skipped=skipped) == [clips / "a.mp4", clips / "b.gif"]
-    assert skipped == Counter({".txt": 2, "no extension": 1})
+    assert skipped.not_videos == Counter({".txt": 2, "no extension": 1})
     result = run_cli("run", clips, "-o", tmp_path / "out", *FAST[:-1])
     assert "3 files in the folders given are not a video by name" in result.stderr
 

@@ -100,15 +100,13 @@ def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None
 
 
 def _collect(specs: list[str], out_root: Path, quiet: bool) -> list[Path]:
-    """The inputs to analyse, with a note on the folders' files that are not videos."""
-    from collections import Counter
+    """The inputs to analyse, with a note on each kind of file the folders held but left out."""
+    from videmo.inputs import Skipped, collect_inputs
 
-    from videmo.inputs import collect_inputs, skipped_note
-
-    skipped: Counter = Counter()
+    skipped = Skipped()
     paths = collect_inputs(specs, out_root, skipped)
-    if skipped and not quiet:
-        click.echo(f"videmo: {skipped_note(skipped)}", err=True)
+    for line in skipped.notes() if not quiet else []:
+        click.echo(f"videmo: {line}", err=True)
     return paths
 
 

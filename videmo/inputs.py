@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import glob
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from videmo.errors import VidemoError
+from videmo.naming import CLAIM_FILE
 
 VIDEO_SUFFIXES = frozenset(
     [
@@ -31,8 +33,36 @@ VIDEO_SUFFIXES = frozenset(
 )
 
 
+@dataclass
+class Skipped:
+    """What searching the folders given left out, for one note each on stderr."""
+
+    not_videos: Counter = field(default_factory=Counter)  # by extension
+    outputs: list[Path] = field(default_factory=list)  # videos in an earlier run's output folder
+    links: list[Path] = field(default_factory=list)  # linked folders and broken links
+
+    def __bool__(self) -> bool:
+        return bool(self.not_videos or self.outputs or self.links)
+
+    def notes(self) -> list[str]:
+        """One line per kind of file left out, saying how to take it in anyway."""
+        notes = [_not_videos_note(self.not_videos)] if self.not_videos else []
+        if self.outputs:
+            notes.append(
+                f"{_count(self.outputs, 'video')} in earlier videmo output folders "
+                f"(e.g. {self.outputs[0]}) not analysed; name a file to analyse it anyway"
+            )
+        if self.links:
+            notes.append(
+                f"{_count(self.links, 'link')} in the folders given not followed (linked "
+                f"folders and broken links, e.g. {self.links[0]}); give a linked folder itself "
+                "to search it"
+            )
+        return notes
+
+
 def collect_inputs(
-    specs: list[str], exclude: Path | None = None, skipped: Counter | None = None
+    specs: list[str], exclude: Path | None = None, skipped: Skipped | None = None
 ) -> list[Path]:
     """Expand files, folders (searched recursively for videos) and glob patterns, in order.
 
@@ -42,10 +72,13 @@ def collect_inputs(
     Paths keep the form the user gave (a symlink is named after the link, not
     its target); duplicates are dropped by their resolved file. Files under
     ``exclude`` (the output root) are skipped when folders and globs are
-    expanded, so a rerun never analyses its own outputs. ``skipped`` counts, by
-    extension, the other files found in folders (not videos by their name).
+    expanded, so a rerun never analyses its own outputs, and so are files in any
+    other videmo output folder (one holding its claim file): an earlier run with
+    another ``-o`` would otherwise have its annotated videos analysed as inputs.
+    ``skipped`` gathers what a folder held that was left out.
     """
     skip = exclude.resolve() if exclude is not None else None
+    skipped = skipped if skipped is not None else Skipped()
     found: list[Path] = []
     for spec in specs:
         path = Path(spec)
@@ -55,18 +88,7 @@ def collect_inputs(
                 "its own outputs: give another -o"
             )
         if path.is_dir():
-            candidates = [
-                p
-                for p in path.rglob("*")
-                if p.is_file() and not _hidden(p.relative_to(path)) and not _under(p, skip)
-            ]
-            found += sorted(p for p in candidates if p.suffix.lower() in VIDEO_SUFFIXES)
-            if skipped is not None:
-                skipped.update(
-                    p.suffix.lower() or "no extension"
-                    for p in candidates
-                    if p.suffix.lower() not in VIDEO_SUFFIXES
-                )
+            found += _search(path, skip, skipped)
         elif any(ch in spec for ch in "*?[") and not path.exists():
             matches = [Path(p) for p in glob.glob(spec, recursive=True)]
             # A pattern that matches nothing stays as given, so it fails as "no such file"
@@ -80,6 +102,23 @@ def collect_inputs(
     if not unique:
         raise VidemoError(f"no video files found in {' '.join(specs)}")
     return list(unique.values())
+
+
+def _search(folder: Path, skip: Path | None, skipped: Skipped) -> list[Path]:
+    """The videos under ``folder``, sorted; what is left out goes to ``skipped``."""
+    entries = [p for p in folder.rglob("*") if not _hidden(p.relative_to(folder))]
+    output_dirs = {claim.parent for claim in folder.rglob(CLAIM_FILE)}
+    skipped.links += sorted(p for p in entries if p.is_symlink() and not p.is_file())
+    candidates = [p for p in entries if p.is_file() and not _under(p, skip)]
+    videos = sorted(p for p in candidates if p.suffix.lower() in VIDEO_SUFFIXES)
+    outputs = [p for p in videos if output_dirs.intersection(p.parents)]
+    skipped.outputs += outputs
+    skipped.not_videos.update(
+        p.suffix.lower() or "no extension"
+        for p in candidates
+        if p.suffix.lower() not in VIDEO_SUFFIXES and not output_dirs.intersection(p.parents)
+    )
+    return [p for p in videos if p not in outputs]
 
 
 def _file_identity(path: Path) -> object:
@@ -100,7 +139,11 @@ def _under(path: Path, root: Path | None) -> bool:
     return root is not None and path.resolve().is_relative_to(root)
 
 
-def skipped_note(skipped: Counter) -> str:
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''}"
+
+
+def _not_videos_note(skipped: Counter) -> str:
     """One line on the files of the folders given that were not taken for videos."""
     n = sum(skipped.values())
     kinds = ", ".join(f"{suffix} ×{count}" for suffix, count in skipped.most_common(5))
