@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
 import time
 import typing
@@ -267,12 +268,13 @@ def _register_model_tools() -> None:
 
 def _ignore_late_interrupts() -> None:
     """The work is done and reported: a Ctrl-C during interpreter shutdown must not print a
-    traceback from some library's cleanup (or turn a finished run's exit status into 130)."""
-    import signal
+    traceback from some library's cleanup (or turn a finished run's exit status into 130);
+    nor must a SIGTERM, which videmo's own handler turns into a KeyboardInterrupt."""
     import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -291,8 +293,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"videmo: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        click.echo("videmo: interrupted", err=True)
-        _exit_interrupted(from_command_line=argv is None)
+        from videmo.progress import stop_signal
+
+        signum = stop_signal()
+        click.echo(f"videmo: {'terminated' if signum == signal.SIGTERM else 'interrupted'}",
+                   err=True)  # fmt: skip
+        _exit_interrupted(128 + signum, from_command_line=argv is None)
     except ClusterLost as exc:  # what finished is written; the rest cannot run
         click.echo(f"videmo: error: {exc}", err=True)
         if argv is None:  # Ray would end this process anyway once it gives up on the cluster
@@ -336,15 +342,15 @@ def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
         )
 
 
-def _exit_interrupted(from_command_line: bool) -> None:
-    """Exit 130. After Ray ran in this process, the interpreter's teardown is skipped: Ray's
-    own threads crashed in it once in about ten interrupted batches (SIGSEGV instead of 130).
-    By now Ray is shut down and every file videmo wrote is complete on disk (atomic writes);
-    only the exit status was at stake."""
+def _exit_interrupted(status: int, from_command_line: bool) -> None:
+    """Exit 130 (Ctrl-C) or 143 (SIGTERM). After Ray ran in this process, the interpreter's
+    teardown is skipped: Ray's own threads crashed in it once in about ten interrupted batches
+    (SIGSEGV instead of 130). By now Ray is shut down and every file videmo wrote is complete
+    on disk (atomic writes); only the exit status was at stake."""
     if from_command_line and "ray" in sys.modules:
         _ignore_late_interrupts()
-        _exit_now(130)
-    sys.exit(130)
+        _exit_now(status)
+    sys.exit(status)
 
 
 def _exit_now(status: int) -> None:

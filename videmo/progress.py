@@ -31,15 +31,33 @@ console = Console(stderr=True)
 INTERRUPTED = threading.Event()
 
 
+#: The signal that stopped the run (SIGINT or SIGTERM): the exit status is 128 + it.
+STOPPED_BY: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    if not INTERRUPTED.is_set():
+        STOPPED_BY[:] = [signum]
     INTERRUPTED.set()
     raise KeyboardInterrupt
 
 
 def install_interrupt_handler() -> None:
-    """Ctrl-C stops the run even when its first KeyboardInterrupt is swallowed."""
+    """Ctrl-C, and SIGTERM (``timeout``, ``kill``, a scheduler cancelling the job), stop the
+    run the same way: what finished is listed on stdout and in ``batch.csv``, the rest is
+    marked interrupted. Also when the first KeyboardInterrupt is swallowed.
+
+    Called again once the run has started: Ray, started in this process, installs its own
+    SIGTERM handler, which prints a crash dump and kills the process with nothing listed.
+    """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def stop_signal() -> int:
+    """The signal that stopped the run; SIGINT if none was seen (a KeyboardInterrupt)."""
+    return STOPPED_BY[0] if STOPPED_BY else int(signal.SIGINT)
 
 
 def _raise_if_interrupted() -> None:
@@ -67,6 +85,7 @@ class RichReporter(Reporter):
         self.finished: dict[int, VideoRun] = {}  # by input position: what an interrupt keeps
 
     def start(self, total_frames: int, videos: int) -> None:
+        install_interrupt_handler()  # again: Ray, if it started, has replaced SIGTERM's
         self.videos_total += videos
         if self.on_done is not None:  # the work starts: a batch killed now says so too
             self.on_done(self.finished)
