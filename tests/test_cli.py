@@ -296,6 +296,26 @@ def test_a_reader_that_stops_early_does_not_change_the_exit_status(tmp_path: Pat
     assert set(pd.read_csv(out / "batch.csv")["status"]) == {"done"}
 
 
+@pytest.mark.parametrize("stdout", ["> /dev/full", ">&-"])
+def test_a_stdout_that_cannot_be_written_is_one_line(tmp_path: Path, stdout: str) -> None:
+    """A full disk under stdout, or stdout closed: a traceback before, now one line."""
+    import shlex
+    import subprocess
+
+    command = shlex.join(map(str, videmo_cmd("run", SINGLE, "-o", tmp_path / "out", *FAST)))
+    proc = subprocess.run(["bash", "-c", f"{command} {stdout}"], capture_output=True, text=True,
+                          env=cli_env(), cwd=REPO, timeout=300)  # fmt: skip
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    if stdout == ">&-":
+        assert proc.returncode == 0 and "stdout is closed" in proc.stderr
+    else:
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "videmo: error: cannot list the output folders on stdout: No space left on device"
+        )
+    assert (tmp_path / "out" / SINGLE.stem / "run.json").is_file()
+
+
 def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

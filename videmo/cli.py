@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from videmo import __version__
-from videmo.errors import ClusterLost, SettingsError, VidemoError
+from videmo.errors import ClusterLost, OutputError, SettingsError, VidemoError
 from videmo.settings import CLASSIFY_STAGES, DETECTORS, DEVICES, Settings, load_toml
 
 if typing.TYPE_CHECKING:
@@ -241,16 +241,22 @@ def _print_results(runs: list) -> None:
     """The output folder of every finished video on stdout, in input order (scripts read it).
 
     A reader that stops early (``videmo run DIR | head -1``) does not change the exit
-    status: the outputs are written, and the rest of stdout goes to /dev/null.
+    status: the outputs are written, and the rest of stdout goes to /dev/null. A stdout that
+    cannot be written (a full disk) is a one-line error; a closed one (``>&-``) a note.
     """
+    if sys.stdout is None:
+        click.echo("videmo: note: stdout is closed; the output folders are not listed", err=True)
+        return
     try:
         for run in runs:
             if run.status in ("done", "skipped", "damaged"):
                 click.echo(run.out_dir)
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError as exc:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
+        if not isinstance(exc, BrokenPipeError):
+            raise OutputError(f"cannot list the output folders on stdout: {exc.strerror}") from None
 
 
 def _register_model_tools() -> None:
@@ -277,8 +283,21 @@ def _ignore_late_interrupts() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _guard_closed_stdout() -> None:
+    """Started with stdout closed (``>&-``), the next file opened would get descriptor 1, and
+    whatever a library prints would land in it: give descriptor 1 to /dev/null instead."""
+    try:
+        os.fstat(1)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 1:
+            os.dup2(fd, 1)
+            os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors instead of tracebacks for everything the user can fix."""
+    _guard_closed_stdout()
     _register_model_tools()
     try:
         cli.main(args=argv, prog_name="videmo", standalone_mode=False)
