@@ -513,6 +513,22 @@ def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
     assert len(read_timeline(folder)) == 24
 
 
+def test_a_jobs_paths_may_start_at_the_home_folder(tmp_path: Path) -> None:
+    """``output = "~/results"`` made a folder named "~" beside the job file (a trap for a
+    later ``rm -rf ~...``); it is the home folder, as in a shell."""
+    import subprocess
+
+    job = _job_beside_a_clip(tmp_path, "~/results", "")
+    home = tmp_path / "home"
+    home.mkdir()
+    job.write_text(job.read_text().replace('"../clips/one.mp4"', '"~/../clips/one.mp4"'))
+    proc = subprocess.run(videmo_cmd("job", job, "-q"), env={**cli_env(), "HOME": str(home)},
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(home / "results" / "one")]
+    assert not (tmp_path / "jobs" / "~").exists()
+
+
 def test_a_jobs_model_is_found_beside_the_job_file_not_in_the_current_folder(
     tmp_path: Path,
 ) -> None:

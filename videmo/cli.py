@@ -122,8 +122,8 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     """Run a declarative TOML job: inputs, output root and settings.
 
     \b
-    inputs = ["clips/", "more/*.mp4"]   # paths or globs, relative to the job file
-    output = "results"                  # output root, relative to the job file
+    inputs = ["clips/", "more/*.mp4"]   # paths or globs, relative to the job file (or ~/...)
+    output = "results"                  # output root, relative to the job file (or ~/...)
     [settings]                          # any `videmo run` option, underscores
     every = 2
     Options given here override the job file's settings.
@@ -150,7 +150,8 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     settings = settings_from(options, job_settings)
 
     def beside_job(relative: str) -> Path:  # "../out" gives /x/out, not /x/jobs/../out
-        return Path(os.path.normpath(here / relative))
+        # "~/results" is the home folder, as in a shell, not a folder named "~" beside the job
+        return Path(os.path.normpath(here / os.path.expanduser(relative)))
 
     out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
     paths = _collect([str(beside_job(i)) for i in inputs], out_root, quiet)
@@ -162,7 +163,7 @@ def _job_model(here: Path, value: str) -> str:
     shipped model's bare name; never a file that happens to be in the current folder."""
     from videmo.models import models_dir
 
-    beside = Path(os.path.normpath(here / value))
+    beside = Path(os.path.normpath(here / os.path.expanduser(value)))
     if beside.is_file() or Path(value).name != value:
         return str(beside)
     shipped = models_dir() / value
