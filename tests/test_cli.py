@@ -462,6 +462,16 @@ def test_address_with_workers_0_is_noted(tmp_path: Path) -> None:
     assert "the Ray cluster 10.0.0.1:6379 is not used" in result.stderr
 
 
+def test_no_cluster_at_the_address_gives_the_claimed_names_back(tmp_path: Path) -> None:
+    """Nothing was written: the video's folder (its claim) must not stay behind."""
+    out = tmp_path / "out"
+    line = run_cli(
+        "run", SINGLE, "-o", out, "--address", "127.0.0.1:1", *FAST
+    ).assert_one_line_error()
+    assert "no Ray cluster reachable at 127.0.0.1:1" in line
+    assert not (out / SINGLE.stem).exists()
+
+
 def test_a_swallowed_ctrl_c_is_raised_again_by_the_reporter() -> None:
     """A KeyboardInterrupt landing in a weakref callback is dropped by Python ("Exception
     ignored in ..."); the run then went on to "done". The handler's flag brings it back."""

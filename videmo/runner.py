@@ -197,6 +197,15 @@ def _fail(run: VideoRun, exc: BaseException) -> None:
             run.out_dir = None
 
 
+def _give_back(runs: list[VideoRun], reporter: _Unlocking) -> None:
+    """The run stops before any work started: let go of the folders held so far, and give
+    back the names claimed for videos that have nothing written yet."""
+    reporter.close()
+    for run in runs:
+        if run.out_dir is not None and run.status == "pending":
+            release_output_dir(run.out_dir, run.path)
+
+
 def ray_address(settings: Settings) -> str | None:
     """The Ray cluster to join: ``--address``, else ``$RAY_ADDRESS``, else none (local Ray)."""
     return settings.address or os.environ.get("RAY_ADDRESS") or None
@@ -318,12 +327,16 @@ def run_videos(
                 if _executor_settled(settings, ready):
                     break
     except BaseException:
-        reporter.close()  # lets go of the folders held so far
+        _give_back(runs, reporter)
         raise
     if not ready:
         reporter.close()
         return as_given(runs)
-    executor = choose_executor(settings, ready, unread=len(runs) - prepared)
+    try:
+        executor = choose_executor(settings, ready, unread=len(runs) - prepared)
+    except BaseException:  # no cluster at --address, say: nothing was written
+        _give_back(runs, reporter)
+        raise
     context = {
         "executor": executor.name,
         "workers": executor.workers,
