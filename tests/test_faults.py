@@ -1308,6 +1308,10 @@ def test_api_raises_the_kind_of_error_and_warns_of_damage(tmp_path: Path) -> Non
         result = videmo.analyze(cut)
     assert result.damaged and result.damage["truncated"] and len(result.timeline)
     assert videmo.analyze(SINGLE, every=10).damage is None
+    with pytest.raises(
+        videmo.OutputError, match=r"out_dir .*notes\.mp4 exists and is not a folder"
+    ):
+        videmo.analyze(SINGLE, out_dir=notes)
 
 
 def test_api_options_are_checked_like_job_file_keys() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from videmo.errors import DamagedVideoWarning, SettingsError, VidemoError
+from videmo.errors import DamagedVideoWarning, OutputError, SettingsError, VidemoError
 from videmo.outputs.timeline import faces_summary, read_faces, read_timeline
 from videmo.runner import run_videos
 from videmo.settings import Settings
@@ -66,6 +66,8 @@ def analyze(
             [run] = run_videos([path], Path(tmp), settings, finish=lambda *_: None)
     else:
         out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputError(f"analyze(): out_dir {out_dir} exists and is not a folder")
         [run] = run_videos([path], out_dir.parent, settings, out_dirs=[out_dir])
     if run.status == "failed":
         raise run.error_type(run.error)
