@@ -23,7 +23,6 @@ from conftest import (
     SINGLE,
     catalog_frames,
     cli_env,
-    complete_run_jsons,
     copy_clip,
     requires_data,
     run_cli,
@@ -217,7 +216,7 @@ def test_bad_input_one_line_error(tmp_path: Path, case: str) -> None:
     out = tmp_path / "out"
     line = run_cli("run", path, "-o", out, *FAST).assert_one_line_error(rc=2)
     assert expected in line, line
-    assert complete_run_jsons(out) == []
+    assert not out.exists()  # nothing written: no empty output root left behind either
 
 
 def test_truncated_mp4_with_index_first_is_clean(tmp_path: Path) -> None:
@@ -469,7 +468,10 @@ def test_no_cluster_at_the_address_gives_the_claimed_names_back(tmp_path: Path) 
         "run", SINGLE, "-o", out, "--address", "127.0.0.1:1", *FAST
     ).assert_one_line_error()
     assert "no Ray cluster reachable at 127.0.0.1:1" in line
-    assert not (out / SINGLE.stem).exists()
+    assert not out.exists()
+    out.mkdir()  # the user's own (empty) folder is theirs: it stays
+    run_cli("run", SINGLE, "-o", out, "--address", "127.0.0.1:1", *FAST).assert_one_line_error()
+    assert out.is_dir() and not any(out.iterdir())
 
 
 def test_a_swallowed_ctrl_c_is_raised_again_by_the_reporter() -> None:

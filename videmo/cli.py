@@ -171,6 +171,19 @@ def _job_model(here: Path, value: str) -> str:
 
 
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
+    """Run the inputs and report them; an output root this run made and left empty (its one
+    input failed before writing anything) is removed again."""
+    made = not os.path.lexists(out_root)
+    try:
+        _run_and_list(paths, out_root, settings, quiet)
+    finally:
+        if made:
+            with contextlib.suppress(OSError):  # not empty, or gone: leave it
+                out_root.rmdir()
+
+
+def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
+                         quiet: bool) -> None:  # fmt: skip
     from videmo.outputs.batch import remove_batch_summary, write_batch_csv, write_batch_report
     from videmo.progress import RichReporter, install_interrupt_handler, print_summary
     from videmo.runner import interrupted_runs, run_videos
