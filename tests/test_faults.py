@@ -23,7 +23,7 @@ from conftest import (
 )
 
 from videmo.detections import FaceDetections
-from videmo.errors import DataError, ModelError, OutputError, SettingsError
+from videmo.errors import DataError, ModelError, OutputError, SettingsError, VidemoError
 from videmo.inputs import Skipped, collect_inputs
 from videmo.naming import CLAIM_FILE, claim_output_dir, input_key, safe_name
 from videmo.settings import Settings
@@ -1312,6 +1312,21 @@ def test_api_raises_the_kind_of_error_and_warns_of_damage(tmp_path: Path) -> Non
         videmo.OutputError, match=r"out_dir .*notes\.mp4 exists and is not a folder"
     ):
         videmo.analyze(SINGLE, out_dir=notes)
+
+
+def test_an_unexpected_fault_names_its_video() -> None:
+    """A batch row once read ``failed: ArgumentError: ... avcodec_open2("aac") ...`` with no
+    video named on stderr; a user error keeps its own text and kind."""
+    from videmo.errors import VideoError
+    from videmo.runner import VideoRun, _fail
+
+    run = VideoRun(0, Path("clips/a.avi"), None)
+    _fail(run, RuntimeError("Invalid argument"))
+    assert run.error == "clips/a.avi: RuntimeError: Invalid argument"
+    assert run.error_type is VidemoError and run.status == "failed"
+    run = VideoRun(1, Path("clips/b.mp4"), None)
+    _fail(run, VideoError("clips/b.mp4: not a readable video"))
+    assert (run.error, run.error_type) == ("clips/b.mp4: not a readable video", VideoError)
 
 
 def test_api_options_are_checked_like_job_file_keys() -> None:
