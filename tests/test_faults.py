@@ -26,6 +26,7 @@ from videmo.detections import FaceDetections
 from videmo.errors import DataError, ModelError, OutputError, SettingsError, VidemoError
 from videmo.inputs import Skipped, collect_inputs
 from videmo.naming import CLAIM_FILE, claim_output_dir, input_key, safe_name
+from videmo.parallel import ray_temp_parent
 from videmo.settings import Settings
 from videmo.track import TrackerConfig, track
 
@@ -846,7 +847,6 @@ def test_damaged_file_gets_its_annotated_video(tmp_path: Path, workers: str) -> 
 @requires_data
 def test_device_gpu_without_cuda_fails_before_ray_starts(tmp_path: Path) -> None:
     """--device gpu without CUDA on a local run: one line, before Ray or any input."""
-    import tempfile
 
     from videmo.emotion import EmotionModel
 
@@ -856,12 +856,12 @@ def test_device_gpu_without_cuda_fails_before_ray_starts(tmp_path: Path) -> None
     except ModelError:
         pass
 
-    before = set(Path(tempfile.gettempdir()).glob("videmo-ray-*"))
+    before = set(ray_temp_parent().glob("videmo-ray-*"))
     result = run_cli(
         "run", SINGLE, "-o", tmp_path / "out", "--workers", "4", "--device", "gpu", *FAST
     )
     assert result.assert_one_line_error().startswith("videmo: error: --device gpu: CUDA")
-    assert set(Path(tempfile.gettempdir()).glob("videmo-ray-*")) == before
+    assert set(ray_temp_parent().glob("videmo-ray-*")) == before
     assert not (tmp_path / "out").exists()
 
 
@@ -938,12 +938,11 @@ def test_progress_counts_every_input_and_every_source_frame(tmp_path: Path) -> N
 
 def test_stale_ray_temp_folders_of_killed_runs_are_reaped(tmp_path: Path, monkeypatch) -> None:
     """After `kill -9` the folder stays; the next run removes it once its owner is gone."""
-    import tempfile
     import time
 
     from videmo import parallel
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(parallel, "ray_temp_parent", lambda: tmp_path)
     dead = tmp_path / "videmo-ray-999999999-abc"  # no such pid
     live = tmp_path / f"videmo-ray-{os.getpid()}-def"
     young = tmp_path / "videmo-ray-999999998-ghi"

@@ -41,7 +41,13 @@ from conftest import (
 )
 
 from videmo.outputs.timeline import read_timeline, write_timeline
-from videmo.parallel import frame_times, merge, plan_chunks
+from videmo.parallel import (
+    RAY_DIR_PREFIX,
+    frame_times,
+    merge,
+    plan_chunks,
+    ray_temp_parent,
+)
 from videmo.pipeline import reduce_detections
 from videmo.runner import run_videos
 from videmo.settings import Settings
@@ -394,6 +400,30 @@ def test_interrupted_ray_batch_lists_what_finished(tmp_path: Path, sig, status, 
         assert "(raylet)" not in stderr and "task_manager" not in stderr, stderr
     for folder in map(Path, stdout.split()):
         assert (folder / "run.json").is_file() and read_timeline(folder) is not None
+
+
+def test_sigterm_while_ray_starts_is_a_termination(tmp_path: Path) -> None:
+    """``ray.init`` installs a SIGTERM handler that exits at once: a SIGTERM in the seconds
+    Ray takes to start read ``videmo: error: SystemExit: 15`` (exit 2, nothing written).
+    The long $TMPDIR (pytest's) once failed every Ray run: its sockets' paths were too long."""
+    clips = tmp_path / "clips"
+    for k in range(4):
+        copy_clip(CREMA_HAP, clips, f"clip{k:02d}.flv")
+    out, temp = tmp_path / "out", tmp_path / "temp"
+    temp.mkdir()
+    cmd = videmo_cmd("run", clips, "-o", out, "--workers", "2", *FAST)
+    proc = subprocess.Popen(cmd, env={**cli_env(), "TMPDIR": str(temp)}, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    ray_dirs = f"{RAY_DIR_PREFIX}{proc.pid}-*"
+    while not any(ray_temp_parent().glob(ray_dirs)) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)  # Ray's folder is made just before ray.init
+    time.sleep(0.5)  # ray.init takes seconds: its handler is in place by now
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().endswith("videmo: terminated") and "SystemExit" not in stderr, stderr
 
 
 def test_resume_after_kill(tmp_path: Path) -> None:

@@ -206,7 +206,7 @@ def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
         runs = interrupted_runs(paths, reporter.finished, why)
         if batch:
             write_batch_csv(runs, out_root)
-        _print_results(runs)
+        _print_results(runs, interrupted=True)
         raise
     batch_csv = write_batch_csv(runs, out_root) if batch else None
     if batch and settings.report:
@@ -251,12 +251,13 @@ class _BatchSnapshot:
         write_batch_csv(runs, self.out_root)
 
 
-def _print_results(runs: list) -> None:
+def _print_results(runs: list, interrupted: bool = False) -> None:
     """The output folder of every finished video on stdout, in input order (scripts read it).
 
     A reader that stops early (``videmo run DIR | head -1``) does not change the exit
     status: the outputs are written, and the rest of stdout goes to /dev/null. A stdout that
-    cannot be written (a full disk) is a one-line error; a closed one (``>&-``) a note.
+    cannot be written (a full disk) is a one-line error, unless the run was ``interrupted``
+    (that error must not replace the interrupt's exit status); a closed one (``>&-``) a note.
     """
     if sys.stdout is None:
         click.echo("videmo: note: stdout is closed; the output folders are not listed", err=True)
@@ -267,9 +268,10 @@ def _print_results(runs: list) -> None:
                 click.echo(run.out_dir)
         sys.stdout.flush()
     except OSError as exc:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
-        if not isinstance(exc, BrokenPipeError):
+        from videmo.streams import point_at_devnull
+
+        point_at_devnull(sys.stdout.fileno())  # Python's own flush at exit must not fail
+        if not isinstance(exc, BrokenPipeError) and not interrupted:
             raise OutputError(f"cannot list the output folders on stdout: {exc.strerror}") from None
 
 
@@ -297,21 +299,21 @@ def _ignore_late_interrupts() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _guard_closed_stdout() -> None:
-    """Started with stdout closed (``>&-``), the next file opened would get descriptor 1, and
-    whatever a library prints would land in it: give descriptor 1 to /dev/null instead."""
-    try:
-        os.fstat(1)
-    except OSError:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        if fd != 1:
-            os.dup2(fd, 1)
-            os.close(fd)
+def _guard_closed_std_descriptors() -> None:
+    """Started with stdout or stderr closed (``>&-``), the next file opened would get
+    descriptor 1 or 2, and whatever a library prints would land in it: give it /dev/null."""
+    from videmo.streams import point_at_devnull
+
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            point_at_devnull(fd)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors instead of tracebacks for everything the user can fix."""
-    _guard_closed_stdout()
+    _guard_closed_std_descriptors()
     _register_model_tools()
     try:
         cli.main(args=argv, prog_name="videmo", standalone_mode=False)
@@ -388,8 +390,9 @@ def _exit_interrupted(status: int, from_command_line: bool) -> None:
 
 def _exit_now(status: int) -> None:
     """Flush and exit without the interpreter's teardown (Ray's threads may not survive it)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    from videmo.streams import flush_std_streams
+
+    flush_std_streams()
     os._exit(status)
 
 

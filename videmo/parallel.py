@@ -19,9 +19,11 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +37,7 @@ from videmo.detections import FaceDetections
 from videmo.errors import ClusterLost, VidemoError, one_line
 from videmo.pipeline import Analyzer, ChunkResult, classify_chunk
 from videmo.settings import Settings
+from videmo.streams import flush_std_streams, point_at_devnull
 from videmo.video import PacketIndex, VideoInfo
 
 if TYPE_CHECKING:
@@ -224,8 +227,8 @@ class RayExecutor:
             # Actors whose constructor fails (e.g. --device gpu without CUDA) must not
             # leave Ray running or its temp folder behind.
             self.close()
-            if isinstance(exc, VidemoError | KeyboardInterrupt):
-                raise
+            if isinstance(exc, VidemoError) or not isinstance(exc, Exception):
+                raise  # a user error as it is; an interrupt or exit is not an error
             raise VidemoError(one_line(_unwrap(exc))) from None
 
     def _start_actors(self, settings: Settings, workers: int | None, max_useful: int) -> None:
@@ -299,6 +302,12 @@ class RayExecutor:
         return True
 
     def _init(self, address: str | None, workers: int) -> None:
+        """Start or join Ray; the process keeps its own SIGTERM handler (Ray's would exit
+        at once, with nothing listed: videmo stops a batch on SIGTERM as on Ctrl-C)."""
+        with _keeping_sigterm_handler():
+            self._start_ray(address, workers)
+
+    def _start_ray(self, address: str | None, workers: int) -> None:
         kwargs: dict = dict(
             include_dashboard=False,
             logging_level=logging.ERROR,
@@ -314,7 +323,9 @@ class RayExecutor:
                 raise VidemoError(f"cannot connect to Ray at {address}: {reason}") from None
             return
         reap_stale_ray_dirs()
-        self._temp_dir = tempfile.mkdtemp(prefix=f"{RAY_DIR_PREFIX}{os.getpid()}-")
+        self._temp_dir = tempfile.mkdtemp(
+            prefix=f"{RAY_DIR_PREFIX}{os.getpid()}-", dir=ray_temp_parent()
+        )
         self._ray.init(
             num_cpus=workers,
             _node_ip_address="127.0.0.1",
@@ -536,16 +547,36 @@ class RayExecutor:
 @contextlib.contextmanager
 def _quiet_fd2() -> Iterator[None]:
     """Send file descriptor 2 (where Ray's C++ code logs) to /dev/null for a moment."""
-    sys.stderr.flush()
+    flush_std_streams()
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
+        point_at_devnull(2)
         yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-        os.close(devnull)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Put back the SIGTERM handler that was there before the block (``ray.init`` installs
+    one of its own in the driver, which exits). A SIGTERM that Ray's handler caught in the
+    block is sent again, to the handler it was meant for."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM or not callable(handler):
+            raise
+        signal.signal(signal.SIGTERM, handler)
+        signal.raise_signal(signal.SIGTERM)
+        raise
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def _insert_in_order(again: list, item: tuple[int, Callable]) -> None:
@@ -568,6 +599,22 @@ RAY_DIR_PREFIX = "videmo-ray-"
 STALE_AFTER_S = 120.0
 
 
+#: Longest temp folder path (bytes) that leaves room for Ray's sockets under it: a Unix
+#: socket's path is at most 107 bytes, and videmo's folder plus Ray's session folder
+#: (``videmo-ray-<pid>-<x>/session_<date>_<pid>/sockets/plasma_store``) take up to ~95.
+MAX_RAY_TEMP_PARENT = 12
+
+
+def ray_temp_parent() -> Path:
+    """Where local Ray's folder goes: the system temp folder if its path is short enough,
+    else ``/tmp``, as Ray itself does. A longer ``$TMPDIR`` (macOS's is about 50 bytes)
+    failed every Ray run with "AF_UNIX path length cannot exceed 107 bytes"."""
+    temp = Path(tempfile.gettempdir())
+    if len(os.fsencode(temp)) <= MAX_RAY_TEMP_PARENT or not os.access("/tmp", os.W_OK):
+        return temp
+    return Path("/tmp")
+
+
 def reap_stale_ray_dirs(now: float | None = None) -> list[Path]:
     """Delete local Ray temp folders left by videmo processes that no longer exist.
 
@@ -577,7 +624,7 @@ def reap_stale_ray_dirs(now: float | None = None) -> list[Path]:
     """
     now = time.time() if now is None else now
     removed = []
-    for folder in Path(tempfile.gettempdir()).glob(f"{RAY_DIR_PREFIX}*"):
+    for folder in ray_temp_parent().glob(f"{RAY_DIR_PREFIX}*"):
         match = re.match(rf"{RAY_DIR_PREFIX}(\d+)-", folder.name)
         if not match or not folder.is_dir() or _alive(int(match.group(1))):
             continue

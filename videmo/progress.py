@@ -45,10 +45,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def install_interrupt_handler() -> None:
     """Ctrl-C, and SIGTERM (``timeout``, ``kill``, a scheduler cancelling the job), stop the
     run the same way: what finished is listed on stdout and in ``batch.csv``, the rest is
-    marked interrupted. Also when the first KeyboardInterrupt is swallowed.
-
-    Called again once the run has started: Ray, started in this process, installs its own
-    SIGTERM handler, which prints a crash dump and kills the process with nothing listed.
+    marked interrupted. Also when the first KeyboardInterrupt is swallowed. (Ray, started
+    in this process, would install a SIGTERM handler of its own: ``RayExecutor`` keeps this
+    one.)
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
@@ -85,7 +84,6 @@ class RichReporter(Reporter):
         self.finished: dict[int, VideoRun] = {}  # by input position: what an interrupt keeps
 
     def start(self, total_frames: int, videos: int) -> None:
-        install_interrupt_handler()  # again: Ray, if it started, has replaced SIGTERM's
         self.videos_total += videos
         if self.on_done is not None:  # the work starts: a batch killed now says so too
             self.on_done(self.finished)
