@@ -252,6 +252,12 @@ def test_earlier_outputs_and_links_in_a_folder_are_left_out_and_said(tmp_path: P
     assert "1 video in earlier videmo output folders" in notes[0]
     assert "2 links in the folders given not followed" in notes[1]
     assert collect_inputs([str(clips / "linked")]) == [clips / "linked" / "b.mp4"]
+    skipped = Skipped()  # a quoted pattern (job files' inputs are patterns) is searched alike
+    by_pattern = collect_inputs([str(clips / "**" / "*.mp4")], None, skipped)
+    assert by_pattern == [clips / "a.mp4", clips / "linked" / "b.mp4"]  # glob follows links
+    assert skipped.outputs == [clips / "videmo_out" / "a" / "annotated.mp4"]
+    with pytest.raises(VidemoError, match="no video files found"):
+        collect_inputs([str(clips / "videmo_out" / "*" / "*.mp4")])
     given = clips / "videmo_out" / "a" / "annotated.mp4"
     assert collect_inputs([str(given)]) == [given]  # named: taken
 

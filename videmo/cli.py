@@ -105,10 +105,11 @@ def _collect(specs: list[str], out_root: Path, quiet: bool) -> list[Path]:
     from videmo.inputs import Skipped, collect_inputs
 
     skipped = Skipped()
-    paths = collect_inputs(specs, out_root, skipped)
-    for line in skipped.notes() if not quiet else []:
-        click.echo(f"videmo: {line}", err=True)
-    return paths
+    try:
+        return collect_inputs(specs, out_root, skipped)
+    finally:  # also before "no video files found": it may be why
+        for line in skipped.notes() if not quiet else []:
+            click.echo(f"videmo: {line}", err=True)
 
 
 JOB_KEYS = {"inputs", "output", "settings"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,9 @@ def collect_inputs(
     its target); duplicates are dropped by their resolved file. Files under
     ``exclude`` (the output root) are skipped when folders and globs are
     expanded, so a rerun never analyses its own outputs, and so are files in any
-    other videmo output folder (one holding its claim file): an earlier run with
-    another ``-o`` would otherwise have its annotated videos analysed as inputs.
+    other videmo output folder (one holding its claim file) at or below the folder or
+    the pattern's fixed start: an earlier run with another ``-o`` would otherwise have
+    its annotated videos analysed as inputs.
     ``skipped`` gathers what a folder held that was left out.
     """
     skip = exclude.resolve() if exclude is not None else None
@@ -89,11 +91,14 @@ def collect_inputs(
             )
         if path.is_dir():
             found += _search(path, skip, skipped)
-        elif any(ch in spec for ch in "*?[") and not path.exists():
+        elif glob.has_magic(spec) and not path.exists():
             matches = [Path(p) for p in glob.glob(spec, recursive=True)]
+            matches = sorted(p for p in matches if p.is_file() and not _under(p, skip))
+            kept = [p for p in matches if not _in_output_folder(p, _pattern_root(path))]
+            skipped.outputs += [p for p in matches if p not in kept]
             # A pattern that matches nothing stays as given, so it fails as "no such file"
             # in the batch instead of vanishing (it may be a name with brackets).
-            found += sorted(p for p in matches if p.is_file() and not _under(p, skip)) or [path]
+            found += kept if matches else [path]
         else:
             found.append(path)
     unique: dict[object, Path] = {}
@@ -107,18 +112,34 @@ def collect_inputs(
 def _search(folder: Path, skip: Path | None, skipped: Skipped) -> list[Path]:
     """The videos under ``folder``, sorted; what is left out goes to ``skipped``."""
     entries = [p for p in folder.rglob("*") if not _hidden(p.relative_to(folder))]
-    output_dirs = {claim.parent for claim in folder.rglob(CLAIM_FILE)}
     skipped.links += sorted(p for p in entries if p.is_symlink() and not p.is_file())
     candidates = [p for p in entries if p.is_file() and not _under(p, skip)]
+    outputs = {p for p in candidates if _in_output_folder(p, folder)}
     videos = sorted(p for p in candidates if p.suffix.lower() in VIDEO_SUFFIXES)
-    outputs = [p for p in videos if output_dirs.intersection(p.parents)]
-    skipped.outputs += outputs
+    skipped.outputs += [p for p in videos if p in outputs]
     skipped.not_videos.update(
         p.suffix.lower() or "no extension"
         for p in candidates
-        if p.suffix.lower() not in VIDEO_SUFFIXES and not output_dirs.intersection(p.parents)
+        if p.suffix.lower() not in VIDEO_SUFFIXES and p not in outputs
     )
     return [p for p in videos if p not in outputs]
+
+
+def _in_output_folder(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in a videmo output folder (one holding its claim file) at or
+    below ``root``, the folder or the fixed start of the pattern the user gave."""
+    for parent in path.parents:
+        if (parent / CLAIM_FILE).is_file():
+            return True
+        if parent == root:
+            return False
+    return False
+
+
+def _pattern_root(pattern: Path) -> Path:
+    """The folder a glob pattern starts in: its parts before the first wildcard."""
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), pattern.parts))
+    return Path(*fixed) if fixed else Path()
 
 
 def _file_identity(path: Path) -> object:
