@@ -417,6 +417,17 @@ def test_a_model_exported_for_one_batch_size_runs_at_that_size(tmp_path: Path) -
     size = model.spec.input_size
     probs = model.predict(np.full((3, size, size), 90, np.uint8))
     assert probs.shape == (3, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # `videmo evaluate` batches through the same code (it sent 256 faces and failed)
+    from videmo.train.evaluate import evaluate
+
+    faces = tmp_path / "faces.csv"
+    pixels = " ".join(["90"] * 48 * 48)
+    rows = [
+        f"{k % 7},{pixels},{usage}" for k, usage in enumerate(["Training"] * 3 + ["PublicTest"] * 5)
+    ]
+    faces.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    result = evaluate(model.path, faces, flip_tta=True)
+    assert [split["n"] for split in result["splits"].values()] == [3, 5]
 
 
 def test_nan_from_the_model_is_an_error_not_a_face_dropped(tmp_path: Path) -> None:

@@ -27,31 +27,13 @@ def load_session(model_path: str | Path, threads: int = 0) -> tuple[Any, ModelSp
     return open_model(Path(model_path), threads=threads)
 
 
-def predict_probs(
-    session: Any, spec: ModelSpec, images: np.ndarray, batch: int = 256, flip_tta: bool = False
-) -> np.ndarray:
-    """Class probabilities for uint8 (N, H, W) faces; ``flip_tta`` averages with the mirror."""
-    input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[0].name
-    probs = []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        if chunk.shape[1:] != (spec.input_size, spec.input_size):
-            chunk = np.stack([spec.resize(im) for im in chunk])
-        x = spec.normalize(chunk)
-        p = session.run([output_name], {input_name: x})[0]
-        if flip_tta:
-            p = 0.5 * (p + session.run([output_name], {input_name: _mirror(x, spec)})[0])
-        probs.append(p)
-    if not probs:
-        return np.zeros((0, len(spec.classes)), dtype=np.float32)
-    return np.concatenate(probs)
-
-
-def _mirror(x: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Horizontal flip of a normalised batch (width axis depends on the layout)."""
-    axis = 2 if spec.layout == "NHWC" else 3
-    return np.ascontiguousarray(np.flip(x, axis=axis))
+def predict_probs(model: Any, images: np.ndarray, flip_tta: bool = False) -> np.ndarray:
+    """Class probabilities for uint8 (N, H, W) faces through ``EmotionModel.predict``, the
+    video path's own batching; ``flip_tta`` averages with the mirrored faces."""
+    probs = model.predict(images)
+    if flip_tta:
+        probs = 0.5 * (probs + model.predict(np.ascontiguousarray(images[:, :, ::-1])))
+    return probs
 
 
 def evaluate(
@@ -61,7 +43,10 @@ def evaluate(
     limit_per_split: int | None = None,
 ) -> dict[str, Any]:
     """Accuracy, per-class accuracy and confusion matrix for every split in the data."""
-    session, spec = load_session(model_path)
+    from videmo.emotion import EmotionModel
+
+    model = EmotionModel(model_path, device="cpu", batch_size=256)
+    spec = model.spec
     splits = load_fer2013(data_path, limit_per_split=limit_per_split)
     results: dict[str, Any] = {
         "model": str(model_path),
@@ -74,7 +59,7 @@ def evaluate(
     if votes is not None and _votes_misaligned(votes, splits, data_path):
         votes = None
     for name, split in splits.items():
-        probs = predict_probs(session, spec, split.images, flip_tta=flip_tta)
+        probs = predict_probs(model, split.images, flip_tta=flip_tta)
         metrics = split_metrics(split.labels, probs.argmax(axis=1), spec.classes)
         if votes is not None and split.rows is not None:
             majority = votes.majority[split.rows]
