@@ -1323,6 +1323,8 @@ def test_api_raises_the_kind_of_error_and_warns_of_damage(tmp_path: Path) -> Non
     with pytest.warns(videmo.DamagedVideoWarning, match=r"cut\.flv: .*file cut short"):
         result = videmo.analyze(cut)
     assert result.damaged and result.damage["truncated"] and len(result.timeline)
+    with pytest.raises(videmo.VideoError, match=r"file cut short.*\(--strict\)"):
+        videmo.analyze(cut, strict=True)
     assert videmo.analyze(SINGLE, every=10).damage is None
     with pytest.raises(
         videmo.OutputError, match=r"out_dir .*notes\.mp4 exists and is not a folder"

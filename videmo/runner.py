@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from videmo.damage import damage_line, damage_summary
-from videmo.errors import OutputError, VidemoError, one_line
+from videmo.errors import OutputError, VidemoError, VideoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import (
     claim_output_dir,
@@ -123,7 +123,7 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
             except (KeyError, TypeError, ValueError):  # written by another videmo version
                 line = f"damaged (see {run.out_dir / RUN_JSON})"
             if settings.strict:
-                raise VidemoError(f"{run.path}: {line} (--strict; found by an earlier run)")
+                raise VideoError(f"{run.path}: {line} (--strict; found by an earlier run)")
             run.damage, run.error = damage, line
         run.status = "skipped"
         run.frames, run.faces = previous_counts(run.out_dir)
@@ -176,11 +176,13 @@ def probe_and_plan(run: VideoRun, settings: Settings) -> VideoRun:
 
 
 def _video_error(run: VideoRun, exc: VidemoError | OSError) -> VidemoError:
-    """The one-line error of one video (an OS error names the file or folder at fault)."""
+    """The one-line error of one video (an OS error names the file or folder at fault: the
+    input itself, a ``VideoError``, or its output folder, an ``OutputError``)."""
     if isinstance(exc, VidemoError):
         return exc
     where = exc.filename if exc.filename is not None else run.path
-    return OutputError(f"{printable(where)}: {exc.strerror or exc}")
+    kind = VideoError if Path(where) == Path(run.path) else OutputError
+    return kind(f"{printable(where)}: {exc.strerror or exc}")
 
 
 def _fail(run: VideoRun, exc: BaseException) -> None:
@@ -476,7 +478,7 @@ def finish_video(
         dets, run.frames = merge(run.results)
         run.damage = damage_summary(run.info, run.index, run.results)
         if run.damage and settings.strict:
-            raise VidemoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
+            raise VideoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
         run.timeline = reduce_detections(dets, settings, *frame_times(run.results))
         run.faces = int(run.timeline["face_id"].nunique())
         clear_previous_outputs(run.out_dir, single=context.get("single", False))
