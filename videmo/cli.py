@@ -174,13 +174,15 @@ def _job_model(here: Path, value: str) -> str:
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
     """Run the inputs and report them; an output root this run made and left empty (its one
     input failed before writing anything) is removed again."""
-    made = not os.path.lexists(out_root)
+    missing = [d for d in (out_root, *out_root.parents) if not os.path.lexists(d)]
     try:
         _run_and_list(paths, out_root, settings, quiet)
     finally:
-        if made:
-            with contextlib.suppress(OSError):  # not empty, or gone: leave it
-                out_root.rmdir()
+        for folder in missing:  # the root, then the parents made for it (`-o new/deeper`)
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone: leave it and what is above it
+                break
 
 
 def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
