@@ -509,6 +509,9 @@ def test_validation_without_publictest_is_named_as_a_training_hold_out(tmp_path:
     train_split, val = _load_splits(TrainConfig(data=str(data)))
     assert val.name == HOLDOUT_NAME == "a 10 % hold-out of Training"
     assert len(val) == 3 and len(train_split) == 27
+    # each face keeps its CSV row (the key to its FER+ votes), in both parts
+    assert sorted([*train_split.rows, *val.rows]) == list(range(30))
+    assert all(val.images[k, 0, 0] == val.rows[k] * 8 for k in range(3))
 
 
 @pytest.mark.skipif(not FER_CSV.is_file(), reason="needs ../shared")

@@ -583,10 +583,12 @@ def _load_splits(config: TrainConfig) -> tuple[Split, Split]:
     order = rng.permutation(len(train_split))
     n_val = max(1, len(order) // 10)
     v, t = order[:n_val], order[n_val:]
+    rows = train_split.rows  # kept: they join FER+ votes to the faces
     return (
-        Split(train_split.images[t], train_split.labels[t]),
-        Split(train_split.images[v], train_split.labels[v], name=HOLDOUT_NAME),
-    )
+        Split(train_split.images[t], train_split.labels[t], None if rows is None else rows[t]),
+        Split(train_split.images[v], train_split.labels[v], None if rows is None else rows[v],
+              name=HOLDOUT_NAME),
+    )  # fmt: skip
 
 
 def _frame_background(config: TrainConfig) -> Path:
