@@ -210,9 +210,13 @@ def _run_folder(out: Path) -> Path:
 def _only_trainer(out: Path) -> Iterator[None]:
     """Hold ``out/.train.lock`` while training: a second ``videmo train`` on the same
     folder (the same command run again to check on a long job) would interleave its
-    epochs, checkpoints and log with the first's."""
-    import fcntl
-
+    epochs, checkpoints and log with the first's. Where there is no ``fcntl`` (Windows),
+    nothing is locked, as for the output folders (``videmo.naming``)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
     try:
         handle = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole run
     except OSError as exc:
