@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from videmo.errors import ModelError, SettingsError
+from videmo.errors import ModelError, SettingsError, one_line
 from videmo.models import EMOTION_FILE, model_path
 from videmo.settings import DEVICES
 from videmo.spec import EMOTIONS, METADATA_KEY, ModelSpec
@@ -89,14 +89,19 @@ def check_outputs(session: ort.InferenceSession, spec: ModelSpec, path: Path) ->
     blank = np.full((batch if isinstance(batch, int) else 1, spec.input_size, spec.input_size),
                     128, np.uint8)  # fmt: skip
     described = f"{spec.layout} {spec.channels}x{spec.input_size}x{spec.input_size}"
-    try:
-        probs = session.run(None, {graph_input.name: spec.normalize(blank)})[0]
-    except Exception:  # onnxruntime raises its own exception types
-        shape = [d if isinstance(d, int) else "N" for d in graph_input.shape]
+    x = spec.normalize(blank)
+    shape = [d if isinstance(d, int) else "N" for d in graph_input.shape]
+    if len(shape) != x.ndim or any(
+        isinstance(d, int) and d != n for d, n in zip(shape[1:], x.shape[1:], strict=True)
+    ):
         raise ModelError(
             f"{path.name} takes input of shape {shape}, not the {described} faces its spec "
             "describes"
-        ) from None
+        )
+    try:
+        probs = session.run(None, {graph_input.name: x})[0]
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"{path.name} fails on a blank face: {one_line(exc)}") from None
     if probs.ndim != 2 or probs.shape[1] != len(spec.classes):
         raise ModelError(
             f"{path.name} gives outputs of shape {list(probs.shape[1:])} per face; "
