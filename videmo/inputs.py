@@ -42,9 +42,6 @@ class Skipped:
     outputs: list[Path] = field(default_factory=list)  # videos in an earlier run's output folder
     links: list[Path] = field(default_factory=list)  # linked folders and broken links
 
-    def __bool__(self) -> bool:
-        return bool(self.not_videos or self.outputs or self.links)
-
     def notes(self) -> list[str]:
         """One line per kind of file left out, saying how to take it in anyway."""
         notes = [_not_videos_note(self.not_videos)] if self.not_videos else []
