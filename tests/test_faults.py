@@ -1049,6 +1049,23 @@ def test_batch_summary_that_cannot_be_replaced_is_one_line(tmp_path: Path) -> No
     assert f"cannot replace {out / 'batch.csv'}" in line
 
 
+@pytest.mark.parametrize("name", ["batch.csv", "report.html"])
+def test_a_users_own_summary_file_at_the_output_root_is_never_replaced(
+    tmp_path: Path, name: str
+) -> None:
+    """A batch deleted (or overwrote) a report.html or batch.csv of the user's own that was
+    in the output folder: only files videmo wrote are removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / name
+    mine.write_text("<h1>MY OWN REPORT</h1>\n" if name.endswith("html") else "my,own\n1,2\n")
+    before = mine.read_bytes()
+    line = run_cli("run", SINGLE, CREMA_HAP, "-o", out, *FAST).assert_one_line_error(rc=2)
+    said = f"{mine} was not written by videmo, and a batch writes its summary there"
+    assert line == f"videmo: error: {said}: move it, or give another -o"
+    assert mine.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
+
+
 def _labeled(folder: Path, rows: str, clips: tuple[str, ...] = ()) -> Path:
     folder.mkdir(parents=True)
     for name in clips:

@@ -367,7 +367,9 @@ def test_interrupted_batch_reports_what_finished(tmp_path: Path) -> None:
         copy_clip(CREMA_HAP, clips, f"clip{k:02d}.flv")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "batch.csv").write_text("video,output,status\nold,old,done\n")
+    (out / "batch.csv").write_text(
+        "video,output,status,frames,faces,seconds,error\nold,old,done,1,0,0.1,\n"
+    )
     returncode, stdout, stderr = _ctrl_c_after_the_first_video(clips, out, "0")
     assert returncode == 130 and stderr.strip().endswith("videmo: interrupted"), stderr
     finished = sorted(str(p.parent) for p in complete_run_jsons(out))

@@ -20,19 +20,25 @@ if TYPE_CHECKING:
     from videmo.runner import VideoRun
 
 
+#: ``batch.csv``'s columns: its header line is how a rerun knows the file is videmo's.
+BATCH_COLUMNS = ("video", "output", "status", "frames", "faces", "seconds", "error")
+
+#: The batch page's title: how a rerun knows a ``report.html`` at the root is videmo's.
+BATCH_REPORT_TITLE = "videmo batch"
+
+
 def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
     """``batch.csv`` at the output root: one row per input with status and error."""
-    rows = pd.DataFrame(
-        {
-            "video": [printable(r.path) for r in runs],
-            "output": [printable(r.out_dir) if r.out_dir is not None else "" for r in runs],
-            "status": [r.status for r in runs],
-            "frames": [r.frames for r in runs],
-            "faces": [r.faces for r in runs],
-            "seconds": [round(r.seconds, 3) for r in runs],
-            "error": [printable(r.error) for r in runs],
-        }
+    columns = (
+        [printable(r.path) for r in runs],
+        [printable(r.out_dir) if r.out_dir is not None else "" for r in runs],
+        [r.status for r in runs],
+        [r.frames for r in runs],
+        [r.faces for r in runs],
+        [round(r.seconds, 3) for r in runs],
+        [printable(r.error) for r in runs],
     )
+    rows = pd.DataFrame(dict(zip(BATCH_COLUMNS, columns, strict=True)))
     try:
         ensure_dir(out_root)
         return write_text_atomic(out_root / BATCH_CSV, rows.to_csv(index=False))
@@ -49,6 +55,11 @@ def remove_batch_summary(out_root: Path) -> None:
     from videmo.outputs.report import REPORT_HTML
 
     for name in (BATCH_CSV, REPORT_HTML):
+        if not _written_by_videmo(out_root / name):
+            raise OutputError(
+                f"{out_root / name} was not written by videmo, and a batch writes its summary "
+                "there: move it, or give another -o"
+            )
         try:
             (out_root / name).unlink(missing_ok=True)
         except OSError as exc:  # e.g. a read-only file system, even where there is no file
@@ -58,6 +69,21 @@ def remove_batch_summary(out_root: Path) -> None:
                 else f"write in {out_root}"
             )
             raise OutputError(f"cannot {what}: {exc.strerror}") from None
+
+
+def _written_by_videmo(path: Path) -> bool:
+    """Whether a summary file at the output root is videmo's (or absent): a user's own
+    ``batch.csv`` or ``report.html`` there is never removed or replaced."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except FileNotFoundError:
+        return True
+    except OSError:  # a folder, or unreadable: removing it fails with its own message
+        return True
+    if path.name == BATCH_CSV:
+        return head.split(b"\n", 1)[0].rstrip(b"\r") == ",".join(BATCH_COLUMNS).encode()
+    return f"<title>{BATCH_REPORT_TITLE}</title>".encode() in head
 
 
 def summary_lists(out_root: Path, folder: str) -> bool:

@@ -20,6 +20,7 @@ from videmo.damage import damage_line
 from videmo.naming import REPORT_HTML
 from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
+from videmo.outputs.batch import BATCH_REPORT_TITLE
 from videmo.outputs.gallery import FACES_DIR, thumbnail_name
 from videmo.outputs.palette import EMOTION_COLORS
 from videmo.outputs.plots import (
@@ -340,7 +341,7 @@ def render_batch_report(entries: list[dict], root: Path) -> str:
         "<th>faces</th><th>dominant emotions (faces)</th><th>faces seen</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section></main>"
     )
-    return _page("videmo batch", body)
+    return _page(BATCH_REPORT_TITLE, body)
 
 
 def write_batch_report(entries: list[dict], root: Path) -> Path:
