@@ -1117,6 +1117,11 @@ def test_evaluate_clips_refuses_bad_labels_and_folders_in_one_line(tmp_path: Pat
         line = run_cli("evaluate-clips", good, *target).assert_one_line_error()
         assert line.endswith("it is one of the inputs being evaluated")
         assert target[1].read_bytes() == before
+    unlisted = good / "unlisted.mp4"  # nor a video the labels leave out
+    unlisted.write_bytes(b"a video of mine")
+    line = run_cli("evaluate-clips", good, "--csv", unlisted).assert_one_line_error()
+    assert line.endswith("it is a video, not a table or an image")
+    assert unlisted.read_bytes() == b"a video of mine"
 
 
 @requires_data

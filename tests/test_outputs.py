@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,34 @@ def test_atomic_write_failure_leaves_nothing(tmp_path: Path) -> None:
         tmp.write_text("half")
         raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_through_a_link_keeps_the_link(tmp_path: Path) -> None:
+    """``--csv link.csv`` replaced the link by a plain file and left its target as it was."""
+    real = tmp_path / "data" / "real.csv"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    write_text_atomic(link, "new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.csv"]
+
+
+def test_atomic_write_into_a_pipe_or_device_writes_into_it(tmp_path: Path) -> None:
+    """A FIFO (or /dev/stdout) became a plain file and nothing reached the reader; as root,
+    ``--csv /dev/full`` replaced the device node itself."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_text_atomic(fifo, "a,b\n1,2\n")
+    reader.join(timeout=10)
+    assert got == [b"a,b\n1,2\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 # --- faces summary -----------------------------------------------------------------------

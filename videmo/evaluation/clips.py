@@ -126,6 +126,12 @@ def refuse_input_targets(targets: Sequence[Path | None], folders: Sequence[Path]
     for target in targets:
         if target is not None and Path(target).resolve() in inputs:
             raise OutputError(f"cannot write {target}: it is one of the inputs being evaluated")
+        if target is not None and Path(target).is_file() and _is_video_name(Path(target)):
+            raise OutputError(f"cannot write {target}: it is a video, not a table or an image")
+
+
+def _is_video_name(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def folder_names(folders: Sequence[Path]) -> list[str]:

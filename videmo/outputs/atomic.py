@@ -15,6 +15,8 @@ import itertools
 import json
 import os
 import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -89,12 +91,41 @@ def check_writable_target(path: Path) -> None:
 def check_output_file(path: Path) -> None:
     """Before minutes of work: the file could be written there now (a folder that exists but
     refuses files, such as a read-only one, is found here too, not only after the work)."""
-    check_writable_target(path)
+    path = Path(path)
+    if _special(path):
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {path}: permission denied")
+        return
+    target = _real_target(path)
+    check_writable_target(target)
+    _refuse_read_only(target, path)
     try:
-        with tempfile.NamedTemporaryFile(dir=Path(path).parent, prefix=".videmo-check-"):
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".videmo-check-"):
             pass
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+
+
+def _special(path: Path) -> bool:
+    """An existing target that is neither a regular file nor a folder (a pipe, a terminal,
+    ``/dev/stdout``, ``/dev/full``): it is written into, as a shell's ``>`` would, never
+    renamed over (as root that replaced the device node itself)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _real_target(path: Path) -> Path:
+    """The file a symlink names, so the new file replaces it and the link stays a link."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _refuse_read_only(target: Path, path: Path) -> None:
+    """A file without write permission is not replaced (a shell's ``>`` would fail too)."""
+    if target.is_file() and not os.access(target, os.W_OK):
+        raise OutputError(f"cannot write {path}: it is read-only")
 
 
 def _discard(tmp: Path) -> None:
@@ -113,17 +144,39 @@ def atomic_write(path: Path, suffix_keep: bool = True) -> Iterator[Path]:
     filesystem) is re-raised as ``OutputError``; other exceptions pass through.
     """
     path = Path(path)
-    check_writable_target(path)
-    tmp = temp_path_for(path, suffix_keep)
+    if _special(path):
+        with _written_into(path) as tmp:
+            yield tmp
+        return
+    target = _real_target(path)
+    check_writable_target(target)
+    _refuse_read_only(target, path)
+    tmp = temp_path_for(target, suffix_keep)
     try:
         yield tmp
-        publish(tmp, path)
+        publish(tmp, target)
     except OSError as exc:
         _discard(tmp)
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     except BaseException:
         _discard(tmp)
         raise
+
+
+@contextmanager
+def _written_into(path: Path) -> Iterator[Path]:
+    """Yield a private temp path; once the body finishes, copy what it wrote into ``path``
+    (a pipe or device: there is nothing to rename, and no half-written file to leave)."""
+    folder = Path(tempfile.mkdtemp(prefix="videmo-"))
+    try:
+        tmp = folder / f"out{path.suffix}"
+        yield tmp
+        with open(tmp, "rb") as source, open(path, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def fsync_file(path: Path) -> None:
