@@ -1074,6 +1074,21 @@ def _labeled(folder: Path, rows: str, clips: tuple[str, ...] = ()) -> Path:
     return folder
 
 
+def test_evaluate_clips_names_and_counts_each_folder_and_clip_once(tmp_path: Path) -> None:
+    """A folder named "all" had its row overwritten by the total's; a clip listed by two
+    folders' labels (one by absolute path) was scored twice."""
+    from videmo.evaluation.clips import TOTAL_ROW, folder_names, labeled_clips
+
+    a, b = _labeled(tmp_path / "all", "a.mp4,happy\n"), _labeled(tmp_path / "b", "b.mp4,sad\n")
+    names = folder_names([a, b])
+    assert names[1] == "b" and names[0] != TOTAL_ROW and names[0].endswith("all")
+    assert folder_names([Path(".")]) == ["."]
+    other = _labeled(tmp_path / "other", f"{a / 'a.mp4'},happy\n")
+    (a / "a.mp4").touch()
+    with pytest.raises(DataError, match=r"a\.mp4: listed by the labels of both .*all and other"):
+        labeled_clips([a, other])
+
+
 @requires_data
 def test_evaluate_clips_refuses_bad_labels_and_folders_in_one_line(tmp_path: Path) -> None:
     header_only = _labeled(tmp_path / "empty", "")

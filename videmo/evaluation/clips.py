@@ -32,6 +32,8 @@ from videmo.spec import EMOTIONS
 from videmo.video import index_packets, probe
 
 LABELS_FILE = "labels.csv"
+#: The accuracy table's row of all clips together.
+TOTAL_ROW = "all"
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,19 @@ def unlisted_videos(folder: Path, clips: Sequence[LabeledClip]) -> list[Path]:
 def labeled_clips(folders: Sequence[Path]) -> list[LabeledClip]:
     """Every listed clip of every folder, named as in the accuracy table."""
     names = folder_names(folders)
-    return [
+    clips = [
         clip
         for folder, name in zip(folders, names, strict=True)
         for clip in read_labels(Path(folder), name)
     ]
+    seen: dict[Path, LabeledClip] = {}
+    for clip in clips:  # one clip listed by two folders' labels would be scored twice
+        first = seen.setdefault(clip.path.resolve(), clip)
+        if first is not clip:
+            raise DataError(
+                f"{clip.path}: listed by the labels of both {first.folder} and {clip.folder}"
+            )
+    return clips
 
 
 def refuse_input_targets(targets: Sequence[Path | None], folders: Sequence[Path],
@@ -146,9 +156,14 @@ def folder_names(folders: Sequence[Path]) -> list[str]:
             raise DataError(f"{folder}: given twice (as {seen[key]} too)")
         seen[key] = Path(folder)
     names = [Path(folder).name for folder in folders]
-    clash = {name for name in names if names.count(name) > 1}
-    return [
+    # "all" is the total's row: a folder of that name is named by its path, as in a clash
+    clash = {name for name in names if names.count(name) > 1} | {TOTAL_ROW, ""}
+    labels = [
         str(folder) if name in clash else name for folder, name in zip(folders, names, strict=True)
+    ]
+    return [
+        str(Path(f).resolve()) if label == TOTAL_ROW else label
+        for f, label in zip(folders, labels, strict=True)
     ]
 
 
@@ -224,7 +239,7 @@ def without_face(per_clip: pd.DataFrame) -> pd.Series:
 def accuracy_table(per_clip: pd.DataFrame) -> pd.DataFrame:
     """Right / clips / accuracy per folder, plus an ``all`` row."""
     grouped = per_clip.groupby("folder", sort=True)["correct"].agg(["sum", "count"])
-    grouped.loc["all"] = [per_clip["correct"].sum(), len(per_clip)]
+    grouped.loc[TOTAL_ROW] = [per_clip["correct"].sum(), len(per_clip)]
     grouped.columns = ["right", "clips"]
     grouped["accuracy"] = (grouped["right"] / grouped["clips"]).round(4)
     return grouped.astype({"right": int, "clips": int})
