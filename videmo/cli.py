@@ -27,6 +27,7 @@ if typing.TYPE_CHECKING:
     from videmo.runner import VideoRun
 
 DEFAULT_OUT = Path("videmo_out")
+QUIET_HELP = "no progress bar or summary table (warnings and notes still go to stderr)"
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 _CHOICES = {"detector": DETECTORS, "device": DEVICES, "classify_stage": CLASSIFY_STAGES}
 
@@ -86,7 +87,7 @@ def cli() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_root", type=click.Path(path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="output root; each video gets OUT/<video name>/")  # fmt: skip
-@click.option("-q", "--quiet", is_flag=True, help="no progress bar or summary table")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @settings_options
 def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None:
     """Analyse videos: INPUTS are files, folders (searched recursively) or globs.
@@ -97,10 +98,10 @@ def run(inputs: tuple[str, ...], out_root: Path, quiet: bool, **options) -> None
     skips videos whose outputs are complete and redoes failed or partial ones.
     """
     settings = settings_from(options)
-    _run_and_report(_collect(list(inputs), out_root, quiet), out_root, settings, quiet)
+    _run_and_report(_collect(list(inputs), out_root), out_root, settings, quiet)
 
 
-def _collect(specs: list[str], out_root: Path, quiet: bool) -> list[Path]:
+def _collect(specs: list[str], out_root: Path) -> list[Path]:
     """The inputs to analyse, with a note on each kind of file the folders held but left out."""
     from videmo.inputs import Skipped, collect_inputs
 
@@ -108,7 +109,7 @@ def _collect(specs: list[str], out_root: Path, quiet: bool) -> list[Path]:
     try:
         return collect_inputs(specs, out_root, skipped)
     finally:  # also before "no video files found": it may be why
-        for line in skipped.notes() if not quiet else []:
+        for line in skipped.notes():  # also with -q: what was left out is never silent
             click.echo(f"videmo: {line}", err=True)
 
 
@@ -117,7 +118,7 @@ JOB_KEYS = {"inputs", "output", "settings"}
 
 @cli.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("-q", "--quiet", is_flag=True, help="no progress bar or summary table")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @settings_options
 def job(job_file: Path, quiet: bool, **options) -> None:
     """Run a declarative TOML job: inputs, output root and settings.
@@ -155,7 +156,7 @@ def job(job_file: Path, quiet: bool, **options) -> None:
         return Path(os.path.normpath(here / os.path.expanduser(relative)))
 
     out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
-    paths = _collect([str(beside_job(i)) for i in inputs], out_root, quiet)
+    paths = _collect([str(beside_job(i)) for i in inputs], out_root)
     _run_and_report(paths, out_root, settings, quiet)
 
 
