@@ -295,6 +295,25 @@ def test_a_reader_that_stops_early_does_not_change_the_exit_status(tmp_path: Pat
     assert set(pd.read_csv(out / "batch.csv")["status"]) == {"done"}
 
 
+def test_a_stderr_reader_that_stops_early_does_not_stop_the_batch(tmp_path: Path) -> None:
+    """``videmo run DIR 2>&1 >/dev/null | head -1``: the next progress line hit a broken
+    pipe, and the batch ended with status 1 wherever it was."""
+    import subprocess
+
+    folder = tmp_path / "in"
+    copy_clip(SINGLE, folder)
+    copy_clip(NO_FACE, folder)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        videmo_cmd("run", folder, "-o", out, "--no-video", "--no-plots"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), cwd=REPO,
+    )  # fmt: skip
+    proc.stderr.close()  # the reader is gone before the first progress line
+    stdout = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0
+    assert len(stdout.split()) == 2 and set(pd.read_csv(out / "batch.csv")["status"]) == {"done"}
+
+
 @pytest.mark.parametrize("stdout", ["> /dev/full", ">&-"])
 def test_a_stdout_that_cannot_be_written_is_one_line(tmp_path: Path, stdout: str) -> None:
     """A full disk under stdout, or stdout closed: a traceback before, now one line."""

@@ -318,6 +318,10 @@ def _guard_closed_std_descriptors() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors instead of tracebacks for everything the user can fix."""
     _guard_closed_std_descriptors()
+    if argv is None and sys.stderr is not None:  # the command line's own stderr
+        from videmo.streams import StderrThatOutlivesItsReader
+
+        sys.stderr = StderrThatOutlivesItsReader(sys.stderr)
     _register_model_tools()
     try:
         cli.main(args=argv, prog_name="videmo", standalone_mode=False)
