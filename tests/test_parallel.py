@@ -116,6 +116,13 @@ class _CountingDetector:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
 
 
+def test_chunks_of_a_vanishing_length_are_one_frame_each() -> None:
+    """``--chunk-s 1e-20`` ended in an IndexError traceback (t + 1e-20 == t)."""
+    index = index_packets(SINGLE)
+    chunks = plan_chunks(index, index.times_s(probe(SINGLE)), 1e-20)
+    assert chunks == [(k, k + 1) for k in range(len(index))]
+
+
 @pytest.mark.parametrize("path", [SINGLE, NOFACE_FACE, CREMA_HAP, NO_FACE, CARPHONE])
 def test_chunk_frame_counts(analyzer, path: Path) -> None:
     """Sum of frames decoded over chunks == packet index == catalog, at any chunking."""

@@ -104,7 +104,10 @@ def plan_chunks(index: PacketIndex, times_s: np.ndarray, chunk_s: float) -> list
         near = keyframes[np.abs(times_s[keyframes] - times_s[target]) <= 0.25 * chunk_s]
         near = near[near > cuts[-1]]
         cut = int(near[np.argmin(np.abs(near - target))]) if len(near) else int(target)
-        cuts.append(max(cut, cuts[-1] + 1))
+        cut = max(cut, cuts[-1] + 1)  # at least a frame, however short chunk_s is
+        if cut >= n:
+            break
+        cuts.append(cut)
     cuts.append(n)
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
