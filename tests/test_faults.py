@@ -1214,6 +1214,22 @@ def test_bench_times_a_damaged_file_on_the_frames_that_decode(tmp_path: Path) ->
     [figures] = json.loads((tmp_path / "b.json").read_text())
     [run] = figures["runs"]
     assert (run["executor"], run["workers_asked"]) == ("serial", 0) and "serial" in result.stdout
+    assert run["ratio_to_decode"] == pytest.approx(run["fps"] / figures["decode_fps"])
+
+
+@requires_data
+def test_bench_takes_patterns_and_keeps_the_figures_of_the_good_files(tmp_path: Path) -> None:
+    """A pattern was taken as a file name ("no file matches it"), and one bad file lost the
+    figures of every file before it (no table, no JSON)."""
+    copy_clip(SINGLE, tmp_path / "in", "a.mp4")
+    (tmp_path / "in" / "zero.mp4").write_bytes(b"")
+    result = run_cli("bench", tmp_path / "in" / "*.mp4", "--json", tmp_path / "b.json")
+    assert result.rc == 1 and "zero.mp4" in result.stderr and "a.mp4" in result.stdout
+    import json
+
+    assert [Path(f["video"]).name for f in json.loads((tmp_path / "b.json").read_text())] == [
+        "a.mp4"
+    ]
 
 
 @requires_data

@@ -113,6 +113,7 @@ def run_bench(path: Path, settings: Settings, workers: list[int | None]) -> dict
         run_settings = replace(settings, workers=count, video=False, plots=False, report=False)
         figures = end_to_end(path, run_settings)
         figures["workers_asked"] = count
+        figures["ratio_to_decode"] = figures["fps"] / decode_only  # the reference
         figures["ratio_to_decode_bgr"] = figures["fps"] / decode_bgr
         result["runs"].append(figures)
     result["peak_rss_mb"] = peak_rss_mb()

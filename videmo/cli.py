@@ -431,10 +431,16 @@ def bench(
     if json_path is not None:  # before the benchmark, not after
         check_output_file(json_path)
     settings = settings_from(options)
-    results = [run_bench(Path(v), settings, list(workers) or [0]) for v in videos]
+    results, failed = [], 0
+    for video in _collect([str(v) for v in videos], DEFAULT_OUT):  # files, folders, globs
+        try:
+            results.append(run_bench(video, settings, list(workers) or [0]))
+        except VidemoError as exc:  # one bad file must not lose the others' figures
+            click.echo(f"videmo: error: {exc}", err=True)
+            failed += 1
     table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
     for column in ("video", "size", "frames", "decode fps", "decode+BGR fps", "full detect fps",
-                   "workers", "end-to-end fps", "vs decode+BGR", "faces"):  # fmt: skip
+                   "workers", "end-to-end fps", "vs decode", "faces"):  # fmt: skip
         table.add_column(column)
     for r in results:
         for run in r["runs"]:
@@ -442,7 +448,7 @@ def bench(
                 Path(r["video"]).name, f"{r['width']}x{r['height']}", str(r["frames"]),
                 f"{r['decode_fps']:.0f}", f"{r['decode_bgr_fps']:.0f}", f"{r['detect_fps']:.0f}",
                 "serial" if run["executor"] == "serial" else f"{run['workers']} (Ray)",
-                f"{run['fps']:.1f}", f"{run['ratio_to_decode_bgr']:.0%}",
+                f"{run['fps']:.1f}", f"{run['ratio_to_decode']:.0%}",
                 str(run["faces"]),
             )  # fmt: skip
     console = Console(width=160)
@@ -457,8 +463,10 @@ def bench(
         for stage, ms in stages["ms_per_frame"].items():
             breakdown.add_row(stage, f"{ms:.2f}")
         console.print(breakdown)
-    if json_path:
+    if json_path and results:
         write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
+    if failed:
+        sys.exit(1)
 
 
 @cli.command("evaluate-clips")
