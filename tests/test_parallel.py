@@ -552,6 +552,21 @@ def test_job_relative_paths_and_settings(tmp_path: Path) -> None:
     assert len(read_timeline(folder)) == 24
 
 
+def test_a_jobs_switches_can_be_turned_back_and_its_output_replaced(tmp_path: Path) -> None:
+    """A job's `plots = false` could not be undone (`--plots`: "No such option"), and `job`
+    had no -o although its error for an input inside the output root says "give another -o"."""
+    job = _job_beside_a_clip(tmp_path, "../results", "")
+    out = tmp_path / "elsewhere"
+    run_cli("job", job, "--plots", "-o", out, "-q").assert_ok()
+    import json
+
+    report = json.loads((out / "one" / "run.json").read_text())
+    assert "plots" in str(report["outputs"]) and not (tmp_path / "results").exists()
+    (tmp_path / "train.toml").write_text('data = "x.csv"\n')
+    line = run_cli("job", tmp_path / "train.toml").assert_one_line_error()
+    assert line.endswith("(a training job? run it with `videmo train --job`)")
+
+
 def test_a_jobs_paths_may_start_at_the_home_folder(tmp_path: Path) -> None:
     """``output = "~/results"`` made a folder named "~" beside the job file (a trap for a
     later ``rm -rf ~...``); it is the home folder, as in a shell."""

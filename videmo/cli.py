@@ -44,13 +44,10 @@ def settings_options(command: typing.Callable, skip: tuple[str, ...] = ()) -> ty
         flag = f.name.replace("_", "-")
         base = _base_type(f.type)
         help_text = f.metadata["help"]
-        if base is bool and getattr(defaults, f.name):
-            option = click.option(f"--no-{flag}", f.name, flag_value=False, default=None,
-                                  help=f"do not {help_text}")  # fmt: skip
-        elif base is bool:
-            option = click.option(
-                f"--{flag}", f.name, flag_value=True, default=None, help=help_text
-            )
+        if base is bool:  # both ways, so a job file's `video = false` can be turned back on
+            shown = "on" if getattr(defaults, f.name) else "off"
+            option = click.option(f"--{flag}/--no-{flag}", f.name, default=None,
+                                  help=f"{help_text} [default: {shown}]")  # fmt: skip
         else:
             choices = _CHOICES.get(f.name)
             kind = click.Choice(choices) if choices else _CLICK_TYPES[base]
@@ -118,9 +115,11 @@ JOB_KEYS = {"inputs", "output", "settings"}
 
 @cli.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_root", type=click.Path(path_type=Path), default=None,
+              help="output root, instead of the job file's `output`")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @settings_options
-def job(job_file: Path, quiet: bool, **options) -> None:
+def job(job_file: Path, out_root: Path | None, quiet: bool, **options) -> None:
     """Run a declarative TOML job: inputs, output root and settings.
 
     \b
@@ -134,8 +133,11 @@ def job(job_file: Path, quiet: bool, **options) -> None:
     data = load_toml(job_file)
     for key in data:
         if key not in JOB_KEYS:
+            training = " (a training job? run it with `videmo train --job`)" if key in (
+                "data", "epochs", "out") else ""  # fmt: skip
             raise SettingsError(
                 f"{job_file}: unknown key {key!r} (expected {', '.join(sorted(JOB_KEYS))})"
+                + training
             )
     inputs = data.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
@@ -155,7 +157,8 @@ def job(job_file: Path, quiet: bool, **options) -> None:
         # "~/results" is the home folder, as in a shell, not a folder named "~" beside the job
         return Path(os.path.normpath(here / os.path.expanduser(relative)))
 
-    out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
+    if out_root is None:
+        out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
     paths = _collect([str(beside_job(i)) for i in inputs], out_root)
     _run_and_report(paths, out_root, settings, quiet)
 
