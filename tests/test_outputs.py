@@ -331,6 +331,21 @@ def test_write_plots(timeline: pd.DataFrame, tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "plots").iterdir() if p.name.startswith(".")]
 
 
+def test_a_long_file_name_leaves_the_charts_titles_inside_the_figure(
+    timeline: pd.DataFrame,
+) -> None:
+    """A 150-character name ran off both edges, and "face #1 (72 frames)" with it."""
+    from videmo.outputs.plots import plot_face, plot_overview, shortened
+
+    name = shortened("a_rather_long_recording_name_" * 5 + "take_2.mp4")
+    assert name.endswith("take_2.mp4") and "…" in name
+    face = timeline[timeline["face_id"] == 1]
+    for fig in (plot_face(face, 1, name, 0.04), plot_overview(timeline, name)):
+        fig.canvas.draw()
+        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)
+
+
 def test_write_plots_empty(tmp_path: Path) -> None:
     empty = build_timeline(FaceDetections.empty(), np.zeros((0, K)))
     paths = write_plots(empty, tmp_path, "nobody.mp4")

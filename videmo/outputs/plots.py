@@ -205,6 +205,20 @@ def drawable(text: str) -> str:
     )  # a tab or newline in a file name is drawn as a space
 
 
+#: Characters of a file name a chart's title keeps: a longer name ran off both edges of the
+#: figure and took "face #1 (72 frames)" with it.
+MAX_TITLE_NAME = 60
+
+
+def shortened(name: str, limit: int = MAX_TITLE_NAME) -> str:
+    """``name`` cut in the middle with an ellipsis when longer than ``limit`` (the start and
+    the end, with the extension, are what tell files apart)."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (limit - 1 - head) :]}"
+
+
 def face_plot_name(face_id: int) -> str:
     """``face_NNN.png``, one face's chart in ``plots/`` (the report links to it)."""
     return f"face_{face_id:03d}.png"
@@ -217,7 +231,7 @@ def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     the cap is logged. An empty timeline still gives valid PNGs that say so.
     """
     plots_dir = ensure_dir(Path(out_dir) / PLOTS_DIR)
-    title = drawable(title)
+    title = shortened(drawable(title))
     written = [
         _save(plot_overview(df, title), plots_dir / OVERVIEW_PNG),
         _save(plot_distribution(df, title), plots_dir / DISTRIBUTION_PNG),
