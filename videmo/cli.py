@@ -430,7 +430,9 @@ def bench(
 
     from videmo.bench import run_bench
     from videmo.outputs.atomic import check_output_file, write_text_atomic
+    from videmo.progress import install_interrupt_handler
 
+    install_interrupt_handler()  # SIGTERM ends it as Ctrl-C does: "videmo: terminated"
     if json_path is not None:  # before the benchmark, not after
         check_output_file(json_path)
     settings = settings_from(options)
@@ -516,7 +518,10 @@ def evaluate_clips_command(
     """
     from videmo.evaluation import clips as labeled
     from videmo.outputs.atomic import check_output_file
+    from videmo.progress import install_interrupt_handler
     from videmo.train.evaluate import check_image_target
+
+    install_interrupt_handler()  # SIGTERM ends it as Ctrl-C does: "videmo: terminated"
 
     settings = settings_from({**options, "workers": 0})
     clips = labeled.labeled_clips(list(folders))
