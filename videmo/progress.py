@@ -125,7 +125,9 @@ class RichReporter(Reporter):
         self.finished[run.position] = run
         if run.status == "failed" and self.inputs > 1:  # a single input's error ends the run
             # file names and errors are text, never Rich markup (`clip [final].mp4`)
-            console.print(Text.assemble(("failed: ", "red"), printable(run.error)), soft_wrap=True)
+            where = printable(run.path)  # say which video, unless its error does
+            said = run.error if where in run.error else f"{where}: {run.error}"
+            console.print(Text.assemble(("failed: ", "red"), printable(said)), soft_wrap=True)
         elif run.damage and run.status != "failed" and self.inputs > 1:  # as for one input
             line = f"videmo: warning: {printable(run.path)}: {printable(run.error)}"
             console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)

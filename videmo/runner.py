@@ -397,7 +397,10 @@ def run_videos(
 
     def queued_now() -> Iterator[ChunkTask | FinishTask]:
         while queued:
-            yield queued.pop(0)
+            task = queued.pop(0)
+            if isinstance(task, ChunkTask) and runs[task.video].status == "failed":
+                continue  # its video failed (a chunk timed out): the rest would only cost time
+            yield task
 
     def prepared(run: VideoRun, outcome: PrepareOutcome | BaseException) -> None:
         """A worker probed and indexed ``run``: queue its chunks (or fail it)."""
@@ -544,6 +547,8 @@ def _chunk_tasks(run: VideoRun, complete: Callable[[VideoRun], None]) -> Iterato
         complete(run)
         return
     for start, stop in run.chunks:
+        if run.status == "failed":  # a chunk handed out earlier failed it: stop here
+            return
         yield ChunkTask(run.position, run.path, start, stop)
 
 
