@@ -171,6 +171,29 @@ def test_a_batch_killed_before_its_first_video_finished_says_so_in_batch_csv(
     assert set(batch["status"]) == {"unfinished"}
 
 
+def test_a_finish_held_back_by_the_summarys_time_window_is_written_at_the_next_call(
+    tmp_path: Path,
+) -> None:
+    """A video finishing within 2 s of the last write stayed "unfinished" in batch.csv until
+    the next video finished (minutes, for a long one): a kill -9 then understated the work."""
+    import pandas as pd
+
+    from videmo.cli import _BatchSnapshot
+    from videmo.progress import RichReporter
+    from videmo.runner import VideoRun
+
+    paths = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    snapshot = _BatchSnapshot(paths, tmp_path)
+    reporter = RichReporter(enabled=False, inputs=2, on_done=snapshot)
+    reporter.start(100, 2)  # the work starts: everything unfinished
+    reporter.video_done(VideoRun(0, paths[0], tmp_path / "a", status="done"))  # held back
+    statuses = pd.read_csv(tmp_path / "batch.csv")["status"].tolist()
+    assert statuses == ["unfinished", "unfinished"]
+    snapshot._last -= _BatchSnapshot.EVERY_S  # the window has passed; b is being analysed
+    reporter.advance(10)
+    assert pd.read_csv(tmp_path / "batch.csv")["status"].tolist() == ["done", "unfinished"]
+
+
 @requires_data
 def test_inputs_that_fail_on_ray_workers_name_no_folder_in_batch_csv(tmp_path: Path) -> None:
     """On Ray the workers probe the inputs and give failed ones' claims back; batch.csv

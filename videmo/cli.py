@@ -238,22 +238,26 @@ class _BatchSnapshot:
     """Keeps ``batch.csv`` current while a batch runs: finished videos as they ended, the
     others ``unfinished``. A driver that is killed (``kill -9``, or Ray ending it when its
     cluster goes away) then still leaves a summary that says what finished and what did not;
-    the end of the run replaces it. Written at most every ``EVERY_S`` seconds."""
+    the end of the run replaces it. Written at most every ``EVERY_S`` seconds, and only when
+    more videos have finished; called as videos finish and as work progresses, so a video
+    that finished within the window is written at the next call after it (not only when the
+    next video finishes, which may be minutes later)."""
 
     EVERY_S = 2.0
 
     def __init__(self, paths: list[Path], out_root: Path) -> None:
         self.paths, self.out_root = paths, out_root
         self._last = -float("inf")
+        self._written: int | None = None  # how many finished videos the file lists
 
     def __call__(self, finished: dict[int, VideoRun]) -> None:
         now = time.monotonic()
-        if now - self._last < self.EVERY_S:
+        if len(finished) == self._written or now - self._last < self.EVERY_S:
             return
         from videmo.outputs.batch import write_batch_csv
         from videmo.runner import interrupted_runs
 
-        self._last = now
+        self._last, self._written = now, len(finished)
         runs = interrupted_runs(self.paths, finished, "", status="unfinished")
         write_batch_csv(runs, self.out_root)
 

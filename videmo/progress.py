@@ -108,6 +108,8 @@ class RichReporter(Reporter):
 
     def advance(self, frames: int) -> None:
         _raise_if_interrupted()
+        if self.on_done is not None:  # a finish held back by its time window is written now
+            self.on_done(self.finished)
         if self.progress is None or self.task is None:
             return
         self.progress.advance(self.task, frames)
