@@ -194,6 +194,20 @@ def test_a_finish_held_back_by_the_summarys_time_window_is_written_at_the_next_c
     assert pd.read_csv(tmp_path / "batch.csv")["status"].tolist() == ["done", "unfinished"]
 
 
+def test_an_interrupted_batch_on_a_cluster_names_paths_as_given() -> None:
+    """On --address the finished runs carry the absolute paths the workers were given: an
+    interrupted batch's stdout and batch.csv mixed them with the relative ones as given."""
+    from videmo.runner import VideoRun, interrupted_runs
+
+    given = [Path("clips/a.mp4"), Path("clips/b.mp4")]
+    done = VideoRun(0, given[0].absolute(), Path("out/a").absolute(), status="done")
+    runs = interrupted_runs(given, {0: done}, out_root=Path("out"))
+    assert [(r.path, r.out_dir, r.status) for r in runs] == [
+        (given[0], Path("out/a"), "done"), (given[1], None, "interrupted"),
+    ]  # fmt: skip
+    assert done.path == given[0].absolute()  # the run's own record is left as it is
+
+
 @requires_data
 def test_inputs_that_fail_on_ray_workers_name_no_folder_in_batch_csv(tmp_path: Path) -> None:
     """On Ray the workers probe the inputs and give failed ones' claims back; batch.csv

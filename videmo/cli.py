@@ -210,7 +210,7 @@ def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
         # What finished is finished: say so on stdout and in batch.csv, then stop.
         reporter.close()
         why = str(exc) if isinstance(exc, ClusterLost) else "interrupted"
-        runs = interrupted_runs(paths, reporter.finished, why)
+        runs = interrupted_runs(paths, reporter.finished, why, out_root=out_root)
         if batch:
             write_batch_csv(runs, out_root)
         _print_results(runs, interrupted=True)
@@ -258,7 +258,7 @@ class _BatchSnapshot:
         from videmo.runner import interrupted_runs
 
         self._last, self._written = now, len(finished)
-        runs = interrupted_runs(self.paths, finished, "", status="unfinished")
+        runs = interrupted_runs(self.paths, finished, "", "unfinished", self.out_root)
         write_batch_csv(runs, self.out_root)
 
 

@@ -603,9 +603,15 @@ def interrupted_runs(
     finished: dict[int, VideoRun],
     why: str = "interrupted",
     status: str = "interrupted",
+    out_root: Path | None = None,
 ) -> list[VideoRun]:
-    """Every input of an interrupted batch: finished ones as they ended, others ``status``."""
-    return [
-        finished.get(k) or VideoRun(k, path, None, status=status, error=why)
+    """Every input of an interrupted batch: finished ones as they ended, others ``status``.
+
+    With ``out_root``, paths read as the caller wrote them (``_AsGiven``): on a cluster the
+    finished runs carry the absolute paths the workers were given.
+    """
+    runs = [
+        replace(finished[k]) if k in finished else VideoRun(k, path, None, status=status, error=why)
         for k, path in enumerate(paths)
     ]
+    return _AsGiven(paths, out_root, None, active=True)(runs) if out_root is not None else runs
