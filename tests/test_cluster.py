@@ -99,6 +99,25 @@ def test_worker_process_killed_mid_chunk_is_retried_and_results_equal_serial(
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes through /proc")
+def test_a_worker_dead_for_good_has_its_chunk_sent_to_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once an actor's restarts were used up, the chunk it was running failed its video
+    ("worker lost"), although the driver replaced the actor anyway. Restarts are set to 0 here
+    so that one kill uses them up."""
+    from videmo import parallel
+
+    monkeypatch.setattr(parallel, "ACTOR_RESTARTS", 0)
+    inputs = [copy_clip(SINGLE, tmp_path / "in")]
+    serial = run_videos(inputs, tmp_path / "serial", Settings(workers=0, **ANALYSIS))
+    reporter = _KillOnce(_signal_all(b"_AnalyzerActor", signal.SIGKILL))
+    runs = run_videos(inputs, tmp_path / "ray", Settings(workers=2, **ANALYSIS), reporter)
+    assert reporter.killed, "no worker process was found to kill"
+    assert [r.status for r in serial] == ["done"]
+    _same_as_serial(runs, tmp_path / "ray", tmp_path / "serial")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes through /proc")
 def test_separate_classification_stage_equals_serial_and_survives_its_actor_killed(
     tmp_path: Path,
 ) -> None:

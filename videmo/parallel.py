@@ -355,6 +355,7 @@ class RayExecutor:
         source = enumerate(calls)
         again: list[tuple[int, Callable]] = []  # calls queued on an actor that was replaced
         pending: dict = {}  # ref -> [k, call, actor, time the call could start, limit]
+        resent: Counter = Counter()  # calls sent again after their worker died for good
         while True:
             self._fill(source, again, pending, limit_s or (lambda _k: self.timeout_s))
             if not pending:
@@ -384,6 +385,10 @@ class RayExecutor:
                     _insert_in_order(again, (k, pending_call))
                     continue
                 self._replace(actor, pending, again)
+                resent[k] += 1
+                if resent[k] <= RESENDS_AFTER_LOSS:  # its restarts used up: a new worker
+                    _insert_in_order(again, (k, pending_call))
+                    continue
                 yield k, VidemoError(f"worker lost: {one_line(exc)}")
                 continue
             except Exception as exc:  # noqa: BLE001 - the caller decides what fails
@@ -594,6 +599,11 @@ CALLS_PER_WORKER = 2
 #: it was running is retried on the restarted actor (chunks are deterministic, so a retried
 #: chunk gives the same result).
 ACTOR_RESTARTS = 4
+
+#: Times a call is sent to a new worker after its worker died for good (restarts used up):
+#: workers killed from outside (a node's OOM killer, say) must not fail a video, but a chunk
+#: that itself kills every worker it meets must fail in the end.
+RESENDS_AFTER_LOSS = 2
 CALL_RETRIES = 3
 
 #: Local Ray temp folders are named ``videmo-ray-<pid of the videmo process>-<random>``.
