@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -307,7 +307,7 @@ class RayExecutor:
     def _init(self, address: str | None, workers: int) -> None:
         """Start or join Ray; the process keeps its own SIGTERM handler (Ray's would exit
         at once, with nothing listed: videmo stops a batch on SIGTERM as on Ctrl-C)."""
-        with _keeping_sigterm_handler():
+        with _keeping_sigterm_handler(self._ray):
             self._start_ray(address, workers)
 
     def _start_ray(self, address: str | None, workers: int) -> None:
@@ -566,23 +566,30 @@ def _quiet_fd2() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _keeping_sigterm_handler() -> Iterator[None]:
-    """Put back the SIGTERM handler that was there before the block (``ray.init`` installs
-    one of its own in the driver, which exits). A SIGTERM that Ray's handler caught in the
-    block is sent again, to the handler it was meant for."""
+def _keeping_sigterm_handler(ray: Any) -> Iterator[None]:
+    """Keep the process's own SIGTERM handler through ``ray.init``, which installs one of its
+    own in the driver (``sys.exit``: a SIGTERM then ended videmo with a crash dump, or was
+    swallowed where Python ignores exceptions and the run went on). Where videmo has a
+    handler, Ray's is not installed at all; it is put back afterwards in any case."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handler = signal.getsignal(signal.SIGTERM)
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    installer = getattr(utils, "set_sigterm_handler", None)
+    if callable(handler) and installer is not None:
+        utils.set_sigterm_handler = lambda _handler: None
     try:
         yield
-    except SystemExit as exc:
+    except SystemExit as exc:  # Ray's handler was installed after all and caught one
         if exc.code != signal.SIGTERM or not callable(handler):
             raise
         signal.signal(signal.SIGTERM, handler)
         signal.raise_signal(signal.SIGTERM)
         raise
     finally:
+        if installer is not None:
+            utils.set_sigterm_handler = installer
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
 
