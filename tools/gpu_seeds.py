@@ -53,7 +53,9 @@ def pack(out: Path) -> None:
     """FER2013 Training and PublicTest as 48 px uint8 arrays, xz-compressed (about 55 MB)."""
     from videmo.train.data import load_fer2013
 
-    splits = load_fer2013(Path(__file__).resolve().parents[2] / "shared/data/fer2013/fer2013.csv.gz")
+    splits = load_fer2013(
+        Path(__file__).resolve().parents[2] / "shared/data/fer2013/fer2013.csv.gz"
+    )
     buf = io.BytesIO()
     np.savez(buf, train_x=splits["Training"].images, train_y=splits["Training"].labels,
              val_x=splits["PublicTest"].images, val_y=splits["PublicTest"].labels)  # fmt: skip
@@ -63,7 +65,9 @@ def pack(out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- train (GPU)
-def cosine_lr(epoch: int, epochs: int, lr: float, warmup: int = 2, low_ratio: float = 0.01) -> float:
+def cosine_lr(
+    epoch: int, epochs: int, lr: float, warmup: int = 2, low_ratio: float = 0.01
+) -> float:
     """The same schedule as ``videmo.train.train.cosine_lr``."""
     if epoch < warmup:
         return lr * (epoch + 1) / (warmup + 1)
@@ -113,7 +117,8 @@ def _grouped_net(torch, k: int):  # noqa: ANN001, ANN202 - torch is imported on 
             self.stem2 = nn.Conv2d(k * STEM, k * STEM, 3, groups=k, bias=False)
             self.stem2_bn = bn(STEM)
             chans = (STEM, *MODULES)
-            self.blocks = nn.ModuleList(Module(c, f) for c, f in zip(chans, chans[1:]))
+            pairs = zip(chans, chans[1:], strict=False)
+            self.blocks = nn.ModuleList(Module(c, f) for c, f in pairs)
             self.head = nn.Conv2d(k * MODULES[-1], k * CLASSES, 3, padding=1, groups=k)
             self._keras_init()
 
@@ -210,7 +215,9 @@ def _run_stage(torch, name, net, data, epochs_max, budget_s, batch, lr, seed, ou
     def step(idx, lr_now: float) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_now
-        x = _augment(torch, train_x[idx].reshape(-1, 1, INPUT, INPUT), gen).reshape(-1, k, INPUT, INPUT)
+        x = _augment(torch, train_x[idx].reshape(-1, 1, INPUT, INPUT), gen).reshape(
+            -1, k, INPUT, INPUT
+        )
         logits = net(x)
         logp = torch.log_softmax(logits, -1)
         if teacher is None:
@@ -227,7 +234,9 @@ def _run_stage(torch, name, net, data, epochs_max, budget_s, batch, lr, seed, ou
         opt.step()
 
     def perms():
-        return torch.stack([torch.randperm(len(train_x), generator=cpu_gen) for _ in range(k)], 1).to(dev)
+        return torch.stack(
+            [torch.randperm(len(train_x), generator=cpu_gen) for _ in range(k)], 1
+        ).to(dev)
 
     # Time 40 steps first, so the epoch count (and its cosine schedule) is fixed up front.
     order = perms()
@@ -256,8 +265,9 @@ def _run_stage(torch, name, net, data, epochs_max, budget_s, batch, lr, seed, ou
             each = (probs.argmax(-1) == val_y[:, None]).float().mean(0).tolist()
             ens = float((probs.mean(1).argmax(-1) == val_y).float().mean())
             info.update(done_epochs=epoch + 1, publictest_each=each, publictest_mean_of_probs=ens)
+            shown = [round(a, 4) for a in each]
             print(f"{name} epoch {epoch + 1}/{epochs} {time.time() - start:.0f}s "
-                  f"PublicTest each {[round(a, 4) for a in each]} averaged {ens:.4f}", flush=True)  # fmt: skip
+                  f"PublicTest each {shown} averaged {ens:.4f}", flush=True)  # fmt: skip
             _save(torch, net, out / f"{name}.npz", val_x, info)
     net.eval()
     return net
@@ -357,7 +367,10 @@ def _conv(state, name: str, j: int, k: int) -> np.ndarray:  # noqa: ANN001
 
 
 def _bn(state, name: str, j: int, k: int) -> list[np.ndarray]:  # noqa: ANN001
-    return [_slice(state[f"{name}.{p}"], j, k) for p in ("weight", "bias", "running_mean", "running_var")]
+    return [
+        _slice(state[f"{name}.{p}"], j, k)
+        for p in ("weight", "bias", "running_mean", "running_var")
+    ]
 
 
 def _set_weights(model, state, j: int, k: int) -> None:  # noqa: ANN001
