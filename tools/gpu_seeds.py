@@ -285,7 +285,8 @@ def _fresh_state(torch, net, seed: int):  # noqa: ANN001, ANN202
 
 
 def train(data: Path, out: Path, models: int, students: int, budget1: float, budget2: float,
-          epochs: int, batch: int, lr: float, seed: int, limit: int = 0) -> None:  # fmt: skip
+          epochs: int, batch: int, lr: float, seed: int, limit: int = 0,
+          teachers_from: Path | None = None) -> None:  # fmt: skip
     import torch
 
     torch.backends.cudnn.benchmark = True
@@ -298,9 +299,15 @@ def train(data: Path, out: Path, models: int, students: int, budget1: float, bud
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     print(f"data on {name} in {time.time() - t:.0f}s: "
           f"{len(arrays[0])} Training, {len(arrays[2])} PublicTest", flush=True)  # fmt: skip
-    torch.manual_seed(seed)
-    teachers = _run_stage(torch, "stage1", _grouped_net(torch, models).to(dev), arrays,
-                          epochs, budget1, batch, lr, seed, out)  # fmt: skip
+    if teachers_from:  # stage 1 of an earlier run: distil its copies again
+        state = np.load(teachers_from)
+        teachers = _grouped_net(torch, state["stem1.weight"].shape[0] // STEM).to(dev)
+        teachers.load_state_dict({n: torch.from_numpy(state[n]) for n in teachers.state_dict()})
+        teachers.eval()
+    else:
+        torch.manual_seed(seed)
+        teachers = _run_stage(torch, "stage1", _grouped_net(torch, models).to(dev), arrays,
+                              epochs, budget1, batch, lr, seed, out)  # fmt: skip
     for p in teachers.parameters():
         p.requires_grad_(False)
     if students:
@@ -425,6 +432,7 @@ def main() -> None:
     t.add_argument("--lr", type=float, default=0.002)
     t.add_argument("--seed", type=int, default=7)
     t.add_argument("--limit", type=int, default=0, help="first N Training faces (a smoke test)")
+    t.add_argument("--teachers", type=Path, help="stage1.npz of an earlier run: skip stage 1")
     c = sub.add_parser("to-keras")
     c.add_argument("npz", type=Path)
     c.add_argument("out_dir", type=Path)
@@ -434,7 +442,7 @@ def main() -> None:
         pack(args.out)
     elif args.command == "train":
         train(args.data, args.out, args.models, args.students, args.budget1, args.budget2,
-              args.epochs, args.batch, args.lr, args.seed, args.limit)  # fmt: skip
+              args.epochs, args.batch, args.lr, args.seed, args.limit, args.teachers)  # fmt: skip
     else:
         to_keras(args.npz, args.out_dir, args.prefix)
 
