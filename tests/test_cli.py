@@ -531,3 +531,38 @@ def test_caps_on_graphs_and_thumbnails_are_noted_by_the_driver(capsys) -> None:
     run.status = "skipped"  # nothing written now: nothing to say
     _note_what_was_not_analysed(run, Settings())
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("when", ["after run.json", "after the status"])
+def test_a_video_published_as_the_run_is_stopped_is_listed_finished(tmp_path: Path, when) -> None:
+    """Ctrl-C landing after a video's run.json was written but before the run recorded it
+    listed a complete folder as interrupted (a rerun then skipped it). The stopped run now
+    looks at the folders it was writing; one holding this very run is finished."""
+    from videmo.outputs.writer import write_video_outputs
+    from videmo.progress import RichReporter
+    from videmo.runner import interrupted_runs, run_videos
+    from videmo.settings import Settings
+
+    def finish_then_ctrl_c(run, settings, context) -> None:
+        write_video_outputs(run, settings, context)
+        if when == "after run.json":
+            raise KeyboardInterrupt
+
+    class StopAtDone(RichReporter):
+        pressed = False
+
+        def video_done(self, run) -> None:  # the key lands before the record, once
+            if when == "after the status" and run.status == "done" and not self.pressed:
+                self.pressed = True
+                raise KeyboardInterrupt
+            super().video_done(run)
+
+    settings = Settings(video=False, plots=False, report=False)
+    reporter = StopAtDone(enabled=False, inputs=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_videos([SINGLE], tmp_path, settings, reporter, finish=finish_then_ctrl_c)
+    [run] = interrupted_runs([SINGLE], reporter.finished)
+    assert run.status == "done" and run.frames == 72 and run.faces == 1, run
+    assert (run.out_dir / "run.json").is_file()
+    [again] = run_videos([SINGLE], tmp_path, settings)
+    assert again.status == "skipped" and again.out_dir == run.out_dir

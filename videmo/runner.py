@@ -435,10 +435,43 @@ def run_videos(
                 run.started, run.timed = free_since, True
             _collect(run, result, complete, reporter)
             free_since = time.perf_counter()
+    except BaseException:  # Ctrl-C, SIGTERM, a lost cluster: say what did finish
+        _record_published(runs, fingerprints, settings, reporter)
+        raise
     finally:
         executor.close()
         reporter.close()
     return as_given(runs)
+
+
+def _record_published(
+    runs: list[VideoRun], fingerprints: dict[int, dict], settings: Settings, reporter: _Unlocking
+) -> None:
+    """Record as finished the videos whose outputs were published as the run was stopped.
+
+    A Ctrl-C that lands between a video's ``run.json`` and its being recorded (here, or on a
+    Ray worker whose answer never arrived) would list a complete folder as interrupted.
+    A pending video's folder passed the resume check, so a complete folder holding this very
+    run (fingerprint and output sizes) can only have been written by this run.
+    """
+    for run in runs:
+        fingerprint = fingerprints.get(run.position)
+        unrecorded = run.status in ("pending", "done", "damaged") and (
+            run.position not in reporter.recorded
+        )
+        if not unrecorded or run.out_dir is None or fingerprint is None:
+            continue
+        try:
+            if existing_state(run.out_dir, fingerprint, settings) != "complete":
+                continue
+            run.frames, run.faces = previous_counts(run.out_dir)
+            run.damage = previous_damage(run.out_dir)
+            run.error = damage_line(run.damage) if run.damage else ""
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable: leave it interrupted
+            continue
+        run.status = "damaged" if run.damage else "done"
+        run.seconds = time.perf_counter() - run.started
+        reporter.video_done(run)
 
 
 class _AsGiven:
@@ -559,6 +592,7 @@ class _Unlocking(Reporter):
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
         self.locks: dict[int, int | None] = {}  # input position -> lock_output_dir's fd
+        self.recorded: set[int] = set()  # input positions reported done
 
     def start(self, total_frames: int, videos: int) -> None:
         self.reporter.start(total_frames, videos)
@@ -572,6 +606,7 @@ class _Unlocking(Reporter):
     def video_done(self, run: VideoRun) -> None:
         unlock_output_dir(self.locks.pop(run.position, None))
         self.reporter.video_done(run)
+        self.recorded.add(run.position)
 
     def close(self) -> None:
         for fd in self.locks.values():
