@@ -39,9 +39,11 @@ X264_PARAMS = "bframes=0"
 # --------------------------------------------------------------------------- writing
 
 
-#: FFmpeg's default channel order for a channel count, for sources that name none (PCM and
-#: ADPCM audio in AVI): AAC refuses a layout of "2 channels" in no order.
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo"}
+#: FFmpeg's default channel order for a channel count (``av_channel_layout_default``, what
+#: ``ffmpeg`` itself assumes), for sources that name none (PCM and ADPCM audio in AVI): AAC
+#: refuses a layout of "2 channels" in no order. Each of these opens FFmpeg's AAC encoder.
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
+                    8: "7.1"}  # fmt: skip
 
 
 def _aac_layout(stream: av.audio.stream.AudioStream) -> str | None:
