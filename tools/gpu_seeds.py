@@ -249,6 +249,8 @@ def _run_stage(torch, name, net, data, epochs_max, budget_s, batch, lr, seed, ou
     _sync(torch)
     per_epoch = (time.time() - t0) / 40 * steps
     epochs = int(min(epochs_max, budget_s // per_epoch))
+    if epochs < 1:  # a stage 2 from untrained teachers would look like a result
+        raise SystemExit(f"{name}: {budget_s:g} s is less than one epoch ({per_epoch:.0f} s)")
     info = {"stage": name, "models": k, "epochs": epochs, "seconds_per_epoch": per_epoch,
             "batch": batch, "lr": lr, "seed": seed}  # fmt: skip
     print(json.dumps(info), flush=True)

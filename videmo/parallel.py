@@ -539,6 +539,10 @@ class RayExecutor:
         return [int(results[k]) for k in range(len(tasks))]
 
     def close(self) -> None:
+        """End the pool (once: a stopped run closes it before looking at what was written)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         ray = self._ray
         if self._lost:  # no one left to ask: Ray's calls would wait on the dead cluster
             return

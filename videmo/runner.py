@@ -11,6 +11,7 @@ inputs is ``videmo.inputs``'s business. One bad video never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -436,6 +437,7 @@ def run_videos(
             _collect(run, result, complete, reporter)
             free_since = time.perf_counter()
     except BaseException:  # Ctrl-C, SIGTERM, a lost cluster: say what did finish
+        executor.close()  # first: no worker of this run may publish a folder after the look
         _record_published(runs, fingerprints, settings, reporter)
         raise
     finally:
@@ -471,7 +473,8 @@ def _record_published(
             continue
         run.status = "damaged" if run.damage else "done"
         run.seconds = time.perf_counter() - run.started
-        reporter.video_done(run)
+        with contextlib.suppress(KeyboardInterrupt):  # the reporter raises a pending one
+            reporter.video_done(run)  # again after recording: the others still get a look
 
 
 class _AsGiven:
@@ -605,8 +608,8 @@ class _Unlocking(Reporter):
 
     def video_done(self, run: VideoRun) -> None:
         unlock_output_dir(self.locks.pop(run.position, None))
-        self.reporter.video_done(run)
-        self.recorded.add(run.position)
+        self.reporter.video_done(run)  # may raise a pending Ctrl-C, before or after recording:
+        self.recorded.add(run.position)  # then a stopped run looks at its folder again
 
     def close(self) -> None:
         for fd in self.locks.values():
