@@ -1174,6 +1174,17 @@ def test_evaluate_clips_refuses_bad_labels_and_folders_in_one_line(tmp_path: Pat
     line = run_cli("evaluate-clips", good, "--csv", unlisted).assert_one_line_error()
     assert line.endswith("it is a video, not a table or an image")
     assert unlisted.read_bytes() == b"a video of mine"
+    # nor another folder's labels, a model or a data file (a swapped or mistyped argument)
+    other = _labeled(tmp_path / "other", "x.mp4,sad\n", ("x.mp4",))
+    model, data = tmp_path / "good.onnx", tmp_path / "fer.csv.gz"
+    for target, said in ((other / "labels.csv", "it is a folder's clip labels"),
+                         (model, "give the per-clip table a .csv name"),
+                         (data, "give the per-clip table a .csv name")):  # fmt: skip
+        if not target.exists():
+            target.write_bytes(b"precious")
+        before = target.read_bytes()
+        line = run_cli("evaluate-clips", good, "--csv", target).assert_one_line_error()
+        assert said in line and target.read_bytes() == before, line
 
 
 @requires_data

@@ -466,6 +466,14 @@ def test_import_keras_rejects_wrong_outputs(tmp_path: Path) -> None:
     keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x)).save(str(h5))
     with pytest.raises(ModelError, match="expected 7 outputs"):
         import_keras(h5, tmp_path / "bad.onnx")
+    # as a member of an ensemble too (it was a traceback from the averaging layer)
+    good = tmp_path / "good.h5"
+    keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x)).save(str(good))
+    with pytest.raises(ModelError, match=r"bad\.h5: expected 7 outputs"):
+        import_keras([good, h5], tmp_path / "pair.onnx")
+    assert not (tmp_path / "pair.onnx").exists()
+    pair = import_keras([good, good], tmp_path / "pair.onnx")
+    assert json.loads(pair["spec"])["extra"]["ensemble"] == 2
 
 
 # ------------------------------------------------------------- shipped model
@@ -794,3 +802,18 @@ def test_a_run_killed_while_saving_its_first_epoch_starts_over(tmp_path: Path) -
     (tmp_path / SUMMARY_FILE).write_text("{}")
     with pytest.raises(SettingsError, match="cannot be resumed"):
         _check_fresh(tmp_path, config)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--std", "0"), ("--std", "-1"), ("--mean", "nan")])
+def test_import_keras_refuses_normalisation_that_is_not_a_number(tmp_path, option, value) -> None:
+    """`--std 0` made every face infinite, and the model was blamed: "not softmax"."""
+    from click.testing import CliRunner
+
+    from videmo.train.commands import import_keras_command
+
+    keras_file = tmp_path / "m.h5"
+    keras_file.write_bytes(b"keras weights")
+    args = [str(keras_file), str(tmp_path / "m.onnx"), option, value]
+    result = CliRunner().invoke(import_keras_command, args)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert not (tmp_path / "m.onnx").exists()

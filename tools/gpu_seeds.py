@@ -326,22 +326,35 @@ def to_keras(npz: Path, out_dir: Path, prefix: str) -> list[Path]:
     from videmo.spec import ModelSpec
     from videmo.train.model import build_mini_xception
 
-    state = np.load(npz)
-    k = state["stem1.weight"].shape[0] // STEM
+    try:
+        state = dict(np.load(npz))
+        k = state["stem1.weight"].shape[0] // STEM
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, KeyError...: one line, not a traceback
+        raise SystemExit(f"{npz}: not a checkpoint of this script ({exc})") from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SystemExit(f"{out_dir}: not a folder")
     spec = ModelSpec(input_size=INPUT)
     arrays = _probe_faces(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    checked = []  # every copy is checked before any is named: no partial set
     for j in range(k):
         keras.backend.clear_session()
         model = build_mini_xception(spec, width=1.0)
-        _set_weights(model, state, j, k)
+        try:
+            _set_weights(model, state, j, k)
+        except (KeyError, ValueError) as exc:
+            raise SystemExit(f"{npz}: copy {j} does not fit the network ({exc})") from None
         probs = np.asarray(model(arrays, training=False))
         diff = float(np.abs(probs - state["probe_probs"][:, j]).max())
         if diff > 5e-3:  # the GPU computed the probe in TF32: about 1e-3 from float32
             raise SystemExit(f"copy {j}: Keras and PyTorch differ by {diff:.2e} on the probe faces")
+        part = out_dir / f".{prefix}{j}.part.h5"
+        model.save(part)
+        checked.append((part, diff))
+    written = []
+    for j, (part, diff) in enumerate(checked):
         path = out_dir / f"{prefix}{j}.h5"
-        model.save(path)
+        part.replace(path)
         print(f"{path}: probe faces agree within {diff:.1e}", file=sys.stderr)
         written.append(path)
     return written

@@ -531,6 +531,7 @@ def evaluate_clips_command(
     clips = labeled.labeled_clips(list(folders))
     # Before minutes of evaluation, not after; and never over a clip or a labels.csv.
     labeled.refuse_input_targets([csv_path, confusion_png], list(folders), clips)
+    labeled.refuse_table_target(csv_path)
     if csv_path is not None:
         check_output_file(csv_path)
     if confusion_png is not None:

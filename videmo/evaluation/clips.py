@@ -140,6 +140,25 @@ def refuse_input_targets(targets: Sequence[Path | None], folders: Sequence[Path]
             raise OutputError(f"cannot write {target}: it is a video, not a table or an image")
 
 
+def refuse_table_target(target: Path | None) -> None:
+    """``--csv`` writes a results table: a ``.csv`` name, and never any folder's labels.
+
+    A name of another kind (``good.onnx``, ``fer2013.csv.gz``) is a swapped or mistyped
+    argument that would replace that file, as ``videmo evaluate --json`` refuses too; a
+    pipe or device (``/dev/stdout``) is written into and keeps its name.
+    """
+    if target is None:
+        return
+    path = Path(target)
+    special = path.exists() and not path.is_file()
+    if not special and path.suffix.lower() != ".csv":
+        raise OutputError(f"cannot write {target}: give the per-clip table a .csv name "
+                          "(a file of another kind is never overwritten)")  # fmt: skip
+    if path.name.lower() == LABELS_FILE and path.is_file():
+        raise OutputError(f"cannot write {target}: it is a folder's clip labels, not a table "
+                          "of results")  # fmt: skip
+
+
 def _is_video_name(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 

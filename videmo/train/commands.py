@@ -9,6 +9,7 @@ extra. ``python -m videmo.train.commands`` runs them standalone.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,15 @@ def _check_suffix(path: Path, suffix: str, what: str) -> None:
             f"{path} does not end in {suffix}: give the {what} a {suffix} name "
             "(a file of another kind is never overwritten)"
         )
+
+
+def _finite(param: click.Parameter, value: float, positive: bool) -> float:
+    """A normalisation constant that is a number (and above 0 for a divisor): ``--std 0``
+    made every face infinite and was then blamed on the model ("not softmax")."""
+    if not math.isfinite(value) or (positive and value <= 0):
+        need = "a finite number above 0" if positive else "a finite number"
+        raise click.BadParameter(f"{value} is not {need}", param=param)
+    return value
 
 
 def _require_tf() -> None:
@@ -239,6 +249,7 @@ def _print_results(results: dict) -> None:
     type=float,
     default=0.5,
     show_default=True,
+    callback=lambda ctx, param, value: _finite(param, value, positive=False),
     help="Normalisation mean on the 0-1 scale (mini-Xception: 0.5).",
 )
 @click.option(
@@ -246,6 +257,7 @@ def _print_results(results: dict) -> None:
     type=float,
     default=0.5,
     show_default=True,
+    callback=lambda ctx, param, value: _finite(param, value, positive=True),
     help="Normalisation std on the 0-1 scale (mini-Xception: 0.5).",
 )
 @click.option("--data", help="FER2013 data for the parity check on real faces (else random).")

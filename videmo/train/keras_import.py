@@ -43,8 +43,15 @@ def import_keras(
     shapes = {tuple(m.input_shape[1:]) for m in models}
     if len(shapes) > 1:
         raise ModelError(f"an ensemble needs one input size, got {sorted(shapes)}")
+    for path, member in zip(paths, models, strict=True):  # each one: 7 classes, square input
+        try:
+            spec_from_keras(member, mean, std)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
     source = " + ".join(path.name for path in paths)
     spec = spec_from_keras(models[0], mean, std, source=source)
+    if len(models) > 1:
+        spec = dataclasses.replace(spec, extra={**spec.extra, "ensemble": len(models)})
     model = average_models(models, flip_tta=flip_tta)
     if flip_tta:
         spec = dataclasses.replace(spec, extra={**spec.extra, "flip_tta_in_graph": True})
