@@ -94,6 +94,7 @@ def test_no_face_video_writes_every_output_empty(cli_once) -> None:
         "timeline_rows": 0,
     }
     assert report["execution"]["executor"] == "serial"
+    assert report["annotated_audio"] == "copied"  # the clip's AAC goes in as it is
     assert set(report["outputs"]) >= {"timeline.parquet", "timeline.csv", "faces.csv",
                                       "annotated.mp4"}  # fmt: skip
     for rel in report["outputs"]:

@@ -203,14 +203,16 @@ def test_writer_keeps_vfr_timestamps_and_transcodes_pcm_audio(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("layout", "read_as"), [("mono", "mono"), ("stereo", "stereo"), ("6 channels", "5.1")]
+    ("layout", "read_as"),
+    [("mono", "mono"), ("stereo", "stereo"), ("3 channels", "3.0"), ("6 channels", "6 channels")],
 )
 def test_pcm_audio_in_avi_without_a_channel_order_is_transcoded(
     tmp_path: Path, layout, read_as
 ) -> None:
     """AVI keeps PCM's channel count but not its order ("2 channels"), which the AAC encoder
     refused, failing the whole video after its analysis was done. More than two channels
-    were dropped without a word; they are read in FFmpeg's default order, as ffmpeg does."""
+    were dropped without a word; they get an order without a low-frequency channel (FFmpeg's
+    default for 3 and 6 channels has one, which AAC low-passes: a channel lost its sound)."""
     path = tmp_path / "pcm.avi"
     _encode(path, [f.image for f in read_frames(SINGLE, stop=6)], range(6), Fraction(1, 25),
             audio=True, layout=layout)  # fmt: skip
@@ -222,7 +224,9 @@ def test_pcm_audio_in_avi_without_a_channel_order_is_transcoded(
             writer.write(f)
     with av.open(str(out)) as c:
         assert c.streams.audio[0].codec_context.name == "aac"
+        # 6.0 has no AAC channel configuration of its own: it reads back as "6 channels"
         assert c.streams.audio[0].layout.name == read_as
+        assert c.streams.audio[0].channels == len(av.AudioLayout(layout).channels)
     assert len(list(read_frames(out))) == 6
 
 
@@ -310,3 +314,26 @@ def test_truncated_mp4_moov_first_reports_how_much_was_read(tmp_path: Path) -> N
     assert "\n" not in str(err.value)
     assert 0 < len(frames) == report.decoded < report.expected
     assert not report.complete and report.missing[0] == frames[-1].index + 1
+
+
+@pytest.mark.parametrize(("layout", "said"), [
+    ("5.1.4", "AAC, downmixed to stereo (AAC cannot carry 5.1.4)"),
+    ("10 channels", "dropped: 10 channels in no known order"),
+])  # fmt: skip
+def test_audio_aac_cannot_carry_is_downmixed_or_dropped_and_said(tmp_path, layout, said) -> None:
+    """A 10-channel source failed the whole video with FFmpeg's "avcodec_open2 returned 22"
+    (5.1.4), or lost its sound without a word (no order); run.json now says what happened."""
+    from videmo.encode import audio_plan_of
+
+    path = tmp_path / "many.avi"
+    _encode(path, [f.image for f in read_frames(SINGLE, stop=6)], range(6), Fraction(1, 25),
+            audio=True, layout=layout)  # fmt: skip
+    assert audio_plan_of(path).describe() == said
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, probe(path), copy_audio_from=path) as writer:
+        for f in read_frames(path):
+            writer.write(f)
+    with av.open(str(out)) as c:
+        audio = [a.layout.name for a in c.streams.audio]
+    assert audio == (["stereo"] if said.startswith("AAC") else [])
+    assert len(list(read_frames(out))) == 6

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import sys
@@ -377,6 +378,9 @@ def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
                 "the most frames",
                 err=True,
             )
+    sound = _annotated_audio(run) if written and settings.video else None
+    if sound and sound.startswith(("dropped", "AAC, downmixed")):
+        click.echo(f"videmo: note: {run.path}: annotated.mp4's sound: {sound}", err=True)
     if run.info is not None and run.info.video_streams > 1:
         click.echo(
             f"videmo: note: {run.path} has {run.info.video_streams} video streams; the first "
@@ -390,6 +394,16 @@ def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
             "no face could be confirmed",
             err=True,
         )
+
+
+def _annotated_audio(run: VideoRun) -> str | None:
+    """What ``run.json`` says of the annotated video's sound (written on a worker, maybe)."""
+    from videmo.resume import RUN_JSON
+
+    try:
+        return json.loads((run.out_dir / RUN_JSON).read_text()).get("annotated_audio")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _exit_interrupted(status: int, from_command_line: bool) -> None:

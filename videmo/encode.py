@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -39,18 +40,60 @@ X264_PARAMS = "bframes=0"
 # --------------------------------------------------------------------------- writing
 
 
-#: FFmpeg's default channel order for a channel count (``av_channel_layout_default``, what
-#: ``ffmpeg`` itself assumes), for sources that name none (PCM and ADPCM audio in AVI): AAC
-#: refuses a layout of "2 channels" in no order. Each of these opens FFmpeg's AAC encoder.
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
-                    8: "7.1"}  # fmt: skip
+#: The order given to audio channels a source names none for (PCM and ADPCM audio in AVI):
+#: AAC refuses a layout of "2 channels" in no order. FFmpeg's own default for 3, 6 and 8
+#: channels makes one of them the low-frequency channel, which AAC low-passes, so a
+#: full-range channel would lose its sound: these layouts have none.
+_UNORDERED_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "6.0",
+                      7: "7.0", 8: "octagonal"}  # fmt: skip
 
 
-def _aac_layout(stream: av.audio.stream.AudioStream) -> str | None:
-    """The channel layout to transcode ``stream`` to AAC with; None where there is none."""
-    if stream.layout.name and not stream.layout.name.endswith("channels"):
-        return stream.layout.name
-    return _DEFAULT_LAYOUTS.get(stream.channels)
+@dataclass(frozen=True)
+class AudioPlan:
+    """How the annotated video gets the source's sound, and that in words for ``run.json``."""
+
+    mode: str  # "none" | "copy" | "aac" | "stereo" (downmixed, then AAC) | "dropped"
+    layout: str | None = None
+    why: str = ""
+
+    def describe(self) -> str:
+        return {"none": "no audio in the source", "copy": "copied",
+                "aac": f"AAC ({self.layout})", "stereo": f"AAC, downmixed to stereo ({self.why})",
+                "dropped": f"dropped: {self.why}"}[self.mode]  # fmt: skip
+
+
+def plan_audio(stream: av.audio.stream.AudioStream | None) -> AudioPlan:
+    """Copy what mp4 takes, else AAC in the source's layout (or the one above for channels
+    in no order), else a stereo downmix; without any known layout, no sound."""
+    if stream is None:
+        return AudioPlan("none")
+    if stream.codec_context.name in _MP4_AUDIO_CODECS:
+        return AudioPlan("copy")
+    named = stream.layout.name and not stream.layout.name.endswith("channels")
+    layout = stream.layout.name if named else _UNORDERED_LAYOUTS.get(stream.channels)
+    if layout is None:
+        return AudioPlan("dropped", why=f"{stream.channels} channels in no known order")
+    if _aac_takes(layout, stream.rate):
+        return AudioPlan("aac", layout)
+    return AudioPlan("stereo", "stereo", why=f"AAC cannot carry {layout}")
+
+
+def _aac_takes(layout: str, rate: int) -> bool:
+    """Whether FFmpeg's AAC encoder opens for ``layout`` (it refuses 5.1.4, for one)."""
+    ctx = av.CodecContext.create("aac", "w")
+    ctx.sample_rate, ctx.layout, ctx.format = rate, layout, "fltp"
+    try:
+        ctx.open()
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def audio_plan_of(source: Path) -> AudioPlan:
+    """The plan for ``source``'s first audio stream (what ``run.json`` reports)."""
+    with _open(_check_path(source)) as container:
+        audio = container.streams.audio
+        return plan_audio(audio[0] if audio else None)
 
 
 class _AudioCopier:
@@ -68,18 +111,20 @@ class _AudioCopier:
         self._pending = None
         self._packets = iter(())
         self._last_dts: int | None = None
-        if self._in is None:
+        self._resampler = None
+        self.plan = plan_audio(self._in)
+        if self.plan.mode in ("none", "dropped"):  # the video goes without sound
+            self._in = None
             return
-        if self._in.codec_context.name in _MP4_AUDIO_CODECS:
+        if self.plan.mode == "copy":
             self._out = output.add_stream_from_template(self._in)
             self._transcode = False
         else:
-            layout = _aac_layout(self._in)
-            if layout is None:  # channels in no known order: the video goes without sound
-                self._in = None
-                return
-            self._out = output.add_stream("aac", rate=self._in.rate, layout=layout)
+            self._out = output.add_stream("aac", rate=self._in.rate, layout=self.plan.layout)
             self._transcode = True
+            if self.plan.mode == "stereo":
+                self._resampler = av.AudioResampler(format="fltp", layout="stereo",
+                                                    rate=self._in.rate)  # fmt: skip
         self._packets = self._input.demux(self._in)
 
     def pump(self, until_s: float) -> None:
@@ -91,6 +136,8 @@ class _AudioCopier:
             self._pending = None
             if packet is None:
                 if self._transcode:
+                    for frame in self._resampled(None):
+                        self._output.mux(self._out.encode(frame))
                     self._output.mux(self._out.encode(None))
                 self._out = None
                 return
@@ -121,8 +168,15 @@ class _AudioCopier:
             frames = packet.decode()
         except av.FFmpegError:
             return
-        for frame in frames:
-            self._output.mux(self._out.encode(frame))
+        for decoded in frames:
+            for frame in self._resampled(decoded):
+                self._output.mux(self._out.encode(frame))
+
+    def _resampled(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        """``frame`` downmixed when the plan says so (None flushes the resampler)."""
+        if self._resampler is None:
+            return [frame] if frame is not None else []
+        return self._resampler.resample(frame)
 
     def close(self) -> None:
         self._input.close()

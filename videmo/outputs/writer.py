@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from videmo import __version__
 from videmo.emotion import model_metrics
-from videmo.encode import VideoWriter, concat_segments
+from videmo.encode import VideoWriter, audio_plan_of, concat_segments
 from videmo.errors import OutputError, VideoError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import printable
@@ -204,6 +204,8 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
         },
         "settings": settings.to_dict(),
         "execution": {k: context[k] for k in ("executor", "workers", "provider", "classify_stage")},
+        # what annotated.mp4's sound is (copied, AAC, a stereo downmix, or why there is none)
+        "annotated_audio": audio_plan_of(run.path).describe() if settings.video else None,
         "video": {
             "width": info.width,
             "height": info.height,
