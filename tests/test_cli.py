@@ -595,3 +595,32 @@ def test_every_published_video_is_recorded_while_ctrl_c_is_pending(tmp_path: Pat
         INTERRUPTED.clear()
     assert sorted(reporter.finished) == [0, 1]
     assert [r.status for r in runs] == ["done", "done"] and runs[1].frames == 72
+
+
+def test_a_ctrl_c_while_a_finished_batch_is_listed_waits_for_the_listing(capsys) -> None:
+    """An interrupt landing after the last video, while batch.csv and the report were written
+    and the folders listed, left stdout empty although every folder was complete. It now
+    waits for the listing, then stops the run (exit 130). Python's "Exception ignored"
+    traceback for one landing in a weakref callback is not printed either."""
+    import signal
+    import types
+
+    from videmo import progress
+
+    listed = []
+    try:
+        with pytest.raises(KeyboardInterrupt), progress.interrupts_held():
+            progress._interrupt(signal.SIGINT, None)  # the key, while the listing is written
+            listed.append("out/a")
+        assert listed == ["out/a"] and progress.stop_signal() == signal.SIGINT
+    finally:
+        progress.INTERRUPTED.clear()
+        progress.STOPPED_BY.clear()
+    with pytest.raises(KeyboardInterrupt):  # outside the block it stops the run at once
+        try:
+            progress._interrupt(signal.SIGINT, None)
+        finally:
+            progress.INTERRUPTED.clear()
+            progress.STOPPED_BY.clear()
+    progress._quiet_unraisable(types.SimpleNamespace(exc_value=KeyboardInterrupt()))
+    assert capsys.readouterr().err == ""

@@ -5,6 +5,7 @@ Each test reproduces one probe on the real clips and fails on the code before th
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -1309,6 +1310,15 @@ def test_rerun_with_the_same_model_spelled_differently_skips(tmp_path: Path) -> 
     line = run_cli("run", SINGLE, "-o", out, "--every", "2", *FAST).assert_one_line_error()
     assert "holds the outputs of other settings (every 1 -> 2)" in line
     assert "--overwrite" in line
+    # an earlier release's folder is refused naming it, not skipped as this very run
+    record = out / SINGLE.stem / "run.json"
+    data = json.loads(record.read_text())
+    for version, said in (("0.1.0", "the outputs of videmo 0.1.0"),
+                          (None, "the outputs of another videmo release")):  # fmt: skip
+        data["fingerprint"]["videmo"] = version
+        record.write_text(json.dumps(data))
+        line = run_cli("run", SINGLE, "-o", out, *FAST).assert_one_line_error()
+        assert said in line, line
 
 
 @requires_data

@@ -193,7 +193,12 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
 def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
                          quiet: bool) -> None:  # fmt: skip
     from videmo.outputs.batch import remove_batch_summary, write_batch_csv, write_batch_report
-    from videmo.progress import RichReporter, install_interrupt_handler, print_summary
+    from videmo.progress import (
+        RichReporter,
+        install_interrupt_handler,
+        interrupts_held,
+        print_summary,
+    )
     from videmo.runner import interrupted_runs, run_videos
 
     install_interrupt_handler()
@@ -216,17 +221,18 @@ def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
             write_batch_csv(runs, out_root)
         _print_results(runs, interrupted=True)
         raise
-    batch_csv = write_batch_csv(runs, out_root) if batch else None
-    if batch and settings.report:
-        write_batch_report(runs, out_root)
+    with interrupts_held():  # every video is finished: a Ctrl-C now waits for the listing
+        batch_csv = write_batch_csv(runs, out_root) if batch else None
+        if batch and settings.report:
+            write_batch_report(runs, out_root)
+        if not quiet:
+            print_summary(runs, batch_csv)
+        _print_results(runs)
+        if len(runs) == 1 and runs[0].status in ("damaged", "skipped") and runs[0].damage:
+            click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
+        for run in runs:
+            _note_what_was_not_analysed(run, settings)
     failed = [r for r in runs if r.status == "failed"]
-    if not quiet:
-        print_summary(runs, batch_csv)
-    _print_results(runs)
-    if len(runs) == 1 and runs[0].status in ("damaged", "skipped") and runs[0].damage:
-        click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
-    for run in runs:
-        _note_what_was_not_analysed(run, settings)
     if len(runs) == 1 and failed:
         raise VidemoError(failed[0].error)
     if failed:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -35,11 +37,41 @@ INTERRUPTED = threading.Event()
 STOPPED_BY: list[int] = []
 
 
+#: Set while the outcome of a finished run is written and listed: Ctrl-C then waits for it.
+_HELD = threading.Event()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     if not INTERRUPTED.is_set():
         STOPPED_BY[:] = [signum]
     INTERRUPTED.set()
-    raise KeyboardInterrupt
+    if not _HELD.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during the block stops the run when the block is done.
+
+    Once every video is finished, writing ``batch.csv`` and the report and listing the
+    folders take a moment; an interrupt landing then listed nothing on stdout although
+    every folder was complete.
+    """
+    _HELD.set()
+    try:
+        yield
+    finally:
+        _HELD.clear()
+    _raise_if_interrupted()
+
+
+def _quiet_unraisable(unraisable: object) -> None:
+    """Python prints "Exception ignored in ..." with a traceback for a KeyboardInterrupt that
+    lands in a weakref callback or ``__del__``; INTERRUPTED raises it again in the run's own
+    loop, so it is not the user's business."""
+    if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]
 
 
 def install_interrupt_handler() -> None:
@@ -52,6 +84,7 @@ def install_interrupt_handler() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
+        sys.unraisablehook = _quiet_unraisable
 
 
 def stop_signal() -> int:

@@ -94,7 +94,7 @@ def what_differs(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
     if old.get("model_sha256") != fingerprint["model_sha256"]:
         return "another model"
     if old.get("videmo") != fingerprint["videmo"]:
-        return f"videmo {old.get('videmo')}"
+        return f"videmo {old['videmo']}" if old.get("videmo") else "another videmo release"
     return "another run"
 
 
