@@ -14,7 +14,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from conftest import REPO, SHARED, cli_env, requires_data
@@ -62,25 +61,6 @@ def test_geometry_is_part_of_the_model_spec() -> None:
     legacy = json.loads(spec.to_json())
     del legacy["crops"]
     assert ModelSpec.from_json(json.dumps(legacy)).crop_for("yunet") == CALIBRATED_CROPS["yunet"]
-
-
-def test_resize_via_makes_a_sharp_crop_as_the_training_faces_were_made() -> None:
-    """``resize_via``: a crop larger than the training faces' side is shrunk to it first
-    (area), then scaled up linearly as they were; a 48 px face itself is unchanged, and a
-    spec without the field (every model exported before it) resizes as before."""
-    rng = np.random.default_rng(0)
-    sharp = rng.integers(0, 256, (200, 200), np.uint8)
-    plain, via = ModelSpec(input_size=64), ModelSpec(input_size=64, resize_via=48)
-    expected = cv2.resize(cv2.resize(sharp, (48, 48), interpolation=cv2.INTER_AREA), (64, 64),
-                          interpolation=cv2.INTER_LINEAR)  # fmt: skip
-    np.testing.assert_array_equal(via.resize(sharp), expected)
-    assert not np.array_equal(plain.resize(sharp), expected)
-    face48 = sharp[:48, :48]
-    np.testing.assert_array_equal(via.resize(face48), plain.resize(face48))
-    legacy = json.loads(via.to_json())
-    del legacy["resize_via"]
-    assert ModelSpec.from_json(json.dumps(legacy)).resize_via is None
-    assert ModelSpec.from_json(via.to_json()).resize_via == 48
 
 
 def test_shipped_model_stores_calibrated_crops_and_pipeline_uses_them() -> None:
