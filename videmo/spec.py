@@ -38,12 +38,6 @@ class ModelSpec:
     #: Face framing the model was trained on, per detector (see ``CropGeometry``).
     crops: dict[str, CropGeometry] = field(default_factory=lambda: dict(CALIBRATED_CROPS))
     extra: dict = field(default_factory=dict)
-    #: The side of the faces the model was trained on before they were scaled up to
-    #: ``input_size`` (FER2013: 48), or None. A larger crop is first shrunk to it (area), so a
-    #: sharp video face reaches the model made as its training faces were: a 48 px face
-    #: scaled up linearly is blurred, and nets trained only on such faces can lose points on
-    #: sharp ones (README, "The model, chosen on video").
-    resize_via: int | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -65,9 +59,6 @@ class ModelSpec:
 
     def resize(self, gray: np.ndarray) -> np.ndarray:
         """Resize one uint8 grayscale crop to the model's square input size."""
-        via = self.resize_via
-        if via and via < self.input_size and min(gray.shape[:2]) > via:
-            gray = cv2.resize(gray, (via, via), interpolation=cv2.INTER_AREA)
         size = (self.input_size, self.input_size)
         interp = cv2.INTER_AREA if min(gray.shape[:2]) >= self.input_size else cv2.INTER_LINEAR
         return cv2.resize(gray, size, interpolation=interp)
