@@ -602,6 +602,29 @@ def test_random_upscale_uses_every_kernel_and_stays_in_range() -> None:
     assert seen == set(UPSCALE_KERNELS)
 
 
+def test_paste_scale_gives_linear_and_pasted_faces_in_range() -> None:
+    """`paste_augment`: half the batches reach 64 px linearly, the others as a face pasted
+    at 80-300 px (bicubic up, area down) reaches the net."""
+    tf = pytest.importorskip("tensorflow")
+    from videmo.train.train import _paste_scale
+
+    if not FER_CSV.is_file():
+        pytest.skip(f"FER2013 not at {FER_CSV}")
+    faces = load_fer2013(FER_CSV, limit_per_split=8, seed=0)["Training"].images
+    x = tf.constant(ModelSpec(input_size=64).normalize(faces))
+    linear = tf.image.resize(x, [64, 64], method="bilinear").numpy()
+    plain = pasted = 0
+    for _ in range(30):
+        out = _paste_scale(tf, x, 64).numpy()
+        assert out.shape == (len(x), 64, 64, 1) and out.min() >= -1.0 and out.max() <= 1.0
+        if np.allclose(out, np.clip(linear, -1, 1), atol=1e-6):
+            plain += 1
+        else:  # sharper than the linear upscale: more detail between neighbouring pixels
+            pasted += 1
+            assert np.abs(np.diff(out, axis=2)).mean() > np.abs(np.diff(linear, axis=2)).mean()
+    assert plain and pasted
+
+
 @pytest.mark.train
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5")
 def test_resume_follows_the_checkpoint_not_the_log(tmp_path: Path, tiny_fer_csv: Path) -> None:
@@ -700,6 +723,7 @@ def test_early_stopping_resumes_with_its_best_and_wait() -> None:
      ("min_lr_ratio", -1.0, "min_lr_ratio must be in"), ("dropout", 1.5, "dropout must be in"),
      ("limit_per_split", 1, "limit_per_split must be >= 2"), ("patience", 0, "patience >= 1"),
      ("freeze_batchnorm", True, "set init_from"), ("resample_augment", True, "input_size"),
+     ("paste_augment", True, "input_size"),
      ("teacher_weight", 0.5, "set teacher"), ("teacher_weight", 1.5, "teacher_weight must be in"),
      ("frame_by", "mtcnn", "frame_by must be one of")],
 )  # fmt: skip
