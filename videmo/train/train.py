@@ -673,10 +673,15 @@ def _paste_scale(tf: Any, x: Any, size: int) -> Any:
     from videmo.evaluation.pasted import FACE_SIDES  # the path benchmark's paste sizes
 
     side = tf.random.uniform([], FACE_SIDES[0], FACE_SIDES[1] + 1, dtype=tf.int32)
-    pasted = tf.image.resize(tf.image.resize(x, [side, side], method="bicubic"), [size, size],
-                             method="area")  # fmt: skip
-    plain = tf.image.resize(x, [size, size], method="bilinear")
-    out = tf.cond(tf.random.uniform([]) < 0.5, lambda: pasted, lambda: plain)
+
+    def pasted() -> Any:  # inside the branch: a plain batch never pays for the 300 px resize
+        up = tf.image.resize(x, [side, side], method="bicubic")
+        return tf.image.resize(up, [size, size], method="area")
+
+    def plain() -> Any:
+        return tf.image.resize(x, [size, size], method="bilinear")
+
+    out = tf.cond(tf.random.uniform([]) < 0.5, pasted, plain)
     return tf.clip_by_value(out, -1.0, 1.0)
 
 
