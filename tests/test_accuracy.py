@@ -100,7 +100,10 @@ def test_accuracy_through_the_video_path(tmp_path: Path) -> None:
     assert len(scored) == 300 and result.faces == 300
     assert result.coverage >= 0.95, result
     assert result.gap <= 0.02, result
-    assert 0.5 <= result.direct_accuracy <= 0.8, result
+    # the shipped model on this subset: 195 of the 300 faces directly (65.0 %), and 65.1 % of
+    # the 289 it found through the path; a new model measures and updates these two lines
+    assert result.direct_accuracy_all == pytest.approx(195 / 300), result
+    assert result.path_accuracy >= 0.63, result
 
 
 # --------------------------------------------------------------------------- labeled clips
@@ -128,9 +131,8 @@ def test_evaluate_clips_cli_on_crema_d(tmp_path: Path) -> None:
     assert (table["face_rows"] > 40).all()  # one actor, in every frame
     means = table[[f"mean_{e}" for e in EMOTIONS]].to_numpy()
     np.testing.assert_allclose(means.sum(axis=1), 1.0, atol=1e-3)
-    assert (table["predicted"] == table["file"].map(lambda f: _crema_label(f))).sum() == table[
-        "correct"
-    ].sum()
+    assert (table["label"] == table["file"].map(_crema_label)).all()
+    assert (table["correct"] == (table["predicted"] == table["label"])).all()
     # measured 3/6 with the calibrated crop (the old 15% margin crop: 1/6; `fer`: 3/6)
     assert table["correct"].sum() >= 3
     assert "crema-d" in done.stdout and "all" in done.stdout

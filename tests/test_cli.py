@@ -191,8 +191,8 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
         "missing": (folder / "missing.mp4", "missing.mp4: no such file"),
         "pattern_matching_nothing": (folder / "*.xyz", "no file matches it as a pattern"),
         "text": (text, "not a readable video"),
-        "truncated": (truncated, "truncated.mp4"),
-        "empty": (empty, "empty"),
+        "truncated": (truncated, "truncated.mp4: not a readable video"),
+        "empty": (empty, "empty.mp4: file is empty"),
         "audio_only": (_audio_only(folder / "audio.mp4"), "no video stream"),
         "folder_without_videos": (folder / "nothing", "no video files"),
     }

@@ -12,6 +12,7 @@ import pytest
 from videmo.detections import FaceDetections
 from videmo.errors import OutputError, VidemoError
 from videmo.outputs.annotate import (
+    _BOX_BGR,
     FaceRows,
     _overlaps,
     _place_labels,
@@ -406,9 +407,22 @@ def test_labels_of_faces_side_by_side_do_not_cover_each_other() -> None:
     assert places[0] == (300, 220, 450, 240)  # the first keeps its place above its box
 
 
-def test_draw_faces_at_frame_edges() -> None:
+def _drawn(box: tuple[int, int, int, int], code: int) -> np.ndarray:
+    """Where one face's box colour lands on a blank 320x240 frame."""
     image = np.zeros((240, 320, 3), np.uint8)
-    xywh = np.array([[-20, -10, 60, 60], [290, 200, 80, 80], [0, 0, 320, 240]], np.float32)
-    draw_faces(image, xywh, np.array([1, 22, 333]), np.array([0, 5, 6]), np.ones(3))
-    assert image[:30, :30].any() and image[215:, 295:].any()
+    draw_faces(image, np.array([box], np.float32), np.array([1]), np.array([code]), np.ones(1))
+    return (image == np.array(_BOX_BGR[code], np.uint8)).all(axis=2)
+
+
+def test_draw_faces_at_frame_edges() -> None:
+    """A box partly outside the frame keeps its visible edges where they are, and its label
+    stays inside the frame."""
+    top_left = _drawn((-20, -10, 60, 60), 0)  # right edge at x = 39, bottom edge at y = 49
+    assert top_left[15:48, 39].all() and top_left[49, 5:35].all()
+    assert not top_left[52:].any() and not top_left[15:48, 42:].any()
+    bottom_right = _drawn((290, 200, 80, 80), 5)  # left edge at x = 290, top edge at y = 200
+    assert bottom_right[205:, 290].all() and bottom_right[200, 295:].all()
+    assert not bottom_right[:180].any() and not bottom_right[202:, :289].any()
+    image = np.full((240, 320, 3), 7, np.uint8)
     draw_faces(image, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), np.zeros(0))
+    assert (image == 7).all()  # no faces: nothing drawn

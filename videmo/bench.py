@@ -85,8 +85,9 @@ def end_to_end(path: Path, settings: Settings) -> dict:
             raise VidemoError(run.error)
         # the workers that really ran (fewer than asked when the clip has fewer chunks)
         execution = json.loads((run.out_dir / RUN_JSON).read_text())["execution"]
-    frames = len(index_packets(path))
-    return {"seconds": elapsed, "fps": _timed_fps(frames, elapsed), "faces": run.faces,
+    # the frames analysed, as decode_fps counts the frames decoded: a damaged file's lost
+    # frames are in neither, so the ratio compares like with like
+    return {"seconds": elapsed, "fps": _timed_fps(run.frames, elapsed), "faces": run.faces,
             "rows": len(run.timeline), "workers": execution["workers"],
             "executor": execution["executor"]}  # fmt: skip
 
