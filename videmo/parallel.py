@@ -606,16 +606,17 @@ def _insert_in_order(again: list, item: tuple[int, Callable]) -> None:
 #: Calls queued on each worker at once: it starts the next chunk while the driver writes.
 CALLS_PER_WORKER = 2
 
-#: Times a worker's actor is restarted after its process or node died, and times the call
-#: it was running is retried on the restarted actor (chunks are deterministic, so a retried
-#: chunk gives the same result).
+#: Times a worker's actor is restarted after its process or node died.
 ACTOR_RESTARTS = 4
+
+#: Times a call is retried on its restarted actor (Ray's ``max_task_retries``); chunks are
+#: deterministic, so a retried chunk gives the same result.
+CALL_RETRIES = 3
 
 #: Times a call is sent to a new worker after its worker died for good (restarts used up):
 #: workers killed from outside (a node's OOM killer, say) must not fail a video, but a chunk
 #: that itself kills every worker it meets must fail in the end.
 RESENDS_AFTER_LOSS = 2
-CALL_RETRIES = 3
 
 #: Local Ray temp folders are named ``videmo-ray-<pid of the videmo process>-<random>``.
 RAY_DIR_PREFIX = "videmo-ray-"
