@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from videmo.errors import DataError, ModelError, SettingsError
 from videmo.spec import EMOTIONS, METADATA_KEY, ModelSpec
@@ -853,3 +854,124 @@ def test_import_keras_refuses_normalisation_that_is_not_a_number(tmp_path, optio
     result = CliRunner().invoke(import_keras_command, args)
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ------------------------------------------------------ faults found by probing the model commands
+
+
+def test_bad_data_files_are_one_line_data_errors(tmp_path: Path) -> None:
+    """A truncated .gz read as Ctrl-C (click turns EOFError into "interrupted", exit 130);
+    a header without rows was evaluated as nothing, with exit 0; a 12-digit pixel value and
+    a numpy repr in the label message were tracebacks or noise."""
+    rows = [f'{i % 7},"{_pixels(value=i)}",Training' for i in range(400)]
+    whole = gzip.compress(_write_csv(tmp_path / "whole.csv", rows).read_bytes())
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    _one_line_data_error(cut, "ends early")
+    _one_line_data_error(_write_csv(tmp_path / "header.csv", []), "no faces in the data")
+    huge = _write_csv(tmp_path / "huge.csv", [f'0,"99999999999 {_pixels(48 * 48 - 1)}",Training'])
+    _one_line_data_error(huge, "outside 0-255")
+    label = _write_csv(tmp_path / "label.csv", [f'7,"{_pixels()}",Training'])
+    assert "emotion label '7' outside 0-6" in _one_line_data_error(label, "outside 0-6")
+    result = run_cli("evaluate", "--data", cut)  # the shipped model; no TensorFlow needed
+    assert "ends early" in result.assert_one_line_error()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "match"),
+    [("lr", float("nan"), "lr must be a finite"), ("lr", float("inf"), "lr must be a finite"),
+     ("width", float("nan"), "width must be a finite"), ("l2", float("nan"), "l2 must be"),
+     ("seed", -1, "seed must be in"), ("seed", 2**33, "seed must be in")],
+)  # fmt: skip
+def test_settings_that_trained_nan_or_crashed_are_refused(setting, value, match) -> None:
+    """lr = inf trained a NaN net and reported success; width = nan and seed = -1 were
+    tracebacks after the data and TensorFlow had loaded."""
+    from videmo.train.train import TrainConfig
+
+    with pytest.raises(SettingsError, match=match):
+        TrainConfig(data="fer.csv", **{setting: value})
+
+
+def test_a_start_that_failed_does_not_block_the_corrected_command(tmp_path: Path) -> None:
+    """A missing teacher failed the start after config.json was written; the corrected job
+    was then refused: "holds a run with other settings (teacher, teacher_weight)"."""
+    from dataclasses import asdict
+
+    from videmo.train.train import CONFIG_FILE, TrainConfig, _check_fresh
+
+    failed = TrainConfig(data="fer.csv", out=str(tmp_path), teacher="nope.onnx", teacher_weight=0.5)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(asdict(failed)))
+    _check_fresh(tmp_path, TrainConfig(data="fer.csv", out=str(tmp_path)))  # goes on
+
+
+def test_resume_needs_the_log_of_every_trained_epoch(tmp_path: Path) -> None:
+    """With history.csv gone, a resume replaced best.h5 (epoch 6, the best) by epoch 7 and
+    called it "best at epoch 1/1"; with summary.json gone too it was a TypeError."""
+    from dataclasses import asdict
+
+    import h5py
+
+    from videmo.train.train import (
+        CONFIG_FILE,
+        EPOCHS_ATTR,
+        HISTORY_FILE,
+        LAST_FILE,
+        TrainConfig,
+        _resumable_epochs,
+    )  # fmt: skip
+
+    config = TrainConfig(data="fer.csv", out=str(tmp_path))
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(asdict(config)))
+    with h5py.File(tmp_path / LAST_FILE, "w") as fh:
+        fh.attrs[EPOCHS_ATTR] = 6
+    (tmp_path / HISTORY_FILE).write_text("epoch,val_accuracy\n" + "".join(
+        f"{k},0.2\n" for k in range(6)))  # fmt: skip
+    assert _resumable_epochs(tmp_path, config) == 6
+    (tmp_path / HISTORY_FILE).unlink()
+    with pytest.raises(SettingsError, match="has 0 of the 6 epochs"):
+        _resumable_epochs(tmp_path, config)
+
+
+def test_a_data_file_spelled_another_way_is_the_same_run(tmp_path: Path, monkeypatch) -> None:
+    """`--data mid.csv`, `./mid.csv` and its absolute path name one file: resuming with
+    another spelling was refused as "other settings (data)"."""
+    from dataclasses import asdict
+
+    from videmo.train.train import CONFIG_FILE, TrainConfig, _refuse_other_settings
+
+    monkeypatch.chdir(tmp_path)
+    _write_csv(tmp_path / "mid.csv", [])
+    _write_csv(tmp_path / "other.csv", [])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG_FILE).write_text(json.dumps(asdict(TrainConfig(data="mid.csv"))))
+    for same in ("./mid.csv", str(tmp_path / "mid.csv")):
+        _refuse_other_settings(run, TrainConfig(data=same))
+    with pytest.raises(SettingsError, match=r"other settings \(data\)"):
+        _refuse_other_settings(run, TrainConfig(data="other.csv"))
+
+
+def test_export_refuses_what_it_cannot_write_or_read_before_converting(tmp_path: Path) -> None:
+    """`-o afile/x.onnx` was a FileExistsError traceback after the conversion; a run whose
+    config.json `evaluate --json` had replaced was a TypeError; `export r r` built a
+    two-member "ensemble" of one net."""
+    from dataclasses import asdict
+
+    from videmo.errors import OutputError
+    from videmo.train.commands import _check_model_target
+    from videmo.train.train import CONFIG_FILE, TrainConfig, read_run_config
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(OutputError, match="afile is not a folder"):
+        _check_model_target(afile / "sub" / "x.onnx", "ONNX model")
+    _check_model_target(tmp_path / "new" / "x.onnx", "ONNX model")  # export makes the folder
+    config = tmp_path / CONFIG_FILE
+    config.write_text(json.dumps(asdict(TrainConfig(data="fer.csv"))))
+    assert read_run_config(config).data == "fer.csv"
+    for text, why in (('{"model": "m.onnx", "splits": {}}', "unknown setting"), ("{oops", "")):
+        config.write_text(text)
+        with pytest.raises(SettingsError, match=f"is not a videmo train config.*{why}"):
+            read_run_config(config)
+    result = run_cli("export", tmp_path, tmp_path / ".", "-o", tmp_path / "e.onnx")
+    assert "is given twice" in result.assert_one_line_error()

@@ -29,6 +29,21 @@ def _check_suffix(path: Path, suffix: str, what: str) -> None:
         )
 
 
+def _check_model_target(path: Path, what: str) -> None:
+    """Before TensorFlow loads: an ``.onnx`` name, and no file where a folder must be
+    (``-o afile/x.onnx`` gave a FileExistsError traceback after the conversion)."""
+    from videmo.errors import OutputError
+
+    _check_suffix(path, ".onnx", what)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    for parent in path.parents:  # the first that exists must be a folder (export makes the rest)
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"cannot write {path}: {parent} is not a folder")
+            break
+
+
 def _finite(param: click.Parameter, value: float, positive: bool) -> float:
     """A normalisation constant that is a number (and above 0 for a divisor): ``--std 0``
     made every face infinite and was then blamed on the model ("not softmax")."""
@@ -134,7 +149,11 @@ def export_command(
     are exported as an ensemble: the graph averages their probabilities. tf2onnx
     converts it and the ONNX outputs must match Keras to 1e-4 on 256 real faces.
     """
-    _check_suffix(out, ".onnx", "ONNX model")
+    _check_model_target(out, "ONNX model")
+    resolved = [run.resolve() for run in run_dirs]
+    twice = next((run for k, run in enumerate(run_dirs) if resolved[k] in resolved[:k]), None)
+    if twice is not None:
+        raise click.UsageError(f"{twice} is given twice: an ensemble needs different runs")
     _require_tf()
     from videmo.train.export import export_runs
 
@@ -280,7 +299,7 @@ def import_keras_command(
     Several H5 files (one input size) become an ensemble: one graph averaging their
     probabilities on the same face.
     """
-    _check_suffix(out_path, ".onnx", "ONNX model (OUT_PATH, the last argument)")
+    _check_model_target(out_path, "ONNX model (OUT_PATH, the last argument)")
     _require_tf()
     from videmo.train.keras_import import import_keras
 

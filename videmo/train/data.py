@@ -60,6 +60,8 @@ def load_fer2013(
     if not path.exists():
         raise DataError(f"FER2013 data not found: {path}")
     splits = _load_folder(path) if path.is_dir() else _load_csv(path)
+    if not splits:  # evaluate reported success on nothing; export crashed
+        raise DataError(f"{path}: no faces in the data (no {', '.join(SPLITS)} rows)")
     if limit_per_split is not None:
         splits = {name: _subset(s, limit_per_split, seed) for name, s in splits.items()}
     return splits
@@ -85,12 +87,23 @@ def _subset(split: Split, limit: int, seed: int) -> Split:
 # --------------------------------------------------------------------------- CSV
 
 
+#: What reading a CSV can raise for a bad file. EOFError is a truncated .gz: left to
+#: click, it reads as Ctrl-C ("interrupted", exit 130).
+_UNREADABLE = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError,
+               EOFError)  # fmt: skip
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the compressed file ends early (cut short?)"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _load_csv(path: Path) -> dict[str, Split]:
     try:
         frame = pd.read_csv(path, dtype={"pixels": str, "Usage": str}, compression="infer")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot read FER2013 CSV {path}: {first}") from None
+    except _UNREADABLE as exc:
+        raise DataError(f"cannot read FER2013 CSV {path}: {_why_unreadable(exc)}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -117,7 +130,7 @@ def _parse_labels(column: pd.Series, where: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            f"{where}: row {row + 1}: emotion label {column.iloc[row]!r} "
+            f"{where}: row {row + 1}: emotion label {str(column.iloc[row])!r} "
             f"outside 0-{len(EMOTIONS) - 1}"
         )
     return values.to_numpy().astype(np.int64)
@@ -135,6 +148,8 @@ def _parse_pixels(column: pd.Series, where: str) -> np.ndarray:
             )
         try:
             values = np.array(tokens, dtype=np.int32)
+        except OverflowError:  # digits only, beyond int32
+            raise DataError(f"{where}: row {row + 1}: pixel values outside 0-255") from None
         except ValueError:
             raise DataError(f"{where}: row {row + 1}: non-numeric pixel values") from None
         if values.min() < 0 or values.max() > 255:
@@ -256,8 +271,8 @@ def load_ferplus(path: str | Path, n_rows: int | None = None) -> FerPlusVotes:
         raise DataError(f"FER+ votes not found: {path}")
     try:
         frame = pd.read_csv(path, compression="infer")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"cannot read FER+ votes {path}: {exc}") from None
+    except _UNREADABLE as exc:
+        raise DataError(f"cannot read FER+ votes {path}: {_why_unreadable(exc)}") from None
     needed = ("row", *FERPLUS_COLUMNS, "contempt", "unknown", "NF")
     missing = [c for c in needed if c not in frame.columns]
     if missing:

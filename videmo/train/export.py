@@ -210,17 +210,16 @@ def export_runs(
     check) default to the first run's settings. The note in the model's metadata
     names every run's config file.
     """
-    import json
 
     from videmo.errors import SettingsError
-    from videmo.train.train import BEST_FILE, CONFIG_FILE, TrainConfig, default_spec
+    from videmo.train.train import BEST_FILE, CONFIG_FILE, default_spec, read_run_config
 
     config_files = [Path(run) / CONFIG_FILE for run in run_dirs]
     configs = []
     for run, config_file in zip(run_dirs, config_files, strict=True):
         if not config_file.is_file():
             raise SettingsError(f"{run}: not a training run (no {CONFIG_FILE})")
-        configs.append(TrainConfig(**json.loads(config_file.read_text())))
+        configs.append(read_run_config(config_file))
     first = configs[0]
     sizes = sorted({c.input_size for c in configs})
     if len(sizes) > 1:

@@ -131,8 +131,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "threads", "input_size"):
             if int(getattr(self, name)) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "width", "l2", "separable_l2", "dropout", "min_lr_ratio",
+                     "ferplus_weight", "teacher_weight"):  # fmt: skip
+            if not math.isfinite(getattr(self, name)):  # nan passes every comparison below
+                raise SettingsError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0 or self.width <= 0:
             raise SettingsError("lr and width must be > 0")
+        if not 0 <= self.seed < 2**32:
+            raise SettingsError(f"seed must be in 0 .. 2**32 - 1 (NumPy's range), got {self.seed}")
         if not 0.0 <= self.ferplus_weight <= 1.0:
             raise SettingsError(f"ferplus_weight must be in [0, 1], got {self.ferplus_weight}")
         if not 0.0 <= self.teacher_weight <= 1.0:
@@ -405,6 +411,13 @@ def _resumable_epochs(out: Path, config: TrainConfig) -> int:
     done = _checkpoint_epochs(out / LAST_FILE)
     if done is None:  # written before checkpoints recorded their epoch
         return len(history.get("epoch", []))
+    logged = len(history.get("epoch", []))
+    if logged < done:  # each epoch's row is written before its checkpoints: the log was lost
+        raise SettingsError(
+            f"{out / HISTORY_FILE} has {logged} of the {done} epochs {LAST_FILE} has trained: "
+            f"without them the run's best epoch is unknown and {BEST_FILE} would be replaced; "
+            "put the log back, or choose another --out"
+        )
     if len(history.get("epoch", [])) > done:  # killed after the log row, before last.h5
         _write_history(out, {k: v[:done] for k, v in history.items()})
     return done
@@ -425,7 +438,9 @@ def _refuse_other_settings(out: Path, config: TrainConfig) -> None:
     defaults = asdict(TrainConfig())
     mine = asdict(config)
     changed = [
-        k for k in mine if k not in _RESUME_MAY_CHANGE and stored.get(k, defaults[k]) != mine[k]
+        k
+        for k in mine
+        if k not in _RESUME_MAY_CHANGE and not _same_setting(k, stored.get(k, defaults[k]), mine[k])
     ]
     if changed:
         raise SettingsError(
@@ -434,13 +449,46 @@ def _refuse_other_settings(out: Path, config: TrainConfig) -> None:
         )
 
 
+def read_run_config(path: Path) -> TrainConfig:
+    """A run folder's ``config.json`` as a TrainConfig; one line when it is not one (a
+    damaged file, or another file written there: ``evaluate --json run/config.json``)."""
+    try:
+        stored = json.loads(Path(path).read_text())
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+        unknown = sorted(set(stored) - {f.name for f in fields(TrainConfig)})
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown[:3])}")
+        return TrainConfig(**stored)
+    except (OSError, ValueError, SettingsError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SettingsError(f"{path} is not a videmo train config ({why})") from None
+
+
+#: Settings that name a file: ``mid.csv``, ``./mid.csv`` and its absolute path are one.
+_FILE_SETTINGS = ("data", "ferplus", "teacher", "init_from", "frame_background")
+
+
+def _same_setting(name: str, stored: Any, mine: Any) -> bool:
+    """Equal values, or two spellings of one existing file for a setting that names one."""
+    if stored == mine:
+        return True
+    if name not in _FILE_SETTINGS or not stored or not mine:
+        return False
+    try:
+        return os.path.samefile(stored, mine)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def _check_fresh(out: Path, config: TrainConfig) -> None:
     """Refuse to start a fresh run over files of a run that cannot be resumed.
 
     Without ``last.h5`` and ``config.json`` together a run starts from scratch, and
     would overwrite a ``best.h5``, log or model left there (a finished run whose
-    ``last.h5`` was deleted to save space). Only a ``config.json`` of the same
-    settings (a run stopped before its first epoch ended) is started over.
+    ``last.h5`` was deleted to save space). A ``config.json`` alone (no epoch ended)
+    is started over with the new settings; with the log and ``best.h5`` of a first epoch
+    that was being saved, only with the same settings.
     """
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and not _own_first_epoch(out, config, present):
@@ -448,8 +496,8 @@ def _check_fresh(out: Path, config: TrainConfig) -> None:
             f"{out} holds {', '.join(present)} of a run that cannot be resumed (it needs "
             f"{LAST_FILE} and {CONFIG_FILE}): choose another --out or delete them"
         )
-    if (out / CONFIG_FILE).exists():
-        _refuse_other_settings(out, config)
+    # A config.json alone is a start that failed or was stopped before an epoch ended
+    # (a missing teacher, say): nothing trained is lost, so the corrected command goes on.
 
 
 def _own_first_epoch(out: Path, config: TrainConfig, present: list[str]) -> bool:
