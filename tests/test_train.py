@@ -975,3 +975,30 @@ def test_export_refuses_what_it_cannot_write_or_read_before_converting(tmp_path:
             read_run_config(config)
     result = run_cli("export", tmp_path, tmp_path / ".", "-o", tmp_path / "e.onnx")
     assert "is given twice" in result.assert_one_line_error()
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(tmp_path: Path, tiny_fer_csv: Path) -> None:
+    """SIGTERM (a scheduler's cancel, `timeout`) ended `videmo train` with no word; it now
+    says "videmo: terminated", exits 143, and the run resumes from its last epoch."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO, cli_env, videmo_cmd
+
+    out = tmp_path / "run"
+    args = ("train", "--data", tiny_fer_csv, "--out", out, "--limit-per-split", "200",
+            "--batch-size", "50", "--no-export")  # fmt: skip
+    proc = subprocess.Popen(videmo_cmd(*args, "--epochs", "200"), env=cli_env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (out / "last.h5").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert stderr.strip().endswith("videmo: terminated") and "Traceback" not in stderr
+    done = len((out / "history.csv").read_text().splitlines()) - 1
+    assert 1 <= done < 200
+    resumed = run_cli(*args, "--epochs", done + 1, timeout=300)
+    assert resumed.rc == 0 and f"resuming {out} after epoch {done}" in resumed.stderr, resumed
