@@ -19,6 +19,7 @@ Several Keras files become one averaged model (``videmo import-keras``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -73,14 +74,18 @@ def _measured_with() -> dict[str, str]:
     import videmo
     from videmo.models import EMOTION_FILE, model_path, sha256_file
 
-    # The code's trees, not the commit: a checkpoint commit of a training run changes
-    # HEAD but not one line of what measures.
-    code = ["videmo", "benchmarks"]
-    trees = subprocess.run(["git", "-C", str(HERE), "rev-parse", *(f"HEAD:{p}" for p in code)],
-                           capture_output=True, text=True).stdout.split()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", *code],
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    code_id = "/".join(trees) + ("+changes" if dirty else "")
+    # The measuring code, not the commit: a checkpoint of a training run or a note in
+    # benchmarks/prereg/ changes HEAD but not one line of what measures.
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(HERE), *args], capture_output=True,
+                              text=True).stdout  # fmt: skip
+
+    scripts = [line.split()[2] for line in git("ls-tree", "HEAD", "--", ".").splitlines()
+               if line.endswith(".py")]  # fmt: skip
+    package = git("rev-parse", "HEAD:videmo").strip()
+    dirty = git("status", "--porcelain", "--", "../videmo", "*.py").strip()
+    code_id = hashlib.sha1("/".join([package, *scripts]).encode()).hexdigest()
+    code_id += "+changes" if dirty else ""
     model = sha256_file(model_path(EMOTION_FILE))
     return {"model_sha256": model, "videmo": videmo.__version__, "code": code_id}
 

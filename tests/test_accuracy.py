@@ -102,7 +102,8 @@ def test_accuracy_through_the_video_path(tmp_path: Path) -> None:
     assert result.gap <= 0.02, result
     # the shipped model on this subset: 195 of the 300 faces directly (65.0 %), and 65.1 % of
     # the 289 it found through the path; a new model measures and updates these two lines
-    assert result.direct_accuracy_all == pytest.approx(195 / 300), result
+    # (one face either way: ONNX Runtime's kernels differ between CPUs, and a near tie may flip)
+    assert result.direct_accuracy_all == pytest.approx(195 / 300, abs=1.01 / 300), result
     assert result.path_accuracy >= 0.63, result
 
 

@@ -868,6 +868,9 @@ def test_bad_data_files_are_one_line_data_errors(tmp_path: Path) -> None:
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(whole[: len(whole) // 2])
     _one_line_data_error(cut, "ends early")
+    damaged = tmp_path / "damaged.csv.gz"  # a flipped byte in the deflate stream: zlib.error
+    damaged.write_bytes(whole[:20] + bytes([whole[20] ^ 0xFF]) + whole[21:])
+    _one_line_data_error(damaged, "cannot read FER2013 CSV")
     _one_line_data_error(_write_csv(tmp_path / "header.csv", []), "no faces in the data")
     huge = _write_csv(tmp_path / "huge.csv", [f'0,"99999999999 {_pixels(48 * 48 - 1)}",Training'])
     _one_line_data_error(huge, "outside 0-255")
@@ -965,6 +968,9 @@ def test_export_refuses_what_it_cannot_write_or_read_before_converting(tmp_path:
     afile.write_text("x")
     with pytest.raises(OutputError, match="afile is not a folder"):
         _check_model_target(afile / "sub" / "x.onnx", "ONNX model")
+    (tmp_path / "dir.onnx").mkdir()
+    with pytest.raises(OutputError, match="it is a folder"):
+        _check_model_target(tmp_path / "dir.onnx", "ONNX model")
     _check_model_target(tmp_path / "new" / "x.onnx", "ONNX model")  # export makes the folder
     config = tmp_path / CONFIG_FILE
     config.write_text(json.dumps(asdict(TrainConfig(data="fer.csv"))))
@@ -973,18 +979,23 @@ def test_export_refuses_what_it_cannot_write_or_read_before_converting(tmp_path:
         config.write_text(text)
         with pytest.raises(SettingsError, match=f"is not a videmo train config.*{why}"):
             read_run_config(config)
-    result = run_cli("export", tmp_path, tmp_path / ".", "-o", tmp_path / "e.onnx")
+    result = run_cli("export", tmp_path, f"{tmp_path}/.", "-o", tmp_path / "e.onnx")
     assert "is given twice" in result.assert_one_line_error()
 
 
+@pytest.mark.train
 def test_sigterm_stops_training_as_ctrl_c_does(tmp_path: Path, tiny_fer_csv: Path) -> None:
     """SIGTERM (a scheduler's cancel, `timeout`) ended `videmo train` with no word; it now
     says "videmo: terminated", exits 143, and the run resumes from its last epoch."""
+    pytest.importorskip("tensorflow")
     import signal
     import subprocess
     import time
 
+    import h5py
     from conftest import REPO, cli_env, videmo_cmd
+
+    from videmo.train.train import EPOCHS_ATTR
 
     out = tmp_path / "run"
     args = ("train", "--data", tiny_fer_csv, "--out", out, "--limit-per-split", "200",
@@ -995,10 +1006,32 @@ def test_sigterm_stops_training_as_ctrl_c_does(tmp_path: Path, tiny_fer_csv: Pat
     while not (out / "last.h5").is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 143, stderr[-2000:]
     assert stderr.strip().endswith("videmo: terminated") and "Traceback" not in stderr
-    done = len((out / "history.csv").read_text().splitlines()) - 1
+    with h5py.File(out / "last.h5", "r") as fh:  # the log row may be one epoch ahead of it
+        done = int(fh.attrs[EPOCHS_ATTR])
     assert 1 <= done < 200
     resumed = run_cli(*args, "--epochs", done + 1, timeout=300)
     assert resumed.rc == 0 and f"resuming {out} after epoch {done}" in resumed.stderr, resumed
+
+
+def test_an_end_of_file_error_is_not_reported_as_ctrl_c(monkeypatch, capsys) -> None:
+    """click turns every EOFError into Abort, which videmo printed as "interrupted" with
+    exit 130: a file that ends early must read as an error."""
+    import videmo.train.evaluate
+    from videmo.cli import main
+
+    def ends_early(*args: object, **kwargs: object) -> None:
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(videmo.train.evaluate, "evaluate", ends_early)
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "--data", "fer.csv.gz"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert stopped.value.code == 1
+    assert lines == ["videmo: error: unexpected end of data: Compressed file ended before "
+                     "the end-of-stream marker was reached"]  # fmt: skip

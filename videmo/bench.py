@@ -75,8 +75,12 @@ def stage_profile(path: Path, settings: Settings) -> dict:
             "shot_cuts": stats.cuts}  # fmt: skip
 
 
-def end_to_end(path: Path, settings: Settings) -> dict:
-    """Full analysis (decode, detect, classify, track, timeline files) of one video."""
+def end_to_end(path: Path, settings: Settings, frames: int) -> dict:
+    """Full analysis (decode, detect, classify, track, timeline files) of one video.
+
+    ``frames`` is what the rate counts: the frames that decode, as ``decode_fps`` counts
+    them, so the ratio compares like with like (a damaged file's lost frames are in neither;
+    with ``--every N`` the run still goes through every frame of the file)."""
     with tempfile.TemporaryDirectory(prefix="videmo-bench-") as tmp:
         started = time.perf_counter()
         [run] = run_videos([path], Path(tmp), replace(settings, overwrite=True))
@@ -85,9 +89,7 @@ def end_to_end(path: Path, settings: Settings) -> dict:
             raise VidemoError(run.error)
         # the workers that really ran (fewer than asked when the clip has fewer chunks)
         execution = json.loads((run.out_dir / RUN_JSON).read_text())["execution"]
-    # the frames analysed, as decode_fps counts the frames decoded: a damaged file's lost
-    # frames are in neither, so the ratio compares like with like
-    return {"seconds": elapsed, "fps": _timed_fps(run.frames, elapsed), "faces": run.faces,
+    return {"seconds": elapsed, "fps": _timed_fps(frames, elapsed), "faces": run.faces,
             "rows": len(run.timeline), "workers": execution["workers"],
             "executor": execution["executor"]}  # fmt: skip
 
@@ -112,7 +114,7 @@ def run_bench(path: Path, settings: Settings, workers: list[int | None]) -> dict
     }  # fmt: skip
     for count in workers:
         run_settings = replace(settings, workers=count, video=False, plots=False, report=False)
-        figures = end_to_end(path, run_settings)
+        figures = end_to_end(path, run_settings, frames)
         figures["workers_asked"] = count
         figures["ratio_to_decode"] = figures["fps"] / decode_only  # the reference
         figures["ratio_to_decode_bgr"] = figures["fps"] / decode_bgr

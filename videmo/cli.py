@@ -349,8 +349,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"videmo: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        from videmo.progress import stop_signal
+    except (click.Abort, KeyboardInterrupt) as exc:
+        from videmo.progress import INTERRUPTED, stop_signal
+
+        if isinstance(exc.__cause__, EOFError) and not INTERRUPTED.is_set():
+            # click turns any EOFError into Abort: a file that ends early, not a Ctrl-C
+            why = str(exc.__cause__).splitlines()[0] if str(exc.__cause__) else "EOFError"
+            click.echo(f"videmo: error: unexpected end of data: {why}", err=True)
+            sys.exit(1)
 
         signum = stop_signal()
         click.echo(f"videmo: {'terminated' if signum == signal.SIGTERM else 'interrupted'}",

@@ -32,16 +32,21 @@ def _check_suffix(path: Path, suffix: str, what: str) -> None:
 def _check_model_target(path: Path, what: str) -> None:
     """Before TensorFlow loads: an ``.onnx`` name, and no file where a folder must be
     (``-o afile/x.onnx`` gave a FileExistsError traceback after the conversion)."""
+    import os
+
     from videmo.errors import OutputError
+    from videmo.outputs.atomic import check_output_file
 
     _check_suffix(path, ".onnx", what)
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a folder")
-    for parent in path.parents:  # the first that exists must be a folder (export makes the rest)
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"cannot write {path}: {parent} is not a folder")
-            break
+    if path.parent.is_dir():
+        check_output_file(path)  # a folder, a read-only file or folder: refused now
+        return
+    # export makes the missing folders: the first that exists must be a writable folder
+    first = next(parent for parent in path.parents if parent.exists())
+    if not first.is_dir():
+        raise OutputError(f"cannot write {path}: {first} is not a folder")
+    if not os.access(first, os.W_OK):
+        raise OutputError(f"cannot write {path}: {first} is not writable")
 
 
 def _finite(param: click.Parameter, value: float, positive: bool) -> float:

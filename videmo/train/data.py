@@ -11,6 +11,8 @@ Every malformed input raises a one-line :class:`~videmo.errors.DataError`.
 
 from __future__ import annotations
 
+import lzma
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,10 +89,10 @@ def _subset(split: Split, limit: int, seed: int) -> Split:
 # --------------------------------------------------------------------------- CSV
 
 
-#: What reading a CSV can raise for a bad file. EOFError is a truncated .gz: left to
-#: click, it reads as Ctrl-C ("interrupted", exit 130).
+#: What reading a CSV can raise for a bad file. EOFError is a truncated .gz (left to
+#: click, it read as Ctrl-C); zlib.error and LZMAError are damaged compressed data.
 _UNREADABLE = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError,
-               EOFError)  # fmt: skip
+               EOFError, zlib.error, lzma.LZMAError)  # fmt: skip
 
 
 def _why_unreadable(exc: BaseException) -> str:

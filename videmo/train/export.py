@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from videmo.errors import ModelError
+from videmo.errors import ModelError, OutputError
 from videmo.outputs.atomic import atomic_write
 from videmo.spec import METADATA_KEY, ModelSpec
 
@@ -53,7 +53,10 @@ def export_onnx(
     onnx.checker.check_model(proto)
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     result: dict[str, Any] = {"path": str(out_path), "opset": OPSET}
     # Check first, then rename: a failed export never replaces the target (which may be
     # the shipped model the video pipeline is reading).
