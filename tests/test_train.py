@@ -979,8 +979,11 @@ def test_export_refuses_what_it_cannot_write_or_read_before_converting(tmp_path:
         config.write_text(text)
         with pytest.raises(SettingsError, match=f"is not a videmo train config.*{why}"):
             read_run_config(config)
-    result = run_cli("export", tmp_path, f"{tmp_path}/.", "-o", tmp_path / "e.onnx")
-    assert "is given twice" in result.assert_one_line_error()
+    link = tmp_path / "link"  # the same run by another name
+    link.symlink_to(tmp_path, target_is_directory=True)
+    result = run_cli("export", tmp_path, link, "-o", tmp_path / "e.onnx")
+    assert f"videmo: note: {link} is given twice" in result.stderr
+    assert "is not a videmo train config" in result.stderr and result.rc == 2
 
 
 @pytest.mark.train

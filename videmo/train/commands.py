@@ -160,8 +160,9 @@ def export_command(
     _check_model_target(out, "ONNX model")
     resolved = [run.resolve() for run in run_dirs]
     twice = next((run for k, run in enumerate(run_dirs) if resolved[k] in resolved[:k]), None)
-    if twice is not None:
-        raise click.UsageError(f"{twice} is given twice: an ensemble needs different runs")
+    if twice is not None:  # allowed (an ensemble of one net is a check), but rarely meant
+        click.echo(f"videmo: note: {twice} is given twice: its net counts twice in the average",
+                   err=True)  # fmt: skip
     _require_tf()
     from videmo.train.export import export_runs
 
