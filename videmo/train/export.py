@@ -213,7 +213,6 @@ def export_runs(
     check) default to the first run's settings. The note in the model's metadata
     names every run's config file.
     """
-
     from videmo.errors import SettingsError
     from videmo.train.train import BEST_FILE, CONFIG_FILE, default_spec, read_run_config
 

@@ -418,7 +418,7 @@ def _resumable_epochs(out: Path, config: TrainConfig) -> int:
             f"without them the run's best epoch is unknown and {BEST_FILE} would be replaced; "
             "put the log back, or choose another --out"
         )
-    if len(history.get("epoch", [])) > done:  # killed after the log row, before last.h5
+    if logged > done:  # killed after the log row, before last.h5
         _write_history(out, {k: v[:done] for k, v in history.items()})
     return done
 
