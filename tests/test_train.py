@@ -19,6 +19,7 @@ from conftest import run_cli
 from videmo.errors import DataError, ModelError, SettingsError
 from videmo.spec import EMOTIONS, METADATA_KEY, ModelSpec
 from videmo.train.data import load_fer2013, require_split
+from videmo.train.train import CONFIG_FILE, EPOCHS_ATTR, HISTORY_FILE, LAST_FILE, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -35,6 +36,15 @@ def _pixels(n: int = 48 * 48, value: int = 7) -> str:
 def _write_csv(path: Path, rows: list[str], header: str = "emotion,pixels,Usage") -> Path:
     path.write_text(header + "\n" + "\n".join(rows) + "\n")
     return path
+
+
+def _stored_config(folder: Path, **settings: object) -> TrainConfig:
+    """Write the ``config.json`` a run of these settings leaves in ``folder``."""
+    from dataclasses import asdict
+
+    config = TrainConfig(**settings)
+    (folder / CONFIG_FILE).write_text(json.dumps(asdict(config)))
+    return config
 
 
 def _one_line_data_error(path: Path, match: str, **kwargs: object) -> str:
@@ -818,19 +828,9 @@ def test_export_says_when_a_run_is_unfinished(tmp_path: Path, capsys) -> None:
 def test_a_run_killed_while_saving_its_first_epoch_starts_over(tmp_path: Path) -> None:
     """The log row and best.h5 are written before last.h5: such leftovers are this run's own
     and the same command starts over; a finished run's (summary.json) are refused."""
-    from dataclasses import asdict
+    from videmo.train.train import BEST_FILE, SUMMARY_FILE, _check_fresh
 
-    from videmo.train.train import (
-        BEST_FILE,
-        CONFIG_FILE,
-        HISTORY_FILE,
-        SUMMARY_FILE,
-        TrainConfig,
-        _check_fresh,
-    )  # fmt: skip
-
-    config = TrainConfig(data="fer.csv", out=str(tmp_path))
-    (tmp_path / CONFIG_FILE).write_text(json.dumps(asdict(config)))
+    config = _stored_config(tmp_path, data="fer.csv", out=str(tmp_path))
     (tmp_path / HISTORY_FILE).write_text("epoch,val_accuracy\n0,0.3\n")
     (tmp_path / BEST_FILE).write_bytes(b"weights")
     _check_fresh(tmp_path, config)  # starts over
@@ -898,33 +898,21 @@ def test_settings_that_trained_nan_or_crashed_are_refused(setting, value, match)
 def test_a_start_that_failed_does_not_block_the_corrected_command(tmp_path: Path) -> None:
     """A missing teacher failed the start after config.json was written; the corrected job
     was then refused: "holds a run with other settings (teacher, teacher_weight)"."""
-    from dataclasses import asdict
+    from videmo.train.train import _check_fresh
 
-    from videmo.train.train import CONFIG_FILE, TrainConfig, _check_fresh
-
-    failed = TrainConfig(data="fer.csv", out=str(tmp_path), teacher="nope.onnx", teacher_weight=0.5)
-    (tmp_path / CONFIG_FILE).write_text(json.dumps(asdict(failed)))
+    _stored_config(tmp_path, data="fer.csv", out=str(tmp_path), teacher="nope.onnx",
+                   teacher_weight=0.5)  # fmt: skip
     _check_fresh(tmp_path, TrainConfig(data="fer.csv", out=str(tmp_path)))  # goes on
 
 
 def test_resume_needs_the_log_of_every_trained_epoch(tmp_path: Path) -> None:
     """With history.csv gone, a resume replaced best.h5 (epoch 6, the best) by epoch 7 and
     called it "best at epoch 1/1"; with summary.json gone too it was a TypeError."""
-    from dataclasses import asdict
-
     import h5py
 
-    from videmo.train.train import (
-        CONFIG_FILE,
-        EPOCHS_ATTR,
-        HISTORY_FILE,
-        LAST_FILE,
-        TrainConfig,
-        _resumable_epochs,
-    )  # fmt: skip
+    from videmo.train.train import _resumable_epochs
 
-    config = TrainConfig(data="fer.csv", out=str(tmp_path))
-    (tmp_path / CONFIG_FILE).write_text(json.dumps(asdict(config)))
+    config = _stored_config(tmp_path, data="fer.csv", out=str(tmp_path))
     with h5py.File(tmp_path / LAST_FILE, "w") as fh:
         fh.attrs[EPOCHS_ATTR] = 6
     (tmp_path / HISTORY_FILE).write_text("epoch,val_accuracy\n" + "".join(
@@ -938,16 +926,14 @@ def test_resume_needs_the_log_of_every_trained_epoch(tmp_path: Path) -> None:
 def test_a_data_file_spelled_another_way_is_the_same_run(tmp_path: Path, monkeypatch) -> None:
     """`--data mid.csv`, `./mid.csv` and its absolute path name one file: resuming with
     another spelling was refused as "other settings (data)"."""
-    from dataclasses import asdict
-
-    from videmo.train.train import CONFIG_FILE, TrainConfig, _refuse_other_settings
+    from videmo.train.train import _refuse_other_settings
 
     monkeypatch.chdir(tmp_path)
     _write_csv(tmp_path / "mid.csv", [])
     _write_csv(tmp_path / "other.csv", [])
     run = tmp_path / "run"
     run.mkdir()
-    (run / CONFIG_FILE).write_text(json.dumps(asdict(TrainConfig(data="mid.csv"))))
+    _stored_config(run, data="mid.csv")
     for same in ("./mid.csv", str(tmp_path / "mid.csv")):
         _refuse_other_settings(run, TrainConfig(data=same))
     with pytest.raises(SettingsError, match=r"other settings \(data\)"):
@@ -958,11 +944,9 @@ def test_export_refuses_what_it_cannot_write_or_read_before_converting(tmp_path:
     """`-o afile/x.onnx` was a FileExistsError traceback after the conversion; a run whose
     config.json `evaluate --json` had replaced was a TypeError; `export r r` built a
     two-member "ensemble" of one net."""
-    from dataclasses import asdict
-
     from videmo.errors import OutputError
     from videmo.train.commands import _check_model_target
-    from videmo.train.train import CONFIG_FILE, TrainConfig, read_run_config
+    from videmo.train.train import read_run_config
 
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -973,7 +957,7 @@ def test_export_refuses_what_it_cannot_write_or_read_before_converting(tmp_path:
         _check_model_target(tmp_path / "dir.onnx", "ONNX model")
     _check_model_target(tmp_path / "new" / "x.onnx", "ONNX model")  # export makes the folder
     config = tmp_path / CONFIG_FILE
-    config.write_text(json.dumps(asdict(TrainConfig(data="fer.csv"))))
+    _stored_config(tmp_path, data="fer.csv")
     assert read_run_config(config).data == "fer.csv"
     for text, why in (('{"model": "m.onnx", "splits": {}}', "unknown setting"), ("{oops", "")):
         config.write_text(text)
@@ -997,8 +981,6 @@ def test_sigterm_stops_training_as_ctrl_c_does(tmp_path: Path, tiny_fer_csv: Pat
 
     import h5py
     from conftest import REPO, cli_env, videmo_cmd
-
-    from videmo.train.train import EPOCHS_ATTR
 
     out = tmp_path / "run"
     args = ("train", "--data", tiny_fer_csv, "--out", out, "--limit-per-split", "200",
