@@ -1,0 +1,103 @@
+"""Re-estimate a Keras net's BatchNorm statistics on face crops from unlabeled video (AdaBN).
+
+Li et al. 2016 ("Revisiting Batch Normalization For Practical Domain Adaptation"): a net's
+BatchNorm statistics carry its training domain; measuring them again on the new domain's
+inputs, without labels or gradients, adapts the net. Here the new domain is faces cut from
+real video by videmo's own crop (``videmo/crop.py``, the shipped model's calibrated YuNet
+square), from clips that carry no emotion label. Pre-registered in
+``benchmarks/prereg/video-batchnorm.txt``.
+
+    python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 video.h5 --share 1
+    python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 half.h5 --share 0.5
+    videmo import-keras video.h5 video.onnx --flip-tta
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from videmo.crop import face_crop
+from videmo.detect import YUNET_FILE, DetectorConfig
+from videmo.emotion import EmotionModel
+from videmo.models import model_path
+from videmo.train.export import load_keras
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared/data/videos"
+#: Unlabeled clips only: nothing from labeled/ (the development clips) is read.
+FOLDERS = ("single_face", "multi_face")
+SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".flv"}
+EVERY = 3
+DET_SIZE = 640
+
+
+def video_crops(model: EmotionModel, every: int = EVERY) -> np.ndarray:
+    """uint8 crops (and their mirror images) of every face in every ``every``-th frame."""
+    geometry = model.spec.crop_for("yunet")
+    config = DetectorConfig()
+    net = cv2.FaceDetectorYN.create(str(model_path(YUNET_FILE)), "", (320, 320),
+                                    config.score_threshold, config.nms_threshold, 5000)  # fmt: skip
+    crops = []
+    files = sorted(p for f in FOLDERS for p in (VIDEOS / f).iterdir() if p.suffix in SUFFIXES)
+    for path in files:
+        capture, index, found = cv2.VideoCapture(str(path)), -1, 0
+        while True:
+            ok, frame = capture.read()
+            index += 1
+            if not ok:
+                break
+            if index % every:
+                continue
+            scale = min(1.0, DET_SIZE / max(frame.shape[:2]))
+            small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            net.setInputSize((small.shape[1], small.shape[0]))
+            faces = net.detect(small)[1]
+            for face in faces if faces is not None else ():
+                crops.append(face_crop(frame, face[:4] / scale, geometry, model.spec))
+                found += 1
+        print(f"{path.name}: {found} faces", file=sys.stderr)
+    crops = np.stack(crops)
+    return np.concatenate([crops, crops[:, :, ::-1]])
+
+
+def adapt(net, inputs: np.ndarray, share: float, batch: int = 256) -> None:
+    """Give every BatchNorm layer ``share`` of the inputs' statistics, in network order."""
+    import tf_keras as keras
+
+    for layer in net.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        probe = keras.Model(net.inputs, layer.input)
+        feats = np.concatenate([probe(inputs[i : i + batch], training=False).numpy()
+                                for i in range(0, len(inputs), batch)])  # fmt: skip
+        axes = tuple(range(feats.ndim - 1))
+        mean, var = feats.mean(axis=axes), feats.var(axis=axes)
+        gamma, beta, old_mean, old_var = layer.get_weights()
+        layer.set_weights([gamma, beta, (1 - share) * old_mean + share * mean,
+                           (1 - share) * old_var + share * var])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("net", help="Keras net (.h5) whose statistics are re-estimated")
+    parser.add_argument("out", help="where to save the adapted net (.h5)")
+    parser.add_argument("--share", type=float, default=1.0,
+                        help="share of the video statistics (1: replace, 0.5: average)")  # fmt: skip
+    args = parser.parse_args()
+    if not 0.0 <= args.share <= 1.0:
+        parser.error(f"--share is a share, between 0 and 1 (got {args.share})")
+    model = EmotionModel(None, device="cpu")
+    crops = video_crops(model)
+    print(f"{len(crops)} crops (with mirror images)", file=sys.stderr)
+    net = load_keras(args.net)
+    adapt(net, model.spec.normalize(crops), args.share)
+    net.save(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
