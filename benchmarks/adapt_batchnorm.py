@@ -85,8 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("net", help="Keras net (.h5) whose statistics are re-estimated")
     parser.add_argument("out", help="where to save the adapted net (.h5)")
-    parser.add_argument("--share", type=float, default=1.0,
-                        help="share of the video statistics (1: replace, 0.5: average)")  # fmt: skip
+    parser.add_argument(
+        "--share", type=float, default=1.0, help="video statistics' share (1: replace, 0.5: mean)"
+    )
     args = parser.parse_args()
     if not 0.0 <= args.share <= 1.0:
         parser.error(f"--share is a share, between 0 and 1 (got {args.share})")
