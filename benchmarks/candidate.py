@@ -1,8 +1,10 @@
 """Measure a candidate emotion model the way the shipping rule says, and give the rule's verdict.
 
 The rule (README, "The model, chosen on video"; fixed before any candidate was
-measured): a candidate replaces the shipped model only if it gets MORE development
-clips right AND loses AT MOST 1 point through the path (600 pasted faces, seed 0).
+measured): a candidate replaces the shipped model only if it gets AT LEAST 4 MORE
+development clips right AND loses AT MOST 1 point through the path (600 pasted faces,
+seed 0). Until 2026-11-29 one more clip was enough; a seed alone moves the count by up
+to 4, so the bar was raised before the candidates measured since.
 Both figures are measured here with the same code as for the shipped model, in
 one run, so nothing is copied from an earlier measurement (``--shipped FILE`` reuses
 the shipped model's figures only when measured with the same code, version and
@@ -32,6 +34,8 @@ FER_CSV = SHARED / "data/fer2013/fer2013.csv.gz"
 HERE = Path(__file__).resolve().parent
 #: The rule's allowance through the path, in points.
 PATH_ALLOWANCE = 1.0
+#: The rule's bar on the development clips: the largest spread between seeds of one recipe.
+MIN_CLIP_GAIN = 4
 
 
 def _step(command: list[str]) -> str:
@@ -152,9 +156,9 @@ def main() -> None:
     print(f"development clips: candidate {clips} ({per}), shipped {shipped_clips} ({shipped_per})")
     print(f"through the path (600 faces, seed 0): candidate {path:.1%}, shipped {shipped_path:.1%}")
     lost = round(100 * (shipped_path - path), 6)  # 1.0000000000000009 is one point
-    passes = clips > shipped_clips and lost <= PATH_ALLOWANCE
-    print(f"rule: {'PASSES' if passes else 'does not pass'} (more clips, and at most "
-          f"{PATH_ALLOWANCE:g} point lost through the path)")  # fmt: skip
+    passes = clips >= shipped_clips + MIN_CLIP_GAIN and lost <= PATH_ALLOWANCE
+    print(f"rule: {'PASSES' if passes else 'does not pass'} (at least {MIN_CLIP_GAIN} more "
+          f"clips, and at most {PATH_ALLOWANCE:g} point lost through the path)")  # fmt: skip
 
 
 if __name__ == "__main__":
