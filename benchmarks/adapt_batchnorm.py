@@ -10,7 +10,10 @@ square), from clips that carry no emotion label. Pre-registered in
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 video.h5 --share 1
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 half.h5 --share 0.5
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 stem.h5 --layers stem
-    videmo import-keras video.h5 video.onnx --flip-tta
+    python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 deep.h5 --layers deep
+    videmo import-keras video.h5 video.onnx --flip-tta            # one net + its mirror
+    videmo import-keras /tmp/fer/fer/data/emotion_model.hdf5 deep.h5 pair.onnx   # the pair
+    python benchmarks/candidate.py --onnx deep.onnx
 """
 
 from __future__ import annotations
