@@ -1,10 +1,11 @@
 """Measure a candidate emotion model the way the shipping rule says, and give the rule's verdict.
 
-The rule (README, "The model, chosen on video"; fixed before any candidate was
+The rule (README, "The model, chosen on video"; first fixed before any candidate was
 measured): a candidate replaces the shipped model only if it gets AT LEAST 4 MORE
 development clips right AND loses AT MOST 1 point through the path (600 pasted faces,
-seed 0). Until 2026-11-29 one more clip was enough; a seed alone moves the count by up
-to 4, so the bar was raised before the candidates measured since.
+seed 0). Until 2026-11-29 03:15 UTC (commit 3e289e0) one more clip was enough; a seed
+alone moves the count by up to 4, so the bar was raised before the candidates measured
+since.
 Both figures are measured here with the same code as for the shipped model, in
 one run, so nothing is copied from an earlier measurement (``--shipped FILE`` reuses
 the shipped model's figures only when measured with the same code, version and
