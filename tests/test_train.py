@@ -1020,3 +1020,32 @@ def test_an_end_of_file_error_is_not_reported_as_ctrl_c(monkeypatch, capsys) -> 
     assert stopped.value.code == 1
     assert lines == ["videmo: error: unexpected end of data: Compressed file ended before "
                      "the end-of-stream marker was reached"]  # fmt: skip
+
+
+def test_train_help_shows_the_trainers_defaults_without_setting_them() -> None:
+    """`videmo train --help` showed no defaults; they come from TrainConfig, and the
+    options' own defaults stay None so that a job file's values are not overridden."""
+    import re
+
+    from click.testing import CliRunner
+
+    from videmo.train.commands import train_command
+
+    result = CliRunner().invoke(train_command, ["--help"], terminal_width=200)
+    assert result.exit_code == 0
+    config = TrainConfig()
+    shown = {
+        "--epochs": config.epochs,
+        "--batch-size": config.batch_size,
+        "--lr": config.lr,
+        "--seed": config.seed,
+        "--threads": config.threads,
+        "--out": config.out,
+    }
+    for option, value in shown.items():
+        line = next(row for row in result.output.splitlines() if row.strip().startswith(option))
+        assert line.rstrip().endswith(f"[default: {value}]"), line
+    assert not re.search(r"--data .*\[default", result.output)  # required: no default shown
+    ctx = train_command.make_context("train", ["--data", "x.csv"])
+    names = {name.strip("-").replace("-", "_") for name in shown}
+    assert all(ctx.params[name] is None for name in names)  # not given: the job's value stands

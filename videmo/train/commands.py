@@ -65,22 +65,62 @@ def _require_tf() -> None:
             raise click.ClickException(f"{module} is not installed: pip install 'videmo[train]'")
 
 
+class _TrainOption(click.Option):
+    """An option of ``videmo train`` whose --help shows TrainConfig's default.
+
+    The default itself stays None so a job file's value is not overridden; the
+    trainer module (0.3 s to import) is read only when the help is shown.
+    """
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from dataclasses import fields
+
+        from videmo.train.train import TrainConfig
+
+        default = {field.name: field.default for field in fields(TrainConfig)}.get(self.name)
+        record = super().get_help_record(ctx)
+        if record is None or default in (None, ""):
+            return record
+        return record[0], f"{record[1]}  [default: {default}]"  # click's own form
+
+
 @click.command("train")
 @click.option(
     "--job",
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML job file (keys of TrainConfig); command-line options override it.",
 )
-@click.option("--data", help="FER2013 CSV (.csv/.csv.gz) or image-folder root.")
-@click.option("--out", help="Output folder for checkpoints, history and the ONNX model.")
-@click.option("--epochs", type=int, help="Epochs in all (a resumed run counts those done).")
-@click.option("--batch-size", type=int, help="Faces per training step.")
-@click.option("--lr", type=float, help="Peak learning rate.")
-@click.option("--patience", type=int, help="Early-stopping patience (epochs, val accuracy).")
-@click.option("--seed", type=int, help="Seed of the shuffling, augmentation and initial weights.")
-@click.option("--width", type=float, help="Filter-count multiplier (1 = paper's mini-Xception).")
-@click.option("--limit-per-split", type=int, help="Use a seeded subset per split (tiny runs).")
-@click.option("--threads", type=int, help="CPU threads for TensorFlow.")
+@click.option("--data", cls=_TrainOption, help="FER2013 CSV (.csv/.csv.gz) or image-folder root.")
+@click.option(
+    "--out", cls=_TrainOption, help="Output folder for checkpoints, history and the ONNX model."
+)
+@click.option(
+    "--epochs", cls=_TrainOption, type=int, help="Epochs in all (a resumed run counts those done)."
+)
+@click.option("--batch-size", cls=_TrainOption, type=int, help="Faces per training step.")
+@click.option("--lr", cls=_TrainOption, type=float, help="Peak learning rate.")
+@click.option(
+    "--patience", cls=_TrainOption, type=int, help="Early-stopping patience (epochs, val accuracy)."
+)
+@click.option(
+    "--seed",
+    cls=_TrainOption,
+    type=int,
+    help="Seed of the shuffling, augmentation and initial weights.",
+)
+@click.option(
+    "--width",
+    cls=_TrainOption,
+    type=float,
+    help="Filter-count multiplier (1 = paper's mini-Xception).",
+)
+@click.option(
+    "--limit-per-split",
+    cls=_TrainOption,
+    type=int,
+    help="Use a seeded subset per split (tiny runs).",
+)
+@click.option("--threads", cls=_TrainOption, type=int, help="CPU threads for TensorFlow.")
 @click.option(
     "--export/--no-export",
     default=True,
@@ -91,7 +131,8 @@ def train_command(job: Path | None, export: bool, **options: object) -> None:
     """Train the emotion model on FER2013 (PublicTest is validation, never trained on).
 
     Needs --job or --data, e.g. `videmo train --job jobs/train-minixception.toml`
-    (hours on a CPU; a stopped run resumes from its last epoch).
+    (hours on a CPU; a stopped run resumes from its last epoch). A job file's
+    values replace the defaults shown; options given here replace both.
     """
     if job is None and options.get("data") is None:
         raise click.UsageError("give --job FILE or --data FER2013_CSV (see jobs/ for examples)")
