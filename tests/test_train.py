@@ -1049,3 +1049,18 @@ def test_train_help_shows_the_trainers_defaults_without_setting_them() -> None:
     ctx = train_command.make_context("train", ["--data", "x.csv"])
     names = {name.strip("-").replace("-", "_") for name in shown}
     assert all(ctx.params[name] is None for name in names)  # not given: the job's value stands
+
+
+def test_a_weights_only_keras_file_is_named_as_such(tmp_path: Path) -> None:
+    """Keras's own message named the file by a Python object's address (``<GFile object at
+    0x7f...>``); the one line says what the file is and what to save instead."""
+    import tf_keras as keras
+
+    from videmo.train.export import load_keras
+
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    weights = tmp_path / "net.weights.h5"
+    net.save_weights(str(weights))
+    with pytest.raises(ModelError, match="holds weights only, no model") as caught:
+        load_keras(weights)
+    assert "0x" not in str(caught.value) and str(weights) in str(caught.value)

@@ -106,6 +106,8 @@ def load_keras(path: str | Path) -> Any:
         return keras.models.load_model(str(path), compile=False)
     except (OSError, ValueError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if "No model config found" in first:  # Keras names the file by an object's address
+            first = "it holds weights only, no model (save the whole model, not save_weights)"
         raise ModelError(f"cannot load Keras model {path}: {first}") from None
 
 
