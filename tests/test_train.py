@@ -1064,3 +1064,34 @@ def test_a_weights_only_keras_file_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="holds weights only, no model") as caught:
         load_keras(weights)
     assert "0x" not in str(caught.value) and str(weights) in str(caught.value)
+
+
+def test_the_next_train_removes_the_temp_files_of_a_killed_save(tmp_path: Path) -> None:
+    """SIGKILL in the middle of a checkpoint save left ``.best.<pid>.<n>.tmp.h5`` in the run
+    folder for good. The next trainer, once it holds the folder's lock, removes videmo temp
+    files whose process is gone, and keeps those of live processes and every other file."""
+    import os
+    import subprocess
+    import sys
+
+    from videmo.outputs.atomic import orphaned_temps
+    from videmo.train.train import _only_trainer
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid, live_pid = int(gone.stdout), os.getpid()
+    run = tmp_path / "run"
+    run.mkdir()
+    orphans = [run / f".best.{dead_pid}.0.tmp.h5", run / f".history.csv.{dead_pid}.3.tmp"]
+    kept = [
+        run / f".last.{live_pid}.1.tmp.h5",  # a writer at work
+        run / ".annotated.2.tmp.mp4",  # no pid in the name
+        run / "notes.tmp.txt",  # the user's
+        run / "best.h5",
+    ]
+    for path in [*orphans, *kept]:
+        path.write_bytes(b"x")
+    assert orphaned_temps(run) == sorted(orphans)
+    with _only_trainer(run):
+        assert not any(path.exists() for path in orphans)
+        assert all(path.exists() for path in kept)

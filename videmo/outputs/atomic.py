@@ -53,6 +53,8 @@ def temp_path_for(path: Path, suffix_keep: bool = True) -> Path:
 #: The temp names of videmo's writers: ``.<name>.<pid>.<n>.tmp``, ``.<stem>.<pid>.<n>.tmp.<ext>``
 #: (``temp_path_for``) and ``.<stem>.<k>.tmp.<ext>`` (annotated-video segments).
 _TEMP_NAME = re.compile(r"^\.(?P<base>.+?)\.\d+(?:\.\d+)?\.tmp(?P<ext>\.[A-Za-z0-9]+)?$")
+#: The pid in a ``temp_path_for`` name (``.best.<pid>.<n>.tmp.h5``).
+_TEMP_PID = re.compile(r"^\..+?\.(?P<pid>\d+)\.\d+\.tmp(?:\.[A-Za-z0-9]+)?$")
 
 
 def temp_of(name: str) -> str | None:
@@ -65,6 +67,27 @@ def temp_of(name: str) -> str | None:
     if match is None:
         return None
     return match["base"] + (match["ext"] or "")
+
+
+def orphaned_temps(folder: Path) -> list[Path]:
+    """videmo temp files in ``folder`` whose writing process is gone (killed mid-write).
+
+    Only ``temp_path_for`` names carry a pid; a temp of a live process, or of a pid that
+    cannot be checked, is kept, so a writer still at work never loses its file.
+    """
+    orphans = []
+    for entry in sorted(folder.iterdir()):
+        match = _TEMP_NAME.match(entry.name)
+        pid = _TEMP_PID.match(entry.name)
+        if match is None or pid is None or not entry.is_file() or entry.is_symlink():
+            continue
+        try:
+            os.kill(int(pid["pid"]), 0)
+        except ProcessLookupError:
+            orphans.append(entry)
+        except (OSError, OverflowError, ValueError):
+            continue
+    return orphans
 
 
 def ensure_dir(path: Path) -> Path:

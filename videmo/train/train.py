@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from videmo.errors import DataError, SettingsError
-from videmo.outputs.atomic import atomic_write, write_text_atomic
+from videmo.outputs.atomic import atomic_write, orphaned_temps, write_text_atomic
 from videmo.settings import DETECTORS, check_type, load_toml
 from videmo.spec import EMOTIONS, ModelSpec
 from videmo.train.data import (
@@ -246,6 +246,8 @@ def _only_trainer(out: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
+        for orphan in orphaned_temps(out):  # a run killed mid-save (SIGKILL) left these
+            orphan.unlink(missing_ok=True)
         yield
 
 
