@@ -1292,6 +1292,47 @@ def test_bench_takes_patterns_and_keeps_the_figures_of_the_good_files(tmp_path: 
 
 
 @requires_data
+def test_bench_never_writes_its_json_over_a_video_or_a_model(tmp_path: Path) -> None:
+    """`bench --json` replaced whatever it was given, the video being measured included;
+    `evaluate --json` and `evaluate-clips --csv` already refused a name of another kind."""
+    clip = copy_clip(SINGLE, tmp_path, "a.mp4")
+    before = clip.read_bytes()
+    line = run_cli("bench", clip, "--json", clip).assert_one_line_error()
+    assert "does not end in .json" in line and clip.read_bytes() == before
+    line = run_cli("bench", clip, "--workers", "-1").assert_one_line_error()
+    assert "--workers" in line and "-1" in line  # a usage error before any measurement
+
+
+@requires_data
+def test_bench_and_evaluate_clips_write_their_files_when_stdout_closes_early(
+    tmp_path: Path,
+) -> None:
+    """Both printed their tables first and wrote --json/--csv/--confusion-png after: with
+    stdout piped into `head -1` they ended on the broken pipe and wrote nothing."""
+    import subprocess
+
+    folder = tmp_path / "clips"
+    copy_clip(CREMA_HAP, folder, CREMA_HAP.name)
+    (folder / "labels.csv").write_text(f"file,fer2013_class\n{CREMA_HAP.name},happy\n")
+    outputs = {
+        "bench": (["bench", SINGLE, "--json", tmp_path / "b.json"], [tmp_path / "b.json"]),
+        "evaluate-clips": (
+            ["evaluate-clips", folder, "-q", "--csv", tmp_path / "c.csv",
+             "--confusion-png", tmp_path / "c.png"],
+            [tmp_path / "c.csv", tmp_path / "c.png"],
+        ),
+    }  # fmt: skip
+    for command, (args, files) in outputs.items():
+        proc = subprocess.Popen(videmo_cmd(*args), stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=cli_env())  # fmt: skip
+        proc.stdout.close()  # the reader is gone before the first line
+        proc.wait(timeout=300)
+        assert all(f.is_file() and f.stat().st_size > 0 for f in files), command
+    assert json.loads((tmp_path / "b.json").read_text())[0]["frames"] > 0
+    assert "happy" in (tmp_path / "c.csv").read_text()
+
+
+@requires_data
 def test_json_targets_are_checked_before_the_work(tmp_path: Path) -> None:
     missing = tmp_path / "nodir" / "x.json"
     line = run_cli("bench", SINGLE, "--json", missing).assert_one_line_error()
@@ -1363,7 +1404,8 @@ def test_a_users_own_files_in_the_output_folder_survive_a_run(tmp_path: Path) ->
     mine = ["plots/my.png", "faces/me.jpg", "draft.tmp.docx", ".env.tmp.bak", "notes.txt"]
     stale = ["plots/face_099.png", "faces/face_099.jpg", ".timeline.123.4.tmp.parquet",
              "plots/.face_001.7.8.tmp.png", ".annotated.0.tmp.mp4",
-             ".run.json.5.6.tmp"]  # fmt: skip
+             ".run.json.5.6.tmp",
+             "..annotated.0.tmp.24923.6.tmp.mp4"]  # a segment killed while written  # fmt: skip
     for name in mine + stale:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(name)

@@ -439,7 +439,7 @@ def _exit_now(status: int) -> None:
 
 @cli.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--workers", "workers", multiple=True, type=int,
+@click.option("--workers", "workers", multiple=True, type=click.IntRange(min=0),
               help="worker counts to compare (repeatable; 0 = serial) [default: 0]")  # fmt: skip
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="also write the figures as JSON"
@@ -464,7 +464,10 @@ def bench(
 
     install_interrupt_handler()  # SIGTERM ends it as Ctrl-C does: "videmo: terminated"
     if json_path is not None:  # before the benchmark, not after
+        from videmo.train.commands import check_suffix
+
         check_output_file(json_path)
+        check_suffix(json_path, ".json", "--json file")  # never over a video or a model
     settings = settings_from(options)
     results, failed = [], 0
     for video in _collect([str(v) for v in videos], DEFAULT_OUT):  # files, folders, globs
@@ -473,6 +476,8 @@ def bench(
         except VidemoError as exc:  # one bad file must not lose the others' figures
             click.echo(f"videmo: error: {exc}", err=True)
             failed += 1
+    if json_path and results:  # before printing: a reader that stops early loses nothing
+        write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
     table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
     for column in ("video", "size", "frames", "decode fps", "decode+BGR fps", "full detect fps",
                    "workers", "end-to-end fps", "vs decode", "faces"):  # fmt: skip
@@ -498,8 +503,6 @@ def bench(
         for stage, ms in stages["ms_per_frame"].items():
             breakdown.add_row(stage, f"{ms:.2f}")
         console.print(breakdown)
-    if json_path and results:
-        write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
     if failed:
         sys.exit(1)
 
@@ -576,11 +579,19 @@ def evaluate_clips_command(
             click.echo(f"{clip.folder}/{clip.file}", err=True)
 
     per_clip = labeled.evaluate_clips(clips, settings, progress)
+    _write_clip_files(per_clip, csv_path, confusion_png)  # before printing (a closed pipe)
     shown = ["folder", "file", "label", "predicted", "correct", "face_rows"]
     click.echo(per_clip[shown].to_string(index=False))
     click.echo("")
     click.echo(labeled.accuracy_table(per_clip).to_string())
-    unreadable = _warn_about_clips(per_clip)
+    if _warn_about_clips(per_clip):
+        sys.exit(1)
+
+
+def _write_clip_files(per_clip, csv_path: Path | None, confusion_png: Path | None) -> None:
+    """evaluate-clips' --csv and --confusion-png."""
+    from videmo.evaluation import clips as labeled
+
     if csv_path:
         from videmo.outputs.atomic import write_text_atomic
 
@@ -595,8 +606,6 @@ def evaluate_clips_command(
         if faceless:
             title += f" ({faceless} without a face, not in the matrix)"
         save_confusion_png(labeled.confusion(per_clip), list(EMOTIONS), confusion_png, title)
-    if unreadable:
-        sys.exit(1)
 
 
 def _warn_about_clips(per_clip) -> int:

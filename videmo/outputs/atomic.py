@@ -66,7 +66,10 @@ def temp_of(name: str) -> str | None:
     match = _TEMP_NAME.match(name)
     if match is None:
         return None
-    return match["base"] + (match["ext"] or "")
+    base = match["base"] + (match["ext"] or "")
+    # a temp of a temp (an annotated-video segment ``.annotated.0.tmp.mp4`` being written
+    # as ``..annotated.0.tmp.<pid>.<n>.tmp.mp4``) stands for what the inner one stands for
+    return temp_of(base) or base
 
 
 def orphaned_temps(folder: Path) -> list[Path]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from videmo.train.train import TrainConfig
 
 
-def _check_suffix(path: Path, suffix: str, what: str) -> None:
+def check_suffix(path: Path, suffix: str, what: str) -> None:
     """Refuse an output name without ``suffix``: a forgotten or swapped argument would
     otherwise overwrite an input (``import-keras a.h5 b.h5`` wrote ONNX over ``b.h5``)."""
     if path.suffix.lower() != suffix:
@@ -37,7 +37,7 @@ def _check_model_target(path: Path, what: str) -> None:
     from videmo.errors import OutputError
     from videmo.outputs.atomic import check_output_file
 
-    _check_suffix(path, ".onnx", what)
+    check_suffix(path, ".onnx", what)
     if path.parent.is_dir():
         check_output_file(path)  # a folder, a read-only file or folder: refused now
         return
@@ -260,7 +260,7 @@ def evaluate_command(
     )
 
     if json_out is not None:  # before the evaluation, not after
-        _check_suffix(json_out, ".json", "--json file")
+        check_suffix(json_out, ".json", "--json file")
         check_output_file(json_out)
     if limit_per_split is not None and limit_per_split < 1:
         raise click.BadParameter("must be at least 1", param_hint="--limit-per-split")
