@@ -1133,6 +1133,24 @@ def test_evaluate_clips_names_and_counts_each_folder_and_clip_once(tmp_path: Pat
 
 
 @requires_data
+def test_labels_csv_reads_every_name_as_given_and_refuses_a_doubled_column(
+    tmp_path: Path,
+) -> None:
+    """pandas read a clip called NA (or null, None, nan) as a missing name, and renamed a
+    second fer2013_class column to fer2013_class.1 so the first was used unsaid."""
+    from videmo.evaluation.clips import read_labels
+
+    names = ("NA", "null", "None", "nan")
+    folder = _labeled(tmp_path / "odd", "".join(f"{n},sad\n" for n in names), names)
+    assert [(clip.file, clip.label) for clip in read_labels(folder)] == [(n, "sad") for n in names]
+    doubled = tmp_path / "doubled"
+    _labeled(doubled, "", ("a.mp4",))
+    (doubled / "labels.csv").write_text("file,fer2013_class,fer2013_class\na.mp4,happy,sad\n")
+    with pytest.raises(DataError, match="column fer2013_class appears more than once"):
+        read_labels(doubled)
+
+
+@requires_data
 def test_evaluate_clips_refuses_bad_labels_and_folders_in_one_line(tmp_path: Path) -> None:
     header_only = _labeled(tmp_path / "empty", "")
     assert (

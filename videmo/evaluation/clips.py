@@ -61,7 +61,7 @@ def read_labels(folder: Path, name: str | None = None) -> list[LabeledClip]:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     if table.empty:
         raise DataError(f"{path}: no clips listed")
-    if table["file"].isna().any():
+    if (table["file"].str.strip() == "").any():
         raise DataError(f"{path}: a row has no file name")
     files = table["file"].map(os.path.normpath)
     # ``a.mp4``, ``./a.mp4`` and its absolute path are one clip: it would be scored twice
@@ -71,7 +71,7 @@ def read_labels(folder: Path, name: str | None = None) -> list[LabeledClip]:
         raise DataError(f"{path}: {twice[0]} is listed more than once")
     clips = []
     for file, label in zip(files, table["fer2013_class"], strict=True):
-        if pd.isna(label):
+        if not label.strip():
             raise DataError(f"{path}: {file}: no fer2013_class")
         if label not in EMOTIONS:
             raise DataError(f"{path}: {file}: class {label!r} is not one of {', '.join(EMOTIONS)}")
@@ -88,7 +88,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(path, dtype=str, index_col=False)
+            # a clip may be called NA.mp4 or "null": no string is read as missing
+            table = pd.read_csv(path, dtype=str, index_col=False, keep_default_na=False)
+            header = pd.read_csv(path, dtype=str, header=None, nrows=1, keep_default_na=False)
     except pd.errors.ParserWarning:
         raise DataError(f"{path}: a row has more fields than the header") from None
     except pd.errors.ParserError as exc:
@@ -98,6 +100,11 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
     except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    names = [name.strip() for name in header.iloc[0]]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # pandas would rename the second "fer2013_class" and use the first unsaid
+        raise DataError(f"{path}: column {twice[0]} appears more than once in the header")
+    return table
 
 
 def unlisted_videos(folder: Path, clips: Sequence[LabeledClip]) -> list[Path]:
