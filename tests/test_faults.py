@@ -15,6 +15,7 @@ from conftest import (
     CREMA_HAP,
     DINNER,
     FAST,
+    REPO,
     SINGLE,
     cli_env,
     copy_clip,
@@ -1551,3 +1552,12 @@ def test_api_options_are_checked_like_job_file_keys() -> None:
     # numpy numbers and paths are what a Python caller has at hand: taken as plain values
     settings = Settings().with_options({"every": np.int64(2), "model": Path("m.onnx")})
     assert (settings.every, settings.model) == (2, "m.onnx") and type(settings.every) is int
+
+
+@requires_data
+def test_an_empty_output_root_is_refused_not_read_as_the_current_folder(tmp_path: Path) -> None:
+    """`-o ''` (an unset shell variable) wrote into whatever folder videmo was started in."""
+    for command in (["run", SINGLE], ["job", REPO / "jobs" / "example.toml"]):
+        line = run_cli(*command, "-o", "", cwd=tmp_path).assert_one_line_error()
+        assert "the output root is empty" in line
+    assert list(tmp_path.iterdir()) == []

@@ -28,6 +28,19 @@ if typing.TYPE_CHECKING:
     from videmo.runner import VideoRun
 
 DEFAULT_OUT = Path("videmo_out")
+
+
+class _OutputRoot(click.Path):
+    """A folder name; an empty one (``-o ''``, an unset variable) is refused, not read as
+    the current folder."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("the output root is empty: name a folder (-o . for this one)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUT_ROOT = _OutputRoot(path_type=Path)
 QUIET_HELP = "no progress bar or summary table (warnings and notes still go to stderr)"
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 _CHOICES = {"detector": DETECTORS, "device": DEVICES, "classify_stage": CLASSIFY_STAGES}
@@ -83,7 +96,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", "out_root", type=click.Path(path_type=Path), default=DEFAULT_OUT,
+@click.option("-o", "--out", "out_root", type=OUT_ROOT, default=DEFAULT_OUT,
               show_default=True, help="output root; each video gets OUT/<video name>/")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @settings_options
@@ -116,7 +129,7 @@ JOB_KEYS = {"inputs", "output", "settings"}
 
 @cli.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_root", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--out", "out_root", type=OUT_ROOT, default=None,
               help="output root, instead of the job file's `output`")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @settings_options
