@@ -1561,3 +1561,30 @@ def test_an_empty_output_root_is_refused_not_read_as_the_current_folder(tmp_path
         line = run_cli(*command, "-o", "", cwd=tmp_path).assert_one_line_error()
         assert "the output root is empty" in line
     assert list(tmp_path.iterdir()) == []
+
+
+@requires_data
+def test_a_batch_report_that_cannot_be_written_is_said_not_swallowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while writing the batch's report.html was silent: exit 0, no page, no
+    word. The videos' outputs and batch.csv stand; stderr now says what is missing."""
+    from click.testing import CliRunner
+
+    import videmo.outputs.report as report
+    from videmo.cli import cli
+
+    def disk_full(entries: list[dict], root: Path) -> Path:
+        raise OutputError(f"cannot write {root / 'report.html'}: No space left on device")
+
+    monkeypatch.setattr(report, "write_batch_report", disk_full)
+    copy_clip(CREMA_HAP, tmp_path / "in", "a.flv")
+    copy_clip(CREMA_HAP, tmp_path / "in", "b.flv")
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), "-o", str(out), "--workers", "0", "-q", "--no-video"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "the batch's report.html was not written" in result.stderr
+    assert "No space left on device" in result.stderr
+    assert (out / "batch.csv").is_file() and not (out / "report.html").exists()
+    assert all((out / name / "report.html").is_file() for name in ("a", "b"))

@@ -237,7 +237,11 @@ def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
     with interrupts_held():  # every video is finished: a Ctrl-C now waits for the listing
         batch_csv = write_batch_csv(runs, out_root) if batch else None
         if batch and settings.report:
-            write_batch_report(runs, out_root)
+            try:
+                write_batch_report(runs, out_root)
+            except VidemoError as exc:  # the videos' own outputs and batch.csv stand
+                click.echo(f"videmo: warning: the batch's report.html was not written: {exc}",
+                           err=True)  # fmt: skip
         if not quiet:
             print_summary(runs, batch_csv)
         _print_results(runs)

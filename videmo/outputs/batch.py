@@ -95,8 +95,12 @@ def summary_lists(out_root: Path, folder: str) -> bool:
     return any(Path(o).name == folder for o in outputs.dropna())
 
 
-def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path | None:
-    """``report.html`` at the output root: every input, linking to its own page."""
+def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path:
+    """``report.html`` at the output root: every input, linking to its own page.
+
+    A failure (a full disk) raises the writer's one-line OutputError: the caller warns,
+    since every video's own outputs and ``batch.csv`` are already written.
+    """
     from videmo.outputs.report import write_batch_report as write_page
 
     entries = [
@@ -104,7 +108,4 @@ def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path | None:
          "faces": r.faces, "error": printable(r.error)}
         for r in runs
     ]  # fmt: skip
-    try:
-        return write_page(entries, out_root)
-    except VidemoError:
-        return None
+    return write_page(entries, out_root)
