@@ -11,6 +11,7 @@ square), from clips that carry no emotion label. Pre-registered in
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 half.h5 --share 0.5
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 stem.h5 --layers stem
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 deep.h5 --layers deep
+    python benchmarks/adapt_batchnorm.py ... pasted-deep.h5 --layers deep --source pasted
     videmo import-keras video.h5 video.onnx --flip-tta            # one net + its mirror
     videmo import-keras /tmp/fer/fer/data/emotion_model.hdf5 deep.h5 pair.onnx   # the pair
     python benchmarks/candidate.py --onnx deep.onnx
@@ -31,7 +32,12 @@ from videmo.emotion import EmotionModel
 from videmo.models import model_path
 from videmo.train.export import load_keras
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared/data/videos"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VIDEOS = SHARED / "data/videos"
+FER_CSV = SHARED / "data/fer2013/fer2013.csv.gz"
+#: The path benchmark's background (benchmarks/video_path_accuracy.py).
+BACKGROUND = VIDEOS / "no_face/pyfeat_no_face_caminandes.mp4"
+PASTED_FACES = 2700
 #: Unlabeled clips only: nothing from labeled/ (the development clips) is read.
 FOLDERS = ("single_face", "multi_face")
 SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".flv"}
@@ -72,6 +78,31 @@ def video_crops(model: EmotionModel, every: int = EVERY) -> np.ndarray:
 STEM_LAYERS = 2
 
 
+def pasted_crops(model: EmotionModel, count: int = PASTED_FACES, seed: int = 0) -> np.ndarray:
+    """uint8 crops (and mirrors) of FER2013 Training faces pasted into video frames, found by
+    YuNet and cut from the frame by ``crop.py``: the pipeline's kind of crop, FER2013's faces."""
+    from videmo.detect import create_detector
+    from videmo.evaluation.pasted import nearest_detection, pasted_scenes
+    from videmo.train.data import load_fer2013
+
+    train = load_fer2013(FER_CSV)["Training"]
+    pick = np.sort(np.random.default_rng(seed).choice(len(train.labels), count, replace=False))
+    images, labels = train.images[pick], train.labels[pick]
+    finder = create_detector(DetectorConfig(name="yunet"))
+    geometry = model.spec.crop_for("yunet")
+    crops = []
+    for frame, placed in pasted_scenes(images, labels, seed, 2, BACKGROUND):
+        boxes, _ = finder.detect(frame)
+        centres = boxes[:, :2] + boxes[:, 2:] / 2
+        for face in placed:
+            best = nearest_detection(face, centres)
+            if best is not None:
+                crops.append(face_crop(frame, boxes[best], geometry, model.spec))
+    print(f"{len(crops)} of {count} pasted Training faces found", file=sys.stderr)
+    crops = np.stack(crops)
+    return np.concatenate([crops, crops[:, :, ::-1]])
+
+
 def adapt(net, inputs: np.ndarray, share: float, layers: str = "all", batch: int = 256) -> None:
     """Give BatchNorm layers ``share`` of the inputs' statistics, in network order.
 
@@ -100,13 +131,17 @@ def main() -> None:
         "--share", type=float, default=1.0, help="video statistics' share (1: replace, 0.5: mean)"
     )
     parser.add_argument(
+        "--source", choices=("video", "pasted"), default="video",
+        help="video: the unlabeled clips' faces; pasted: FER2013 Training faces pasted in video",
+    )  # fmt: skip
+    parser.add_argument(
         "--layers", choices=("all", "stem", "deep"), default="all", help="which layers adapt"
     )
     args = parser.parse_args()
     if not 0.0 <= args.share <= 1.0:
         parser.error(f"--share is a share, between 0 and 1 (got {args.share})")
     model = EmotionModel(None, device="cpu")
-    crops = video_crops(model)
+    crops = video_crops(model) if args.source == "video" else pasted_crops(model)
     print(f"{len(crops)} crops (with mirror images)", file=sys.stderr)
     net = load_keras(args.net)
     adapt(net, model.spec.normalize(crops), args.share, args.layers)
