@@ -131,7 +131,7 @@ def main() -> None:
         "--share", type=float, default=1.0, help="video statistics' share (1: replace, 0.5: mean)"
     )
     parser.add_argument(
-        "--source", choices=("video", "pasted"), default="video",
+        "--source", choices=("video", "pasted", "both"), default="video",
         help="video: the unlabeled clips' faces; pasted: FER2013 Training faces pasted in video",
     )  # fmt: skip
     parser.add_argument(
@@ -141,7 +141,9 @@ def main() -> None:
     if not 0.0 <= args.share <= 1.0:
         parser.error(f"--share is a share, between 0 and 1 (got {args.share})")
     model = EmotionModel(None, device="cpu")
-    crops = video_crops(model) if args.source == "video" else pasted_crops(model)
+    sources = {"video": [video_crops], "pasted": [pasted_crops]}
+    sources["both"] = sources["video"] + sources["pasted"]
+    crops = np.concatenate([source(model) for source in sources[args.source]])
     print(f"{len(crops)} crops (with mirror images)", file=sys.stderr)
     net = load_keras(args.net)
     adapt(net, model.spec.normalize(crops), args.share, args.layers)
