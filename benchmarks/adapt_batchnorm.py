@@ -27,9 +27,8 @@ import cv2
 import numpy as np
 
 from videmo.crop import face_crop
-from videmo.detect import YUNET_FILE, DetectorConfig
+from videmo.detect import DetectorConfig, create_detector
 from videmo.emotion import EmotionModel
-from videmo.models import model_path
 from videmo.train.export import load_keras
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -42,15 +41,16 @@ PASTED_FACES = 2700
 FOLDERS = ("single_face", "multi_face")
 SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".flv"}
 EVERY = 3
-DET_SIZE = 640
 
 
 def video_crops(model: EmotionModel, every: int = EVERY) -> np.ndarray:
-    """uint8 crops (and their mirror images) of every face in every ``every``-th frame."""
+    """uint8 crops (and their mirror images) of every face in every ``every``-th frame.
+
+    The faces are those the pipeline's detector returns (``create_detector``: YuNet at its
+    working size, score threshold, smallest face and boxes clipped to the frame).
+    """
+    finder = create_detector(DetectorConfig())
     geometry = model.spec.crop_for("yunet")
-    config = DetectorConfig()
-    net = cv2.FaceDetectorYN.create(str(model_path(YUNET_FILE)), "", (320, 320),
-                                    config.score_threshold, config.nms_threshold, 5000)  # fmt: skip
     crops = []
     files = sorted(p for f in FOLDERS for p in (VIDEOS / f).iterdir() if p.suffix in SUFFIXES)
     for path in files:
@@ -62,12 +62,9 @@ def video_crops(model: EmotionModel, every: int = EVERY) -> np.ndarray:
                 break
             if index % every:
                 continue
-            scale = min(1.0, DET_SIZE / max(frame.shape[:2]))
-            small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            net.setInputSize((small.shape[1], small.shape[0]))
-            faces = net.detect(small)[1]
-            for face in faces if faces is not None else ():
-                crops.append(face_crop(frame, face[:4] / scale, geometry, model.spec))
+            boxes, _ = finder.detect(frame)
+            for box in boxes:
+                crops.append(face_crop(frame, box, geometry, model.spec))
                 found += 1
         print(f"{path.name}: {found} faces", file=sys.stderr)
     crops = np.stack(crops)
@@ -81,7 +78,6 @@ STEM_LAYERS = 2
 def pasted_crops(model: EmotionModel, count: int = PASTED_FACES, seed: int = 0) -> np.ndarray:
     """uint8 crops (and mirrors) of FER2013 Training faces pasted into video frames, found by
     YuNet and cut from the frame by ``crop.py``: the pipeline's kind of crop, FER2013's faces."""
-    from videmo.detect import create_detector
     from videmo.evaluation.pasted import nearest_detection, pasted_scenes
     from videmo.train.data import load_fer2013
 
@@ -114,11 +110,17 @@ def adapt(net, inputs: np.ndarray, share: float, layers: str = "all", batch: int
     chosen = {"all": norms, "stem": norms[:STEM_LAYERS], "deep": norms[STEM_LAYERS:]}[layers]
     for layer in chosen:
         probe = keras.Model(net.inputs, layer.input)
-        feats = np.concatenate([probe(inputs[i : i + batch], training=False).numpy()
-                                for i in range(0, len(inputs), batch)])  # fmt: skip
-        axes = tuple(range(feats.ndim - 1))
-        mean, var = feats.mean(axis=axes), feats.var(axis=axes)
+        total = total_sq = count = 0
+        for start in range(0, len(inputs), batch):  # sums in float64: float32 sums of ~10^7
+            feats = probe(inputs[start : start + batch], training=False).numpy()  # values
+            feats = feats.reshape(-1, feats.shape[-1]).astype(np.float64)  # drift by percents
+            total, total_sq = total + feats.sum(axis=0), total_sq + (feats**2).sum(axis=0)
+            count += len(feats)
+        mean = total / count
+        var = np.maximum(total_sq / count - mean**2, 0.0)  # the population variance, as Keras
         gamma, beta, old_mean, old_var = layer.get_weights()
+        # --share below 1 averages the two means and the two variances, as registered (not
+        # the variance of the pooled data, which would add share*(1-share)*(mean gap)^2)
         layer.set_weights([gamma, beta, (1 - share) * old_mean + share * mean,
                            (1 - share) * old_var + share * var])  # fmt: skip
 
