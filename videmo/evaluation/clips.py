@@ -101,8 +101,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
     names = [name.strip() for name in header.iloc[0]]
-    twice = sorted({name for name in names if names.count(name) > 1})
+    twice = sorted(name for name in ("file", "fer2013_class") if names.count(name) > 1)
     if twice:  # pandas would rename the second "fer2013_class" and use the first unsaid
+        # (other columns may repeat or be blank, as spreadsheets save them: they are not read)
         raise DataError(f"{path}: column {twice[0]} appears more than once in the header")
     return table
 

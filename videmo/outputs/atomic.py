@@ -18,7 +18,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -72,17 +72,22 @@ def temp_of(name: str) -> str | None:
     return temp_of(base) or base
 
 
-def orphaned_temps(folder: Path) -> list[Path]:
-    """videmo temp files in ``folder`` whose writing process is gone (killed mid-write).
+def orphaned_temps(folder: Path, names: Callable[[str], bool]) -> list[Path]:
+    """videmo temp files in ``folder`` of the files ``names`` accepts, whose writing process
+    is gone (killed mid-write).
 
     Only ``temp_path_for`` names carry a pid; a temp of a live process, or of a pid that
-    cannot be checked, is kept, so a writer still at work never loses its file.
+    cannot be checked, is kept, so a writer still at work never loses its file. (A writer
+    in another pid namespace, sharing the folder, would look gone: callers hold a lock that
+    such a writer also takes.)
     """
     orphans = []
     for entry in sorted(folder.iterdir()):
-        match = _TEMP_NAME.match(entry.name)
+        target = temp_of(entry.name)
         pid = _TEMP_PID.match(entry.name)
-        if match is None or pid is None or not entry.is_file() or entry.is_symlink():
+        if target is None or pid is None or not names(target):
+            continue
+        if not entry.is_file() or entry.is_symlink():
             continue
         try:
             os.kill(int(pid["pid"]), 0)

@@ -217,6 +217,14 @@ def _run_folder(out: Path) -> Path:
     return out
 
 
+def _written_by_train(name: str) -> bool:
+    """A file ``videmo train`` writes in its run folder (checkpoints, logs, the framed-face
+    cache): the only temps it clears after a killed save."""
+    return name in (*RUN_FILES, CONFIG_FILE) or (
+        name.startswith("framed-") and name.endswith(".npz")
+    )
+
+
 @contextlib.contextmanager
 def _only_trainer(out: Path) -> Iterator[None]:
     """Hold ``out/.train.lock`` while training: a second ``videmo train`` on the same
@@ -246,8 +254,9 @@ def _only_trainer(out: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
-        for orphan in orphaned_temps(out):  # a run killed mid-save (SIGKILL) left these
-            orphan.unlink(missing_ok=True)
+        for orphan in orphaned_temps(out, _written_by_train):  # a save killed (SIGKILL)
+            with contextlib.suppress(OSError):
+                orphan.unlink()
         yield
 
 
