@@ -1591,3 +1591,38 @@ def test_a_batch_report_that_cannot_be_written_is_said_not_swallowed(
     assert "No space left on device" in result.stderr
     assert (out / "batch.csv").is_file() and not (out / "report.html").exists()
     assert all((out / name / "report.html").is_file() for name in ("a", "b"))
+
+
+@requires_data
+def test_results_print_even_when_a_file_fails_after_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are written before the table (for a stdout closed early); a file that then
+    fails (a disk full since the up-front check) must not take the table with it."""
+    from click.testing import CliRunner
+
+    import videmo.outputs.atomic as atomic
+    from videmo.cli import cli
+
+    real_write = atomic.write_text_atomic
+
+    def disk_full(path: Path, text: str) -> Path:  # full for the two result files only
+        if Path(path).name not in ("c.csv", "b.json"):
+            return real_write(path, text)
+        raise OutputError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(atomic, "write_text_atomic", disk_full)
+    folder = tmp_path / "clips"
+    copy_clip(CREMA_HAP, folder, CREMA_HAP.name)
+    (folder / "labels.csv").write_text(f"file,fer2013_class\n{CREMA_HAP.name},happy\n")
+    runs = {
+        "evaluate-clips": ["evaluate-clips", str(folder), "-q", "--csv", str(tmp_path / "c.csv")],
+        "bench": ["bench", str(SINGLE), "--json", str(tmp_path / "b.json")],
+    }
+    for command, args in runs.items():
+        result = CliRunner().invoke(cli, args)
+        assert isinstance(result.exception, OutputError), (command, result.output)
+        assert "No space left on device" in str(result.exception)
+        table = result.stdout
+        assert (CREMA_HAP.name in table) if command == "evaluate-clips" else ("fps" in table)
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / "b.json").exists()

@@ -1061,7 +1061,7 @@ def test_a_weights_only_keras_file_is_named_as_such(tmp_path: Path) -> None:
     net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     weights = tmp_path / "net.weights.h5"
     net.save_weights(str(weights))
-    with pytest.raises(ModelError, match="holds weights only, no model") as caught:
+    with pytest.raises(ModelError, match=r"no model in it \(weights only") as caught:
         load_keras(weights)
     assert "0x" not in str(caught.value) and str(weights) in str(caught.value)
 

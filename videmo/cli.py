@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -493,8 +494,9 @@ def bench(
         except VidemoError as exc:  # one bad file must not lose the others' figures
             click.echo(f"videmo: error: {exc}", err=True)
             failed += 1
+    unwritten = None
     if json_path and results:  # before printing: a reader that stops early loses nothing
-        write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
+        unwritten = _attempt(write_text_atomic, json_path, json.dumps(results, indent=2) + "\n")
     table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
     for column in ("video", "size", "frames", "decode fps", "decode+BGR fps", "full detect fps",
                    "workers", "end-to-end fps", "vs decode", "faces"):  # fmt: skip
@@ -520,6 +522,8 @@ def bench(
         for stage, ms in stages["ms_per_frame"].items():
             breakdown.add_row(stage, f"{ms:.2f}")
         console.print(breakdown)
+    if unwritten is not None:  # after the figures: a full disk does not lose them
+        raise unwritten
     if failed:
         sys.exit(1)
 
@@ -596,13 +600,27 @@ def evaluate_clips_command(
             click.echo(f"{clip.folder}/{clip.file}", err=True)
 
     per_clip = labeled.evaluate_clips(clips, settings, progress)
-    _write_clip_files(per_clip, csv_path, confusion_png)  # before printing (a closed pipe)
+    # The files before the table (a reader that closes stdout early must not lose them), and
+    # the table even when a file fails (a disk full since the check must not lose it).
+    unwritten = _attempt(_write_clip_files, per_clip, csv_path, confusion_png)
     shown = ["folder", "file", "label", "predicted", "correct", "face_rows"]
     click.echo(per_clip[shown].to_string(index=False))
     click.echo("")
     click.echo(labeled.accuracy_table(per_clip).to_string())
-    if _warn_about_clips(per_clip):
+    unreadable = _warn_about_clips(per_clip)
+    if unwritten is not None:
+        raise unwritten
+    if unreadable:
         sys.exit(1)
+
+
+def _attempt(write: Callable[..., object], *args: object) -> VidemoError | None:
+    """Run ``write``; its one-line error is returned, to be raised after the results print."""
+    try:
+        write(*args)
+    except VidemoError as exc:
+        return exc
+    return None
 
 
 def _write_clip_files(per_clip, csv_path: Path | None, confusion_png: Path | None) -> None:

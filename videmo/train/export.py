@@ -107,7 +107,10 @@ def load_keras(path: str | Path) -> Any:
     except (OSError, ValueError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         if "No model config found" in first:  # Keras names the file by an object's address
-            first = "it holds weights only, no model (save the whole model, not save_weights)"
+            first = (
+                "no model in it (weights only, or not a Keras file): save the whole model "
+                "with model.save, not save_weights"
+            )
         raise ModelError(f"cannot load Keras model {path}: {first}") from None
 
 
