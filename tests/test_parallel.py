@@ -646,6 +646,7 @@ INVALID = {
     "wrong_type.toml": "'every'",
     "inputs_not_list.toml": "'inputs'",
     "output_not_string.toml": "'output'",
+    "output_empty.toml": "'output' must name a folder",
     "bad_value.toml": "every",
     "syntax_error.toml": "invalid TOML",
 }

@@ -157,8 +157,8 @@ def job(job_file: Path, out_root: Path | None, quiet: bool, **options) -> None:
     inputs = data.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
         raise SettingsError(f"{job_file}: key 'inputs' must be a non-empty list of paths or globs")
-    if not isinstance(data.get("output", ""), str):
-        raise SettingsError(f"{job_file}: key 'output' must be a string")
+    if not isinstance(data.get("output", "x"), str) or not data.get("output", "x").strip():
+        raise SettingsError(f"{job_file}: key 'output' must name a folder (a non-empty string)")
     if not isinstance(data.get("settings", {}), dict):
         raise SettingsError(f"{job_file}: key 'settings' must be a table")
     Settings.from_mapping(data.get("settings", {}), f"{job_file} [settings]")
