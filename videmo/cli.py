@@ -157,7 +157,8 @@ def job(job_file: Path, out_root: Path | None, quiet: bool, **options) -> None:
     inputs = data.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
         raise SettingsError(f"{job_file}: key 'inputs' must be a non-empty list of paths or globs")
-    if not isinstance(data.get("output", "x"), str) or not data.get("output", "x").strip():
+    output = data.get("output", str(DEFAULT_OUT))
+    if not isinstance(output, str) or not output.strip():
         raise SettingsError(f"{job_file}: key 'output' must name a folder (a non-empty string)")
     if not isinstance(data.get("settings", {}), dict):
         raise SettingsError(f"{job_file}: key 'settings' must be a table")
@@ -173,7 +174,7 @@ def job(job_file: Path, out_root: Path | None, quiet: bool, **options) -> None:
         return Path(os.path.normpath(here / os.path.expanduser(relative)))
 
     if out_root is None:
-        out_root = beside_job(data.get("output", str(DEFAULT_OUT)))
+        out_root = beside_job(output)
     paths = _collect([str(beside_job(i)) for i in inputs], out_root)
     _run_and_report(paths, out_root, settings, quiet)
 
