@@ -47,7 +47,7 @@ SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".flv"}
 EVERY = 3
 
 
-def video_crops(model: EmotionModel, every: int = EVERY) -> np.ndarray:
+def video_crops(model: EmotionModel, every: int = EVERY, only: tuple[str, ...] = ()) -> np.ndarray:
     """uint8 crops (and their mirror images) of every face in every ``every``-th frame.
 
     The faces are those the pipeline's detector returns (``create_detector``: YuNet at its
@@ -57,7 +57,10 @@ def video_crops(model: EmotionModel, every: int = EVERY) -> np.ndarray:
     geometry = model.spec.crop_for("yunet")
     crops = []
     files = sorted(p for f in FOLDERS for p in (VIDEOS / f).iterdir() if p.suffix in SUFFIXES)
-    for path in files:
+    missing = set(only) - {path.name for path in files}
+    if missing:
+        sys.exit(f"adapt_batchnorm.py: no such clip: {sorted(missing)[0]}")
+    for path in files if not only else [path for path in files if path.name in only]:
         capture, index, found = cv2.VideoCapture(str(path)), -1, 0
         while True:
             ok, frame = capture.read()
@@ -141,13 +144,17 @@ def main() -> None:
         help="video: the unlabeled clips' faces; pasted: FER2013 Training faces pasted in video",
     )  # fmt: skip
     parser.add_argument(
+        "--only", nargs="+", default=(), metavar="CLIP", help="video source: only these clips"
+    )
+    parser.add_argument(
         "--layers", choices=("all", "stem", "deep"), default="all", help="which layers adapt"
     )
     args = parser.parse_args()
     if not 0.0 <= args.share <= 1.0:
         parser.error(f"--share is a share, between 0 and 1 (got {args.share})")
     model = EmotionModel(None, device="cpu")
-    sources = {"video": [video_crops], "pasted": [pasted_crops]}
+    sources = {"video": [lambda model: video_crops(model, only=tuple(args.only))],
+               "pasted": [pasted_crops]}  # fmt: skip
     sources["both"] = sources["video"] + sources["pasted"]
     crops = np.concatenate([source(model) for source in sources[args.source]])
     print(f"{len(crops)} crops (with mirror images)", file=sys.stderr)
