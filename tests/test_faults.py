@@ -1626,3 +1626,26 @@ def test_results_print_even_when_a_file_fails_after_the_work(
         table = result.stdout
         assert (CREMA_HAP.name in table) if command == "evaluate-clips" else ("fps" in table)
     assert not (tmp_path / "c.csv").exists() and not (tmp_path / "b.json").exists()
+
+
+@requires_data
+def test_a_named_out_dir_another_call_is_writing_is_refused(tmp_path: Path) -> None:
+    """Two analyze() calls naming one out_dir at once (a process pool naming folders by
+    stem) mixed two videos in one folder that then read as finished: out_dir was not held
+    as the folders the CLI names are. Now it is, by the same lock."""
+    import videmo
+    from videmo.naming import lock_output_dir, unlock_output_dir
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "timeline.csv").write_text("being written")  # the other call's partial output
+    held = lock_output_dir(out)  # as the other call holds it
+    try:
+        with pytest.raises(OutputError, match="is being written by another videmo run"):
+            videmo.analyze(SINGLE, out_dir=out, video=False, workers=0)
+        assert (out / "timeline.csv").read_text() == "being written"
+        assert not (out / "run.json").exists()
+    finally:
+        unlock_output_dir(held)
+    result = videmo.analyze(SINGLE, out_dir=out, video=False, workers=0)  # free again
+    assert (out / "run.json").is_file() and len(result.timeline) > 0

@@ -154,17 +154,19 @@ def release_output_dir(folder: Path, path: Path) -> None:
 
 
 def lock_output_dir(folder: Path) -> int | None:
-    """Hold ``folder`` (claimed by this run) until its video is finished: an open, locked
-    claim file. Another videomo process given the same video (two copies of a job started
-    together) must not clear the outputs this one is writing; it gets ``OutputError``.
+    """Hold ``folder`` until its video is finished: the folder itself, open and locked.
+    Another videmo process writing there (two copies of a job started together, or two
+    ``analyze(out_dir=...)`` calls naming one folder) must not clear or mix the outputs
+    this one is writing; it gets ``OutputError``.
 
-    The lock is the operating system's (``flock``): a killed run holds nothing.
+    The lock is the operating system's (``flock``, on the folder): a killed run holds
+    nothing, and a named folder and a claimed one are held the same way.
     Returns the file descriptor to pass to :func:`unlock_output_dir` (None where locks
     are not available).
     """
     if fcntl is None:
         return None
-    fd = os.open(folder / CLAIM_FILE, os.O_RDONLY)
+    fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

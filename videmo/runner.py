@@ -31,6 +31,7 @@ from videmo.naming import (
     release_output_dir,
     unlock_output_dir,
 )
+from videmo.outputs.atomic import ensure_dir
 from videmo.outputs.batch import remove_batch_summary, summary_lists
 from videmo.parallel import (
     ChunkTask,
@@ -306,6 +307,10 @@ def run_videos(
                 folder = claim_output_dir(out_root, run.path)
                 # named only once held: a folder another run holds is not given back below
                 reporter.locks[run.position] = lock_output_dir(folder)
+                run.out_dir = folder
+            else:  # a folder the caller named (analyze's out_dir) is held the same way
+                folder, run.out_dir = run.out_dir, None  # another's until held: kept below
+                reporter.locks[run.position] = lock_output_dir(ensure_dir(folder))
                 run.out_dir = folder
         except (VidemoError, OSError) as exc:  # unreadable input, unusable folder: this video
             _fail(run, _video_error(run, exc))
