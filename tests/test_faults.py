@@ -1563,7 +1563,15 @@ def test_an_empty_output_root_is_refused_not_read_as_the_current_folder(tmp_path
     for command in (["run", SINGLE], ["job", REPO / "jobs" / "example.toml"]):
         line = run_cli(*command, "-o", "", cwd=tmp_path).assert_one_line_error()
         assert "the output root is empty" in line
-    assert list(tmp_path.iterdir()) == []
+    # an empty input is not "this folder, searched whole" either
+    copy_clip(SINGLE, tmp_path / "here", "a.mp4")
+    line = run_cli("run", "", "-o", tmp_path / "out", cwd=tmp_path / "here")
+    assert "an input is empty" in line.assert_one_line_error()
+    import videmo
+
+    with pytest.raises(OutputError, match="out_dir is empty"):
+        videmo.analyze(SINGLE, out_dir="")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
 
 
 @requires_data

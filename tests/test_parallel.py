@@ -647,6 +647,7 @@ INVALID = {
     "inputs_not_list.toml": "'inputs'",
     "output_not_string.toml": "'output'",
     "output_empty.toml": "'output' must name a folder",
+    "input_empty.toml": "'inputs' must be a non-empty list",
     "bad_value.toml": "every",
     "syntax_error.toml": "invalid TOML",
 }

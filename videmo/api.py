@@ -65,6 +65,8 @@ def analyze(
         with tempfile.TemporaryDirectory(prefix="videmo-") as tmp:
             [run] = run_videos([path], Path(tmp), settings, finish=lambda *_: None)
     else:
+        if not str(out_dir).strip():  # Path("") is the current folder: not what was meant
+            raise OutputError("analyze(): out_dir is empty: name a folder ('.' for this one)")
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise OutputError(f"analyze(): out_dir {out_dir} exists and is not a folder")

@@ -117,6 +117,9 @@ def _collect(specs: list[str], out_root: Path) -> list[Path]:
     """The inputs to analyse, with a note on each kind of file the folders held but left out."""
     from videmo.inputs import Skipped, collect_inputs
 
+    if any(not spec.strip() for spec in specs):  # "" (an unset variable) is not "this folder"
+        raise click.UsageError("an input is empty: name a file, folder or glob (. for this one)")
+
     skipped = Skipped()
     try:
         return collect_inputs(specs, out_root, skipped)
@@ -155,7 +158,8 @@ def job(job_file: Path, out_root: Path | None, quiet: bool, **options) -> None:
                 + training
             )
     inputs = data.get("inputs")
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+    named = isinstance(inputs, list) and all(isinstance(i, str) and i.strip() for i in inputs)
+    if not inputs or not named:  # "" would be the job file's own folder, searched whole
         raise SettingsError(f"{job_file}: key 'inputs' must be a non-empty list of paths or globs")
     output = data.get("output", str(DEFAULT_OUT))
     if not isinstance(output, str) or not output.strip():
