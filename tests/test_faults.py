@@ -1657,3 +1657,22 @@ def test_a_named_out_dir_another_call_is_writing_is_refused(tmp_path: Path) -> N
         unlock_output_dir(held)
     result = videmo.analyze(SINGLE, out_dir=out, video=False, workers=0)  # free again
     assert (out / "run.json").is_file() and len(result.timeline) > 0
+
+
+@requires_data
+def test_a_run_json_with_fields_of_other_types_is_redone_not_a_traceback(tmp_path: Path) -> None:
+    """A hand-edited run.json with "fingerprint": "x" or "outputs": 5 (valid JSON, wrong
+    shape) gave an AttributeError traceback on the rerun; invalid JSON was already redone."""
+    out = tmp_path / "out"
+    run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
+    run_json = out / SINGLE.stem / "run.json"
+    good = json.loads(run_json.read_text())
+    for field, value in (("fingerprint", "x"), ("outputs", 5), ("output_bytes", []),
+                         ("outputs", [1, 2])):  # fmt: skip
+        run_json.write_text(json.dumps({**good, field: value}))
+        done = run_cli("run", SINGLE, "-o", out, *FAST).assert_ok()
+        assert done.stdout.split() == [str(out / SINGLE.stem)], (field, done)
+        redone = json.loads(run_json.read_text())  # analysed again and written whole
+        assert redone["status"] == "complete", field
+        for key in ("fingerprint", "outputs", "output_bytes", "counts"):
+            assert redone[key] == good[key], (field, key)

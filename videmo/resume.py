@@ -60,13 +60,25 @@ OUTPUT_FOLDERS = {
 _TOP_LEVEL_NAME = re.compile("|".join(re.escape(n) for n in (*OUTPUT_FILES, RUN_JSON)))
 
 
+#: The types of the run.json fields resume reads (a hand-edited file may hold others).
+_FIELD_TYPES = {"fingerprint": dict, "settings": dict, "outputs": list, "output_bytes": dict,
+                "counts": dict, "status": str}  # fmt: skip
+
+
 def _read_run(out_dir: Path) -> dict | None:
-    """The folder's ``run.json`` as a dict (None: missing, unreadable or not an object)."""
+    """The folder's ``run.json`` as a dict (None: missing, unreadable, not an object, or
+    with a field of another type, which is as good as unreadable: the video is redone)."""
     try:
         data = json.loads((out_dir / RUN_JSON).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    if any(key in data and not isinstance(data[key], kind) for key, kind in _FIELD_TYPES.items()):
+        return None
+    if not all(isinstance(name, str) for name in data.get("outputs", [])):
+        return None
+    return data
 
 
 def is_finished(out_dir: Path) -> bool:
