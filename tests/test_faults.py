@@ -1110,6 +1110,19 @@ def test_a_users_own_summary_file_at_the_output_root_is_never_replaced(
     assert mine.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
 
 
+@requires_data
+def test_a_refused_batch_keeps_the_earlier_batch_csv(tmp_path: Path) -> None:
+    """The earlier batch's batch.csv was deleted first, then the batch was refused over a
+    report.html of the user's: both files are checked before either is removed."""
+    out = tmp_path / "out"
+    run_cli("run", SINGLE, CREMA_HAP, "-o", out, *FAST).assert_ok()
+    earlier = (out / "batch.csv").read_bytes()
+    (out / "report.html").write_text("<html><title>my notes</title></html>\n")
+    line = run_cli("run", SINGLE, CREMA_HAP, "-o", out, *FAST).assert_one_line_error(rc=2)
+    assert "report.html was not written by videmo" in line
+    assert (out / "batch.csv").read_bytes() == earlier
+
+
 def _labeled(folder: Path, rows: str, clips: tuple[str, ...] = ()) -> Path:
     folder.mkdir(parents=True)
     for name in clips:

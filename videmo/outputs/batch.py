@@ -54,12 +54,13 @@ def remove_batch_summary(out_root: Path) -> None:
     """
     from videmo.outputs.report import REPORT_HTML
 
-    for name in (BATCH_CSV, REPORT_HTML):
+    for name in (BATCH_CSV, REPORT_HTML):  # both checked before either is removed
         if not _written_by_videmo(out_root / name):
             raise OutputError(
                 f"{out_root / name} was not written by videmo, and a batch writes its summary "
                 "there: move it, or give another -o"
             )
+    for name in (BATCH_CSV, REPORT_HTML):
         try:
             (out_root / name).unlink(missing_ok=True)
         except OSError as exc:  # e.g. a read-only file system, even where there is no file
