@@ -1689,3 +1689,14 @@ def test_a_run_json_with_fields_of_other_types_is_redone_not_a_traceback(tmp_pat
         assert redone["status"] == "complete", field
         for key in ("fingerprint", "outputs", "output_bytes", "counts"):
             assert redone[key] == good[key], (field, key)
+
+
+def test_settings_built_directly_are_type_checked_as_keywords_are() -> None:
+    """videmo.Settings(every="2") was a raw TypeError, and Settings(video="no") was taken as
+    true; the same values as analyze() keywords were already one-line SettingsErrors."""
+    for bad in ({"every": "2"}, {"every": 2.5}, {"video": "no"}, {"model": 3},
+                {"smooth_s": None}, {"workers": 1.5}):  # fmt: skip
+        with pytest.raises(SettingsError, match=f"key '{next(iter(bad))}' must be"):
+            Settings(**bad)
+    assert Settings(model=Path("m.onnx")).model == "m.onnx"  # a path is its text
+    assert Settings(smooth_s=1).smooth_s == 1 and Settings(every=np.int64(2)).every == 2

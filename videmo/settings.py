@@ -110,10 +110,16 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a path for a text setting is its text, as in with_options
+            value = getattr(self, f.name)
+            if isinstance(value, os.PathLike) and "str" in str(f.type):
+                object.__setattr__(self, f.name, os.fspath(value))
         self.validate()
 
     def validate(self) -> None:
         """Raise a one-line ``SettingsError`` naming the first bad option."""
+        for f in fields(self):  # Settings(every="2") or video="no" built directly, too
+            check_type(f.name, getattr(self, f.name), f.type, "Settings")
         for f in fields(self):  # inf and nan pass every range check below: refuse them first
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
