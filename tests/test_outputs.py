@@ -105,7 +105,10 @@ def test_build_timeline_rejects_misaligned_smoothed() -> None:
 def test_round_trip_exact(timeline: pd.DataFrame, tmp_path: Path, name: str) -> None:
     write_timeline(timeline, tmp_path)
     if name == ".":  # a folder is read once its run.json says the run finished
-        with pytest.raises(OutputError, match="holds no finished run"):
+        with pytest.raises(OutputError, match=r"holds no finished run \(no run.json"):
+            read_timeline(tmp_path)
+        (tmp_path / "run.json").write_text('{"status": "failed"}')  # says why, not "no"
+        with pytest.raises(OutputError, match=r"\(an unfinished or unreadable run.json"):
             read_timeline(tmp_path)
         (tmp_path / "run.json").write_text('{"status": "complete"}')
     back = read_timeline(tmp_path / name)

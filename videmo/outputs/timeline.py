@@ -223,9 +223,10 @@ def _read_any(path: Path, in_folder: str, what: str, schema: dict[str, object]) 
     """Load the raw table; a folder means its ``in_folder`` file, if its run finished."""
     if path.is_dir():
         if (path / in_folder).is_file() and not is_finished(path):
+            why = "no" if not (path / RUN_JSON).exists() else "an unfinished or unreadable"
             raise OutputError(
-                f"{path} holds no finished run (no {RUN_JSON}: it failed or was interrupted); "
-                "run videmo on the video again"
+                f"{path} holds no finished run ({why} {RUN_JSON}: it failed or was "
+                "interrupted); run videmo on the video again"
             )
         path = path / in_folder
     if not path.is_file():
