@@ -52,9 +52,8 @@ def temp_path_for(path: Path, suffix_keep: bool = True) -> Path:
 
 #: The temp names of videmo's writers: ``.<name>.<pid>.<n>.tmp``, ``.<stem>.<pid>.<n>.tmp.<ext>``
 #: (``temp_path_for``) and ``.<stem>.<k>.tmp.<ext>`` (annotated-video segments).
-_TEMP_NAME = re.compile(r"^\.(?P<base>.+?)\.\d+(?:\.\d+)?\.tmp(?P<ext>\.[A-Za-z0-9]+)?$")
-#: The pid in a ``temp_path_for`` name (``.best.<pid>.<n>.tmp.h5``).
-_TEMP_PID = re.compile(r"^\..+?\.(?P<pid>\d+)\.\d+\.tmp(?:\.[A-Za-z0-9]+)?$")
+#: ``pid`` is set only in ``temp_path_for`` names (two numbers: ``<pid>.<n>``).
+_TEMP_NAME = re.compile(r"^\.(?P<base>.+?)\.(?:(?P<pid>\d+)\.)?\d+\.tmp(?P<ext>\.[A-Za-z0-9]+)?$")
 
 
 def temp_of(name: str) -> str | None:
@@ -83,14 +82,14 @@ def orphaned_temps(folder: Path, names: Callable[[str], bool]) -> list[Path]:
     """
     orphans = []
     for entry in sorted(folder.iterdir()):
-        target = temp_of(entry.name)
-        pid = _TEMP_PID.match(entry.name)
+        target, match = temp_of(entry.name), _TEMP_NAME.match(entry.name)
+        pid = match["pid"] if match else None
         if target is None or pid is None or not names(target):
             continue
         if not entry.is_file() or entry.is_symlink():
             continue
         try:
-            os.kill(int(pid["pid"]), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             orphans.append(entry)
         except (OSError, OverflowError, ValueError):
