@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videmo.crop import crop_square
+from videmo.crop import crop_square, resize_face
 from videmo.detect import YUNET_FILE, DetectorConfig
 from videmo.emotion import EmotionModel
 from videmo.evaluation.pasted import PastedFace, nearest_detection, pasted_scenes
@@ -85,7 +85,8 @@ def main() -> None:
     found = detect_pasted(test.images[pick], test.labels[pick], 0, 2)
 
     def cut(frame: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
-        return model.spec.resize(cv2.cvtColor(crop_square(frame, x0, y0, side), cv2.COLOR_BGR2GRAY))
+        gray = cv2.cvtColor(crop_square(frame, x0, y0, side), cv2.COLOR_BGR2GRAY)
+        return resize_face(gray, model.spec.input_size)
 
     crops: dict[str, list[np.ndarray]] = {"box": [], "box + landmarks": [], "true square": []}
     for face, row, frame in found:

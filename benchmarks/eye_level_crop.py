@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from videmo.crop import resize_face
 from videmo.detect import YUNET_FILE, DetectorConfig
 from videmo.emotion import EmotionModel
 from videmo.models import model_path
@@ -64,8 +65,8 @@ def clip_crops(path: Path, net, model: EmotionModel) -> tuple[list, list, list]:
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         square = geometry.square(face[:4])
         roll = eye_roll_degrees(face)
-        upright.append(model.spec.resize(rotated_square(gray, square, 0.0)))
-        level.append(model.spec.resize(rotated_square(gray, square, roll)))
+        upright.append(resize_face(rotated_square(gray, square, 0.0), model.spec.input_size))
+        level.append(resize_face(rotated_square(gray, square, roll), model.spec.input_size))
         rolls.append(abs(roll))
 
 

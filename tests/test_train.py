@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from videmo.crop import resize_face
 from videmo.errors import DataError, ModelError, SettingsError
 from videmo.spec import EMOTIONS, METADATA_KEY, ModelSpec
 from videmo.train.data import load_fer2013, require_split
@@ -442,7 +443,7 @@ def test_import_keras(tmp_path: Path) -> None:
     assert spec.input_size == 64 and spec.mean == 0.5 and spec.std == 0.5
     assert spec.extra["imported_from"] == h5.name
     face = np.full((2, 48, 48), 100, np.uint8)  # evaluation resizes to the model's size
-    x = spec.normalize(np.stack([spec.resize(f) for f in face]))
+    x = spec.normalize(np.stack([resize_face(f, spec.input_size) for f in face]))
     assert session.run(["probs"], {"input": x})[0].shape == (2, 7)
 
     # --flip-tta: the graph averages the face and its mirror image (how the shipped
@@ -780,7 +781,7 @@ def test_training_faces_framed_as_videmo_run_cuts_them(
     assert faces.shape == (40, 64, 64) and faces.dtype == np.uint8
     assert found.mean() >= 0.9
     for i in np.flatnonzero(~found):
-        assert np.array_equal(faces[i], spec.resize(images[i]))
+        assert np.array_equal(faces[i], resize_face(images[i], spec.input_size))
 
     # Where the square lies inside the pasted face, the cut equals videmo run's crop of the frame.
     detector, geometry = create_detector(DetectorConfig()), spec.crop_for("yunet")

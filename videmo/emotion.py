@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from videmo.crop import resize_face
 from videmo.errors import ModelError, SettingsError, one_line
 from videmo.models import EMOTION_FILE, model_path
 from videmo.settings import DEVICES
@@ -157,7 +158,7 @@ class EmotionModel:
         out = np.zeros((n, self.n_classes), np.float32)
         size = self.spec.input_size
         if n and crops.shape[1:3] != (size, size):
-            crops = np.stack([self.spec.resize(face) for face in crops])
+            crops = np.stack([resize_face(face, size) for face in crops])
         for start in range(0, n, self.batch_size):
             chunk = crops[start : start + self.batch_size]
             padded = np.zeros((self.batch_size, size, size), np.uint8)

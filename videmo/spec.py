@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-import cv2
 import numpy as np
 
 #: FER2013 label order (Kaggle CSV ``emotion`` column 0..6).
@@ -56,12 +55,6 @@ class ModelSpec:
     def crop_for(self, detector: str) -> CropGeometry:
         """The framing to cut faces found by ``detector`` with (calibrated default if absent)."""
         return self.crops.get(detector, CALIBRATED_CROPS.get(detector, CropGeometry()))
-
-    def resize(self, gray: np.ndarray) -> np.ndarray:
-        """Resize one uint8 grayscale crop to the model's square input size."""
-        size = (self.input_size, self.input_size)
-        interp = cv2.INTER_AREA if min(gray.shape[:2]) >= self.input_size else cv2.INTER_LINEAR
-        return cv2.resize(gray, size, interpolation=interp)
 
     def normalize(self, batch_uint8: np.ndarray) -> np.ndarray:
         """Map a (N, S, S) uint8 batch to the float32 model input (N, S, S, 1) or NCHW."""

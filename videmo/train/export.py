@@ -118,7 +118,9 @@ def parity_check(model: Any, onnx_path: str | Path, spec: ModelSpec, images: np.
     """Max |Keras - onnxruntime| over ``images``; raises ModelError above 1e-4."""
     import onnxruntime as ort
 
-    x = spec.normalize(np.stack([spec.resize(im) for im in images]))
+    from videmo.crop import resize_face
+
+    x = spec.normalize(np.stack([resize_face(im, spec.input_size) for im in images]))
     expected = np.asarray(model(x, training=False))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videmo.crop import face_crop
+from videmo.crop import face_crop, resize_face
 from videmo.detect import DetectorConfig, create_detector
 from videmo.evaluation.pasted import (
     PastedFace,
@@ -54,7 +54,7 @@ def detector_framed(
     finder = create_detector(DetectorConfig(name=detector))
     geometry = spec.crop_for(detector)
     backgrounds = background_frames(background, 24)
-    faces = np.stack([spec.resize(image) for image in images])
+    faces = np.stack([resize_face(image, spec.input_size) for image in images])
     found = np.zeros(len(images), bool)
     scenes = by_scene(plan_scenes(np.zeros(len(images), int), seed))
     cut = 0

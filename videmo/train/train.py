@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from videmo.crop import resize_face
 from videmo.errors import DataError, SettingsError
 from videmo.outputs.atomic import atomic_write, orphaned_temps, write_text_atomic
 from videmo.settings import DETECTORS, check_type, load_toml
@@ -686,7 +687,7 @@ def _dataset(
     rescale = config.resample_augment or config.paste_augment
     resample = augment and rescale and split.images.shape[1] != spec.input_size
     x = spec.normalize(
-        np.stack([spec.resize(im) for im in split.images])
+        np.stack([resize_face(im, spec.input_size) for im in split.images])
         if split.images.shape[1] != spec.input_size and not resample
         else split.images
     )
@@ -708,7 +709,7 @@ def _dataset(
 
 
 #: Kernels a 48 px face may be scaled up with. Video faces reach the model sharp (cut
-#: large and shrunk), while ``ModelSpec.resize`` scales FER2013's 48 px faces up
+#: large and shrunk), while ``crop.resize_face`` scales FER2013's 48 px faces up
 #: linearly, which blurs them: a model that only ever saw the linear kind learns that blur.
 UPSCALE_KERNELS = ("bilinear", "bicubic", "lanczos3")
 
@@ -726,7 +727,7 @@ def _random_upscale(tf: Any, x: Any, size: int) -> Any:
 def _paste_scale(tf: Any, x: Any, size: int) -> Any:
     """Scale a batch of normalised 48 px faces to ``size``: half the batches linearly, as every
     training face, the other half as a pasted face reaches the net (up to a random side of
-    80-300 px with a bicubic kernel, then down by area averaging, as ``ModelSpec.resize``
+    80-300 px with a bicubic kernel, then down by area averaging, as ``crop.resize_face``
     shrinks a crop). Nets trained on the linear kind alone lost 2 points on pasted faces
     even when cut at the true paste square (``benchmarks/crop_oracle.py``)."""
     from videmo.evaluation.pasted import FACE_SIDES  # the path benchmark's paste sizes
