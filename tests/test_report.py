@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -189,6 +190,19 @@ def test_hostile_file_name_is_escaped_in_both_pages(tmp_path: Path) -> None:
     assert sorted((out / unquote(link)).resolve() for link in links) == sorted(
         (p / "report.html").resolve() for p in out.iterdir() if p.is_dir()
     )
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_not_a_traceback(tmp_path: Path) -> None:
+    """Linux names are bytes; one that is not UTF-8 reached the batch page as surrogates."""
+    folder = tmp_path / "in"
+    copy_clip(NO_FACE, folder, os.fsdecode(b"bad\xff\xfename.mp4"))
+    copy_clip(NO_FACE, folder)
+    out = tmp_path / "out"
+    result = run_cli("run", folder, "-o", out, "--no-video", "-q")
+    result.assert_ok()
+    assert len(result.stdout.split()) == 2  # both folders listed, as for any batch
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "bad\ufffd\ufffdname.mp4" in page and "2 done" in page
 
 
 def test_batch_report_lists_every_video_with_its_status(tmp_path: Path) -> None:

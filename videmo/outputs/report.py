@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from videmo.damage import damage_line
-from videmo.naming import REPORT_HTML
+from videmo.naming import REPORT_HTML, printable
 from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
 from videmo.outputs.batch import BATCH_REPORT_TITLE
@@ -98,8 +98,12 @@ document.querySelectorAll("button.seek").forEach(function (button) {
 
 
 def esc(value: object) -> str:
-    """Text for HTML content or a quoted attribute."""
-    return html.escape(str(value), quote=True)
+    """Text for HTML content or a quoted attribute.
+
+    A file name that is not valid UTF-8 reaches Python with surrogates, which cannot be
+    written to a UTF-8 page: they are shown as U+FFFD, as ``naming.printable`` shows them.
+    """
+    return html.escape(printable(str(value)), quote=True)
 
 
 def href(*parts: str) -> str:
