@@ -295,6 +295,29 @@ def test_audio_only_file(tmp_path: Path) -> None:
     _assert_one_line_video_error(path, "no video stream")
 
 
+def test_a_song_with_its_cover_picture_is_not_a_video(tmp_path: Path) -> None:
+    """Cover art is a one-picture video stream to FFmpeg; it was analysed as a 1-frame video
+    "at 90000 fps" and reported complete."""
+    path = tmp_path / "song.mp4"
+    with av.open(str(path), "w") as out:
+        audio = out.add_stream("aac", rate=16000, layout="mono")
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24")
+        out.mux(cover.encode(picture.reformat(format="yuvj420p")))
+        out.mux(cover.encode(None))
+        for i in range(10):
+            samples = np.zeros((1, 1024), dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    with av.open(str(path)) as check:  # the file really has a video stream, flagged as cover
+        assert [s.type for s in check.streams] == ["audio", "video"]
+    _assert_one_line_video_error(path, r"no video stream \(streams: audio, cover picture\)")
+
+
 def test_truncated_mp4_moov_at_end(tmp_path: Path) -> None:
     data = SINGLE.read_bytes()  # moov atom at the end: nothing is readable
     path = tmp_path / "cut.mp4"

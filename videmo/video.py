@@ -317,12 +317,26 @@ def _open(p: Path, log: list | None = None) -> _Input:
     return container
 
 
+def _moving_streams(container: _Input) -> list[av.VideoStream]:
+    """The video streams that are moving pictures: not cover art (``attached_pic``).
+
+    A song with its album cover is a video stream of one picture to FFmpeg; a timeline of it
+    would be one meaningless frame at a 90 kHz "frame rate".
+    """
+    cover = av.stream.Disposition.attached_pic
+    return [s for s in container.streams.video if not s.disposition & cover]
+
+
 def _video_stream(container: _Input, p: Path) -> av.VideoStream:
-    if not container.streams.video:
+    """The stream videmo analyses: the first video stream that is not cover art."""
+    streams = _moving_streams(container)
+    if not streams:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
+        if container.streams.video:
+            kinds = [("cover picture" if k == "video" else k) for k in kinds]
         container.close()
         raise VideoError(f"{p}: has no video stream (streams: {', '.join(kinds)})")
-    return container.streams.video[0]
+    return streams[0]
 
 
 # --------------------------------------------------------------------------- probe
@@ -398,7 +412,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             start_pts=int(start_pts),
             codec=stream.codec_context.name,
             has_audio=bool(container.streams.audio),
-            video_streams=len(container.streams.video),
+            video_streams=len(_moving_streams(container)),
         )
 
 
@@ -619,7 +633,7 @@ def read_frames(
         return
     seen = np.zeros(stop - start, dtype=bool)
     with _open(info.path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, info.path)
         stream.thread_type = "AUTO"
         try:
             frames = _select(container, stream, info, index, start, stop, every, seen, report)
