@@ -360,3 +360,82 @@ def test_audio_aac_cannot_carry_is_downmixed_or_dropped_and_said(tmp_path, layou
         audio = [a.layout.name for a in c.streams.audio]
     assert audio == (["stereo"] if said.startswith("AAC") else [])
     assert len(list(read_frames(out))) == 6
+
+
+# ------------------------------------------------------------ frames named by decoding order
+
+
+def _numbered(k: int) -> np.ndarray:
+    """Frame ``k`` of a synthetic clip: a flat gray whose level says its number."""
+    return np.full((64, 64, 3), 40 + 3 * k, np.uint8)
+
+
+def _shown_levels(path: Path) -> list[float]:
+    """The gray level of every frame in the order FFmpeg shows them (decoder output order)."""
+    with av.open(str(path)) as container:
+        return [float(f.to_ndarray(format="bgr24").mean()) for f in container.decode(video=0)]
+
+
+def _encode_numbered(path: Path, count: int, fmt: str, codec: str, start: int = 0) -> None:
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if codec == "libx264":
+            stream.options = {"bf": "3", "g": "30"}  # B-frames: decoding order != display order
+        for k in range(count):
+            frame = av.VideoFrame.from_ndarray(_numbered(start + k), format="bgr24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def _assert_every_frame_in_order(path: Path, count: int) -> None:
+    index = index_packets(path)
+    assert index.by_output and len(index) == count
+    frames = list(read_frames(path, index=index))
+    assert [f.index for f in frames] == list(range(count))
+    shown = _shown_levels(path)
+    assert len(shown) == count and (np.diff(shown) > 1).all()  # every frame looks different
+    assert np.allclose([f.image.mean() for f in frames], shown, atol=0.5)  # the k-th shown
+    times = np.array([f.time_s for f in frames])
+    assert times[0] == 0.0 and (np.diff(times) > 0).all()
+    middle = list(read_frames(path, start=count // 2, stop=count // 2 + 3, index=index))
+    assert [f.index for f in middle] == [count // 2 + i for i in range(3)]
+    assert np.allclose([f.image.mean() for f in middle], shown[count // 2 : count // 2 + 3],
+                       atol=0.5)  # fmt: skip
+
+
+def test_avi_with_b_frames_keeps_every_frame_in_display_order(tmp_path: Path) -> None:
+    """AVI has no presentation times; FFmpeg numbers its packets in decoding order, so the
+    decoder gave frames back numbered 1, 3, 2, 6 ... and half of them were dropped as
+    "did not decode", with every time one frame late."""
+    path = tmp_path / "x264.avi"
+    _encode_numbered(path, 60, "avi", "libx264")
+    with av.open(str(path)) as check:  # the file really gives its numbers out of order
+        numbers = [f.pts for f in check.decode(video=0)]
+    assert numbers != sorted(numbers)
+    _assert_every_frame_in_order(path, 60)
+    assert probe(path).start_pts == 0
+
+
+def test_two_recordings_joined_with_cat_are_both_analysed(tmp_path: Path) -> None:
+    """MPEG-TS timestamps start again in the second recording; sorting by them dropped it."""
+    first, second = tmp_path / "a.ts", tmp_path / "b.ts"
+    _encode_numbered(first, 30, "mpegts", "libx264")
+    _encode_numbered(second, 30, "mpegts", "libx264", start=30)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    _assert_every_frame_in_order(joined, 60)
+
+
+def test_frames_that_share_a_timestamp_are_all_analysed(tmp_path: Path) -> None:
+    """Two packets with one timestamp are two frames; one of each pair was dropped."""
+    clean, path = tmp_path / "clean.mkv", tmp_path / "shared_pts.mkv"
+    _encode_numbered(clean, 40, "matroska", "mjpeg")
+    with av.open(str(clean)) as src, av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for k, packet in enumerate(p for p in src.demux(video=0) if p.size):
+            packet.pts = packet.dts = (k - (k % 2 if k < 20 else 0)) * 33  # 10 pairs share
+            packet.stream = stream
+            out.mux(packet)
+    _assert_every_frame_in_order(path, 40)

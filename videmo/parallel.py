@@ -90,11 +90,14 @@ def plan_chunks(index: PacketIndex, times_s: np.ndarray, chunk_s: float) -> list
 
     A chunk may start on a non-keyframe (the reader then seeks to the keyframe
     before it and discards the frames in between): that keeps chunks short in
-    videos with long GOPs and lets tests use chunks of a few frames.
+    videos with long GOPs and lets tests use chunks of a few frames. A stream whose frames
+    are named by decoding order (``PacketIndex.by_output``) is one chunk.
     """
     n = len(index)
     if n == 0:
         return []
+    if index.by_output:  # frames are counted from the start: one reader, one piece
+        return [(0, n)]
     keyframes = np.flatnonzero(index.keyframe)
     cuts = [0]
     while True:

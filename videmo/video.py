@@ -92,6 +92,11 @@ class PacketIndex:
     #: Packets an mp4 edit list hides (flagged DISCARD): not frames, but the header's frame
     #: count includes them. A file trimmed without re-encoding hides up to a keyframe interval.
     hidden: int = 0
+    #: Frames are told apart by the order the decoder gives them, not by their timestamps:
+    #: set for AVI (which stores no presentation times: FFmpeg numbers packets in decoding
+    #: order) and for streams whose timestamps repeat or start again (recordings joined
+    #: with ``cat``). Such a file is read from its start in one piece; see ``index_packets``.
+    by_output: bool = False
 
     def __len__(self) -> int:
         return int(self.pts.size)
@@ -421,11 +426,13 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 
 class _Demuxed(NamedTuple):
     pts: list[int]
+    dts: list[int | None]
     key: list[bool]
     error: str | None
     span_s: float | None
     skipped: list[str]
     hidden: int
+    demuxer: str
 
 
 def _demux_pts(p: Path) -> _Demuxed:
@@ -438,6 +445,7 @@ def _demux_pts(p: Path) -> _Demuxed:
     one with neither is placed right after the previous one.
     """
     pts: list[int] = []
+    dts: list[int | None] = []
     key: list[bool] = []
     extent: dict[int, list] = {}  # stream index -> [first pts, last pts + duration, time base]
     error = None
@@ -461,11 +469,12 @@ def _demux_pts(p: Path) -> _Demuxed:
                 if ts is None:
                     ts = pts[-1] + 1 if pts else 0
                 pts.append(ts)
+                dts.append(packet.dts)
                 key.append(packet.is_keyframe)
         except av.FFmpegError as err:
             error = _ffmpeg_reason(err)
     skipped = [text.strip() for _, who, text in [*records, *logs] if who == demuxer]
-    return _Demuxed(pts, key, error, _span_s(extent), skipped, hidden)
+    return _Demuxed(pts, dts, key, error, _span_s(extent), skipped, hidden, demuxer)
 
 
 def _span_s(extent: dict[int, list]) -> float | None:
@@ -483,13 +492,57 @@ def index_packets(path: str | os.PathLike[str]) -> PacketIndex:
     frames then reports the damage (see :func:`read_frames`).
     """
     demuxed = _demux_pts(_check_path(path))
+    if _needs_output_order(demuxed):
+        return _output_order_index(demuxed)
     pts_arr = np.asarray(demuxed.pts, dtype=np.int64)
-    # Sort into presentation order; a duplicated pts is one frame (keyframe if any copy is).
+    # Sort into presentation order (B-frames come before the frames they follow).
     uniq, inverse = np.unique(pts_arr, return_inverse=True)
     key_u = np.zeros(uniq.size, dtype=bool)
     np.logical_or.at(key_u, inverse, np.asarray(demuxed.key, dtype=bool))
     return PacketIndex(uniq, key_u, demuxed.error, demuxed.span_s, tuple(demuxed.skipped),
                        demuxed.hidden)  # fmt: skip
+
+
+def _needs_output_order(demuxed: _Demuxed) -> bool:
+    """Whether timestamps cannot name this stream's frames.
+
+    AVI stores no presentation times (FFmpeg numbers its packets in decoding order, so with
+    B-frames the decoder hands frames back with their numbers out of order); two packets
+    with one timestamp are two frames; a decoding timestamp that goes back means the stream
+    starts again (two recordings joined, a timestamp wrap).
+    """
+    if demuxed.demuxer == "avi":
+        return True
+    if len(set(demuxed.pts)) < len(demuxed.pts):
+        return True
+    dts = np.asarray([d for d in demuxed.dts if d is not None], dtype=np.int64)
+    return bool(dts.size > 1 and (np.diff(dts) < 0).any())
+
+
+def _output_order_index(demuxed: _Demuxed) -> PacketIndex:
+    """Times for a stream whose frames are named by the order the decoder gives them.
+
+    Each packet's time is its decoding timestamp for AVI (its frame number), else its
+    presentation timestamp; where the decoding timestamps go back the stream started again,
+    and it is moved on to continue from where it was. Sorted, these are the frames' times in
+    the order they are decoded; a repeated time is moved one tick on, so times increase.
+    """
+    raw = demuxed.dts if demuxed.demuxer == "avi" else demuxed.pts
+    stamps = np.asarray([r if r is not None else p for r, p in zip(raw, demuxed.pts, strict=True)],
+                        dtype=np.int64)  # fmt: skip
+    dts = [d if d is not None else p for d, p in zip(demuxed.dts, demuxed.pts, strict=True)]
+    offset, shifted, step = 0, np.empty_like(stamps), 1
+    for i, stamp in enumerate(stamps):
+        if i and dts[i] < dts[i - 1]:  # started again: continue one frame after the last
+            step = max(1, int(np.median(np.diff(dts[max(0, i - 9) : i])))) if i > 1 else 1
+            offset += dts[i - 1] + step - dts[i]
+        shifted[i] = stamp + offset
+    order = np.argsort(shifted, kind="stable")
+    times = shifted[order]
+    times = np.maximum.accumulate(times - np.arange(times.size)) + np.arange(times.size)
+    keys = np.asarray(demuxed.key, dtype=bool)[order]
+    return PacketIndex(times, keys, demuxed.error, demuxed.span_s, tuple(demuxed.skipped),
+                       demuxed.hidden, by_output=True)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- reading
@@ -588,6 +641,9 @@ def _decode_from(
     tables (dts based for mp4), so with B-frames they may land after it. We detect that on
     the first decoded frame and retry from the previous keyframe (or the file start).
     """
+    if index.by_output:  # no timestamp to seek to: decode from the start, count frames
+        yield from enumerate(_decode_past_errors(container, stream))
+        return
     tries = 0
     while True:
         entry = _seek_entry(index, start, tries) if start > 0 else 0
