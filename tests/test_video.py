@@ -439,3 +439,40 @@ def test_frames_that_share_a_timestamp_are_all_analysed(tmp_path: Path) -> None:
             packet.stream = stream
             out.mux(packet)
     _assert_every_frame_in_order(path, 40)
+
+
+def test_a_stream_that_changes_size_midway_is_scaled_to_its_first_size(tmp_path: Path) -> None:
+    """The annotated video failed ("frame 30 is 32x32, expected (64, 64)") and threw the
+    analysis away; without it, boxes changed coordinate system at frame 30."""
+    path = tmp_path / "resize.ts"
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        small = av.CodecContext.create("libx264", "w")  # the second half: its own SPS, 32x32
+        small.width = small.height = 32
+        small.pix_fmt, small.time_base, small.framerate = "yuv420p", Fraction(1, 30), 30
+        for k in range(60):
+            image = np.full((64, 64, 3), 40 + 3 * k, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            if k < 30:
+                out.mux(stream.encode(frame))
+                continue
+            frame = frame.reformat(32, 32, "yuv420p")
+            frame.pts, frame.time_base = k - 30, Fraction(1, 30)
+            for packet in small.encode(frame):
+                packet.stream = stream
+                packet.pts, packet.dts = packet.pts + 30, packet.dts + 30
+                out.mux(packet)
+        out.mux(stream.encode(None))
+        for packet in small.encode(None):
+            packet.stream = stream
+            packet.pts, packet.dts = packet.pts + 30, packet.dts + 30
+            out.mux(packet)
+    with av.open(str(path)) as check:  # the file really changes size at frame 30
+        sizes = [f.width for f in check.decode(video=0)]
+    assert sizes == [64] * 30 + [32] * 30
+    frames = list(read_frames(path))
+    assert len(frames) == 60 and {f.image.shape for f in frames} == {(64, 64, 3)}
+    assert {f.luma().shape for f in frames} == {(64, 64)}
+    assert abs(frames[45].image.mean() - (40 + 3 * 45)) < 4  # scaled, not garbage

@@ -735,6 +735,7 @@ def _select(
     """Apply the range and `every` to decoded frames; convert only the selected ones."""
     tb = info.time_base
     scale = tb.numerator / tb.denominator
+    stored = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
     for i, frame in _decode_from(container, stream, index, start):
         if i >= stop:
             break
@@ -746,6 +747,8 @@ def _select(
             pts = int(index.pts[i])
             report.yielded += 1
             time_s = (pts - info.start_pts) * scale
+            if (frame.width, frame.height) != stored:  # the stream changed size midway:
+                frame = frame.reformat(*stored)  # one size for boxes and video, as FFmpeg does
             yield Frame(i, pts, time_s, source=frame, rotation=info.rotation)
         if report.decoded == stop - start:
             break
