@@ -61,7 +61,10 @@ def test_frame_counts_and_times_match_catalog(name: str) -> None:
     index = index_packets(VIDEOS / name)
     times = [f.time_s for f in read_frames(VIDEOS / name, index=index)]
     assert len(times) == len(index) == int(row["frames"])
-    assert (info.width, info.height) == (int(row["w"]), int(row["h"]))
+    # the catalog lists stored pixels; frames are shown square (carphone: 128:117, QCIF)
+    shown = round(int(row["w"]) * info.pixel_aspect)
+    assert (info.width, info.height) == (shown, int(row["h"]))
+    assert (info.pixel_aspect == 128 / 117) == ("carphone" in name)
     assert abs(times[0]) < 1e-6
     assert np.all(np.diff(times) > 0)
     np.testing.assert_allclose(times, index.times_s(info))
@@ -476,3 +479,24 @@ def test_a_stream_that_changes_size_midway_is_scaled_to_its_first_size(tmp_path:
     assert len(frames) == 60 and {f.image.shape for f in frames} == {(64, 64, 3)}
     assert {f.luma().shape for f in frames} == {(64, 64)}
     assert abs(frames[45].image.mean() - (40 + 3 * 45)) < 4  # scaled, not garbage
+
+
+def test_non_square_pixels_are_shown_as_a_player_shows_them(tmp_path: Path) -> None:
+    """DV, DVD and HDV store pixels wider than tall; faces were classified squeezed (a happy
+    clip read as angry) and the annotated video played squeezed."""
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 32, 64, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        image = np.zeros((64, 32, 3), np.uint8)
+        image[:, 16:] = 200  # stored: right half bright
+        for _ in range(5):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(stream.encode(None))
+    info = probe(path)
+    assert (info.width, info.height, info.pixel_aspect) == (64, 64, 2.0)
+    frames = list(read_frames(path))
+    assert len(frames) == 5 and {f.image.shape for f in frames} == {(64, 64, 3)}
+    shown = frames[0].image[:, :, 0]
+    assert shown[:, :28].mean() < 20 and shown[:, 36:].mean() > 180  # the halves, unsqueezed

@@ -69,6 +69,8 @@ class VideoInfo:
     codec: str
     has_audio: bool
     video_streams: int = 1  # the first is analysed; more are noted in run.json
+    #: Width of a stored pixel over its height; frames are scaled by it to ``width``.
+    pixel_aspect: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -397,7 +399,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         stream = _video_stream(container, p)
         first = _first_frame(container, stream, p)
         rotation = _clockwise(first)
-        width, height = first.width, first.height
+        pixel_aspect = _pixel_aspect(stream)
+        width, height = max(1, round(first.width * pixel_aspect)), first.height
         if rotation in (90, 270):
             width, height = height, width
         if stream.start_time is not None:
@@ -418,7 +421,15 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             codec=stream.codec_context.name,
             has_audio=bool(container.streams.audio),
             video_streams=len(_moving_streams(container)),
+            pixel_aspect=pixel_aspect,
         )
+
+
+def _pixel_aspect(stream: av.VideoStream) -> float:
+    """Width over height of one stored pixel (DV, DVD, HDV and broadcast store non-square
+    pixels): frames are scaled to the shape a player shows, as faces must be seen."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return float(sar) if sar and 0.1 < float(sar) < 10 else 1.0
 
 
 # --------------------------------------------------------------------------- packet index
@@ -735,7 +746,8 @@ def _select(
     """Apply the range and `every` to decoded frames; convert only the selected ones."""
     tb = info.time_base
     scale = tb.numerator / tb.denominator
-    stored = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+    # The size every frame is given before rotation: the first frame's, in square pixels.
+    shown = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
     for i, frame in _decode_from(container, stream, index, start):
         if i >= stop:
             break
@@ -747,8 +759,8 @@ def _select(
             pts = int(index.pts[i])
             report.yielded += 1
             time_s = (pts - info.start_pts) * scale
-            if (frame.width, frame.height) != stored:  # the stream changed size midway:
-                frame = frame.reformat(*stored)  # one size for boxes and video, as FFmpeg does
+            if (frame.width, frame.height) != shown:  # non-square pixels, or a stream that
+                frame = frame.reformat(*shown)  # changed size midway: one size, as players show
             yield Frame(i, pts, time_s, source=frame, rotation=info.rotation)
         if report.decoded == stop - start:
             break

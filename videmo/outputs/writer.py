@@ -210,6 +210,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             "width": info.width,
             "height": info.height,
             "rotation": info.rotation,
+            "pixel_aspect": info.pixel_aspect,  # stored pixels' shape; width is as shown
             "fps": info.fps,
             "duration_s": info.duration_s,
             # the first frame's own time: time_s counts from it, players show it
