@@ -429,3 +429,23 @@ def test_draw_faces_at_frame_edges() -> None:
     image = np.full((240, 320, 3), 7, np.uint8)
     draw_faces(image, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), np.zeros(0))
     assert (image == 7).all()  # no faces: nothing drawn
+
+
+def test_run_json_duration_is_never_shorter_than_the_frames_read() -> None:
+    """A header that understated the length made the report say "duration 0:00.5" beside a
+    face seen until 0:02.0; one that overstates it marks a cut file and stands."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from conftest import SINGLE
+
+    from videmo.outputs.writer import _duration_s
+    from videmo.video import index_packets, probe
+
+    info, index = probe(SINGLE), index_packets(SINGLE)
+    last = float(index.times_s(info)[-1])
+    assert _duration_s(SimpleNamespace(info=info, index=index)) == info.duration_s
+    short = SimpleNamespace(info=dataclasses.replace(info, duration_s=0.5), index=index)
+    assert abs(_duration_s(short) - (last + 1 / 30)) < 1e-5  # the last frame's end (30 fps)
+    long = SimpleNamespace(info=dataclasses.replace(info, duration_s=20.0), index=index)
+    assert _duration_s(long) == 20.0

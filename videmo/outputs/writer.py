@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from videmo import __version__
 from videmo.emotion import model_metrics
 from videmo.encode import VideoWriter, audio_plan_of, concat_segments
@@ -172,6 +174,22 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _duration_s(run: VideoRun) -> float | None:
+    """The header's duration, unless the frames read run past it.
+
+    A header that overstates the length is how a cut file is recognised (``damage``), so it
+    stands; one that understates it (a hand-edited or badly muxed file) would show a video
+    shorter than the faces seen in it.
+    """
+    header = run.info.duration_s
+    times = run.index.times_s(run.info)
+    if times.size == 0:
+        return header
+    step = float(np.median(np.diff(times))) if times.size > 1 else 0.0
+    read = round(float(times[-1]) + step, 6)
+    return read if header is None or read > header else header
+
+
 def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> list[Path]:
     """Timeline, faces, plots and annotated video for one run, then run.json."""
     started = time.perf_counter()
@@ -212,7 +230,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             "rotation": info.rotation,
             "pixel_aspect": info.pixel_aspect,  # stored pixels' shape; width is as shown
             "fps": info.fps,
-            "duration_s": info.duration_s,
+            "duration_s": _duration_s(run),
             # the first frame's own time: time_s counts from it, players show it
             "start_s": round(float(info.start_pts * info.time_base), 6),
             "codec": info.codec,
