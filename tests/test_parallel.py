@@ -444,6 +444,31 @@ def test_sigterm_while_ray_starts_is_a_termination(tmp_path: Path) -> None:
     assert stderr.strip().endswith("videmo: terminated") and "SystemExit" not in stderr, stderr
 
 
+def test_sigterm_after_ray_has_shut_down_still_stops_the_run_cleanly(tmp_path: Path) -> None:
+    """``ray.shutdown`` resets SIGTERM in the operating system while Python still reports
+    videmo's handler: a SIGTERM in the run's last second (summary and listing not yet
+    written) killed videmo silently and left every video ``unfinished`` in batch.csv."""
+    script = (
+        "import os, signal, time\n"
+        "from videmo.parallel import RayExecutor\n"
+        "from videmo.progress import install_interrupt_handler\n"
+        "from videmo.settings import Settings\n"
+        "install_interrupt_handler()\n"
+        "RayExecutor(Settings(), workers=1, address=None).close()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped by videmo')\n"
+    )
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    done = subprocess.run([sys.executable, "-c", script], env={**cli_env(), "TMPDIR": str(temp)},
+                          cwd=REPO, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stopped by videmo"
+
+
 def test_resume_after_kill(tmp_path: Path) -> None:
     clips = tmp_path / "clips"
     a = copy_clip(SINGLE, clips, "a_single.mp4")

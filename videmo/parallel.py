@@ -550,8 +550,8 @@ class RayExecutor:
         if self._lost:  # no one left to ask: Ray's calls would wait on the dead cluster
             return
         if self._owns_ray:  # ends every actor; killing them first made Ray retry their
-            with _quiet_fd2():  # tasks in flight and print a "(raylet) Task ... failed" line
-                ray.shutdown()  # each, and its C++ core logs tasks it can no longer report
+            with _quiet_fd2(), _restoring_sigterm():  # tasks in flight and print a "(raylet)
+                ray.shutdown()  # Task ... failed" line each; its C++ core logs what it drops
         else:  # a cluster outlives this run: let go of its workers now
             for actor in [*getattr(self, "actors", []), *getattr(self, "classifiers", [])]:
                 ray.kill(actor)
@@ -570,6 +570,24 @@ def _quiet_fd2() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def _restoring_sigterm() -> Iterator[None]:
+    """Put the process's SIGTERM handler back after ``ray.shutdown``.
+
+    Ray's core resets SIGTERM to the default in the operating system while Python still
+    reports videmo's handler, so a SIGTERM in the run's last moments (summary and listing
+    still to write) killed the process silently and left every video ``unfinished`` in
+    ``batch.csv``. Setting the handler again re-arms it.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 @contextlib.contextmanager
