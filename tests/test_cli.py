@@ -7,7 +7,9 @@ complete (a ``run.json``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 
 import av
@@ -492,6 +494,39 @@ def test_no_cluster_at_the_address_gives_the_claimed_names_back(tmp_path: Path) 
     out.mkdir()  # the user's own (empty) folder is theirs: it stays
     run_cli("run", SINGLE, "-o", out, "--address", "127.0.0.1:1", *FAST).assert_one_line_error()
     assert out.is_dir() and not any(out.iterdir())
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 400 Bad Request\r\n\r\n", None])
+def test_an_address_where_something_else_listens_fails_in_seconds(tmp_path, answer) -> None:
+    """A web server (or a silent listener) at the address: Ray waited for ever, printing a
+    C++ warning every 40 s; the README promises a one-line failure within seconds."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                conn.recv(64)
+                if answer is not None:
+                    conn.sendall(answer)
+                threading.Timer(15, conn.close).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = time.monotonic()
+    try:
+        line = run_cli(
+            "run", SINGLE, "-o", tmp_path / "out", "--address", f"127.0.0.1:{port}", *FAST
+        ).assert_one_line_error()
+    finally:
+        server.close()
+    assert time.monotonic() - started < 30
+    assert f"127.0.0.1:{port}" in line
+    assert ("does not answer as Ray does" in line) == (answer is not None)
+    assert ("it does not answer" in line) == (answer is None)
 
 
 def test_a_swallowed_ctrl_c_is_raised_again_by_the_reporter() -> None:

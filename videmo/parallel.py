@@ -694,18 +694,46 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, in one line, when nothing listens at a host:port address.
+#: What a gRPC client sends first (HTTP/2's connection preface and an empty SETTINGS frame).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
 
-    Ray itself retries a dead address for minutes before giving up.
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, unless a Ray cluster answers at a host:port address.
+
+    Ray itself retries a dead address for minutes before giving up, and waits for ever on a
+    port where something else listens (a web server, the dashboard's port). Ray's head and
+    its client server speak gRPC, so the check opens a connection and asks for HTTP/2's
+    first frame: a SETTINGS frame comes back from Ray, not from anything else.
     """
     match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
     if match is None:  # "auto" and other forms: let Ray resolve them
         return
     try:
-        socket.create_connection((match[1], int(match[2])), timeout=timeout_s).close()
+        with socket.create_connection((match[1], int(match[2])), timeout=timeout_s) as conn:
+            conn.settimeout(timeout_s)
+            conn.sendall(_HTTP2_PREFACE)
+            head = _read_up_to(conn, 9, timeout_s)
     except OSError as exc:
-        raise VidemoError(f"no Ray cluster reachable at {address}: {exc.strerror or exc}") from None
+        reason = "it does not answer" if isinstance(exc, TimeoutError) else exc.strerror or exc
+        raise VidemoError(f"no Ray cluster reachable at {address}: {reason}") from None
+    if len(head) < 9 or head[3] != _HTTP2_SETTINGS:
+        raise VidemoError(
+            f"no Ray cluster at {address}: something listens there but does not answer as "
+            "Ray does (gRPC); the head's port is the one 'ray start --head' printed"
+        )
+
+
+def _read_up_to(conn: socket.socket, size: int, timeout_s: float) -> bytes:
+    """Up to ``size`` bytes, fewer if the peer closes or ``timeout_s`` passes."""
+    data, deadline = b"", time.monotonic() + timeout_s
+    while len(data) < size and time.monotonic() < deadline:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _unwrap(exc: BaseException) -> BaseException:
