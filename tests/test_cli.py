@@ -659,3 +659,34 @@ def test_a_ctrl_c_while_a_finished_batch_is_listed_waits_for_the_listing(capsys)
             progress.STOPPED_BY.clear()
     progress._quiet_unraisable(types.SimpleNamespace(exc_value=KeyboardInterrupt()))
     assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_inside_a_lazy_import_is_an_interrupt_not_a_traceback(tmp_path: Path) -> None:
+    """A Ctrl-C in a run's first second lands inside some lazy import (pandas, av, ...);
+    main's handler then imported again from the half-made module: a traceback and exit 1."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from importlib.abc import MetaPathFinder
+
+class CutShort(MetaPathFinder):  # the interrupt arrives while videmo.progress is imported
+    seen = 0
+    def find_spec(self, name, path, target=None):
+        if name != "videmo.progress":
+            return None
+        CutShort.seen += 1
+        if CutShort.seen == 1:
+            raise KeyboardInterrupt
+        raise ImportError("a half-made module imported again")
+
+sys.meta_path.insert(0, CutShort())
+sys.argv = ["videmo", "run", {str(SINGLE)!r}, "-o", {str(tmp_path / "out")!r}, "-q"]
+from videmo.cli import main
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=cli_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "videmo: interrupted", done.stderr

@@ -126,6 +126,30 @@ def test_a_folder_another_run_is_writing_is_left_to_it(tmp_path: Path) -> None:
 
 
 @requires_data
+def test_a_second_batch_into_a_root_a_batch_is_writing_is_refused_whole(tmp_path: Path) -> None:
+    """Two batches into one root each failed the videos the other held, and the last to
+    finish wrote a batch.csv calling finished folders "failed". A batch holds its root."""
+    from videmo.naming import lock_output_dir, unlock_output_dir
+
+    clips = tmp_path / "clips"
+    copy_clip(SINGLE, clips)
+    copy_clip(CREMA_HAP, clips)
+    out = tmp_path / "out"
+    out.mkdir()
+    held = lock_output_dir(out)  # as the first batch's driver holds it
+    try:
+        line = run_cli("run", clips, "-o", out, *FAST).assert_one_line_error()
+        assert f"{out} is being written by another videmo run" in line
+        assert not any(out.iterdir())  # no folder claimed, no batch.csv written
+        single = run_cli("run", SINGLE, "-o", out, *FAST)  # one video: its own folder only
+        single.assert_ok()
+    finally:
+        unlock_output_dir(held)
+    run_cli("run", clips, "-o", out, *FAST).assert_ok()  # the root is free again
+    assert (out / "batch.csv").is_file()
+
+
+@requires_data
 def test_an_input_that_fails_leaves_no_folder_and_takes_no_name(tmp_path: Path) -> None:
     """An empty talk.mp4 fails; it must not keep the name ``talk`` from the real one."""
     empty = tmp_path / "bad" / "talk.mp4"

@@ -211,17 +211,28 @@ def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet
 
 def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
                          quiet: bool) -> None:  # fmt: skip
-    from videmo.outputs.batch import remove_batch_summary, write_batch_csv, write_batch_report
-    from videmo.progress import (
-        RichReporter,
-        install_interrupt_handler,
-        interrupts_held,
-        print_summary,
-    )
-    from videmo.runner import interrupted_runs, run_videos
+    from videmo.naming import lock_output_dir, unlock_output_dir
+    from videmo.outputs.atomic import ensure_dir
+    from videmo.progress import install_interrupt_handler
 
     install_interrupt_handler()
     batch = len(paths) > 1
+    # A batch holds its output root: two batches there each failed the videos the other was
+    # writing, and the last to finish wrote a summary calling finished folders "failed".
+    root_lock = lock_output_dir(ensure_dir(out_root)) if batch else None
+    try:
+        _run_batch_or_video(paths, out_root, settings, quiet, batch)
+    finally:
+        unlock_output_dir(root_lock)
+
+
+def _run_batch_or_video(
+    paths: list[Path], out_root: Path, settings: Settings, quiet: bool, batch: bool
+) -> None:
+    from videmo.outputs.batch import remove_batch_summary, write_batch_csv, write_batch_report
+    from videmo.progress import RichReporter, interrupts_held, print_summary
+    from videmo.runner import interrupted_runs, run_videos
+
     snapshot = _BatchSnapshot(paths, out_root) if batch else None
     reporter = RichReporter(enabled=not quiet, inputs=len(paths), on_done=snapshot)
     if batch and out_root.is_dir():
@@ -373,15 +384,18 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"videmo: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt) as exc:
-        from videmo.progress import INTERRUPTED, stop_signal
-
-        if isinstance(exc.__cause__, EOFError) and not INTERRUPTED.is_set():
+        # Nothing is imported here: a Ctrl-C in the first second lands inside some lazy
+        # import, and importing again from the half-made module raised a traceback.
+        progress = sys.modules.get("videmo.progress")
+        interrupted = getattr(progress, "INTERRUPTED", None)
+        if isinstance(exc.__cause__, EOFError) and not (interrupted and interrupted.is_set()):
             # click turns any EOFError into Abort: a file that ends early, not a Ctrl-C
             why = str(exc.__cause__).splitlines()[0] if str(exc.__cause__) else "EOFError"
             click.echo(f"videmo: error: unexpected end of data: {why}", err=True)
             sys.exit(1)
 
-        signum = stop_signal()
+        stop_signal = getattr(progress, "stop_signal", None)  # no handler yet: Ctrl-C
+        signum = stop_signal() if callable(stop_signal) else int(signal.SIGINT)
         click.echo(f"videmo: {'terminated' if signum == signal.SIGTERM else 'interrupted'}",
                    err=True)  # fmt: skip
         _exit_interrupted(128 + signum, from_command_line=argv is None)
@@ -442,11 +456,12 @@ def _annotated_audio(run: VideoRun) -> str | None:
 
 
 def _exit_interrupted(status: int, from_command_line: bool) -> None:
-    """Exit 130 (Ctrl-C) or 143 (SIGTERM). After Ray ran in this process, the interpreter's
-    teardown is skipped: Ray's own threads crashed in it once in about ten interrupted batches
-    (SIGSEGV instead of 130). By now Ray is shut down and every file videmo wrote is complete
-    on disk (atomic writes); only the exit status was at stake."""
-    if from_command_line and "ray" in sys.modules:
+    """Exit 130 (Ctrl-C) or 143 (SIGTERM). From the command line the interpreter's teardown
+    is skipped: Ray's own threads crashed in it once in about ten interrupted batches
+    (SIGSEGV instead of 130), and a module whose import the interrupt cut short aborted it
+    ("Fatal Python error ... finalizing"). By now Ray is shut down and every file videmo
+    wrote is complete on disk (atomic writes); only the exit status was at stake."""
+    if from_command_line:
         _ignore_late_interrupts()
         _exit_now(status)
     sys.exit(status)
