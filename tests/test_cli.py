@@ -690,3 +690,17 @@ main()
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "videmo: interrupted", done.stderr
+
+
+def test_an_address_without_a_host_is_one_line_not_rays_traceback(tmp_path: Path) -> None:
+    line = run_cli(
+        "run", SINGLE, "-o", tmp_path / "out", "--address", ":6379", *FAST
+    ).assert_one_line_error()
+    assert "names no host: give HOST:PORT" in line
+
+
+def test_a_single_lost_frame_is_one_time_not_a_range_from_it_to_itself() -> None:
+    from videmo.damage import damage_line
+
+    damage = {"frames_lost": 4, "frames_indexed": 60, "lost_ranges_s": [[1.6, 1.6], [1.7, 1.8]]}
+    assert "(1.60 s, 1.70-1.80 s)" in damage_line(damage)

@@ -110,11 +110,16 @@ def _ranges_s(lost: np.ndarray, times: np.ndarray) -> list[list[float]]:
     ]
 
 
+def _span(start: float, end: float) -> str:
+    """``1.60-1.93 s``, or ``1.60 s`` for a single frame (not ``1.60-1.60 s``)."""
+    return f"{start:.2f} s" if f"{start:.2f}" == f"{end:.2f}" else f"{start:.2f}-{end:.2f} s"
+
+
 def damage_line(damage: dict) -> str:
     """One line for batch.csv and the terminal."""
     parts = []
     if damage["frames_lost"]:
-        spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in damage["lost_ranges_s"][:3])
+        spans = ", ".join(_span(a, b) for a, b in damage["lost_ranges_s"][:3])
         more = " ..." if len(damage["lost_ranges_s"]) > 3 else ""
         parts.append(
             f"{damage['frames_lost']} of the {damage['frames_indexed']} frames in the file "
@@ -122,7 +127,7 @@ def damage_line(damage: dict) -> str:
         )
     if "skipped_by_demuxer" in damage:
         skip = damage["skipped_by_demuxer"]
-        where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in skip["gaps_s"][:3])
+        where = ", ".join(_span(a, b) for a, b in skip["gaps_s"][:3])
         more = " ..." if len(skip["gaps_s"]) > 3 else ""
         missing = (
             f": about {skip['frames_missing']} frame{'s' if skip['frames_missing'] > 1 else ''} "
