@@ -708,7 +708,9 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     first frame: a SETTINGS frame comes back from Ray, not from anything else.
     """
     if re.fullmatch(r"(?:ray://)?\[?\]?:\d*", address.strip()):  # ":6379": Ray's traceback
-        raise VidemoError(f"--address {address!r} names no host: give HOST:PORT, e.g. 10.0.0.5:6379")
+        raise VidemoError(
+            f"--address {address!r} names no host: give HOST:PORT, e.g. 10.0.0.5:6379"
+        )
     match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
     if match is None:  # "auto" and other forms: let Ray resolve them
         return
