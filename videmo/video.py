@@ -95,8 +95,8 @@ class PacketIndex:
     #: count includes them. A file trimmed without re-encoding hides up to a keyframe interval.
     hidden: int = 0
     #: Frames are told apart by the order the decoder gives them, not by their timestamps:
-    #: set for AVI (which stores no presentation times: FFmpeg numbers packets in decoding
-    #: order) and for streams whose timestamps repeat or start again (recordings joined
+    #: set for AVI with B-frames (AVI stores no presentation times: FFmpeg numbers packets in
+    #: decoding order) and for streams whose timestamps repeat or start again (recordings joined
     #: with ``cat``). Such a file is read from its start in one piece; see ``index_packets``.
     by_output: bool = False
 
@@ -444,6 +444,7 @@ class _Demuxed(NamedTuple):
     skipped: list[str]
     hidden: int
     demuxer: str
+    reordered: bool  # the codec shows frames in another order than it decodes them
 
 
 def _demux_pts(p: Path) -> _Demuxed:
@@ -485,7 +486,8 @@ def _demux_pts(p: Path) -> _Demuxed:
         except av.FFmpegError as err:
             error = _ffmpeg_reason(err)
     skipped = [text.strip() for _, who, text in [*records, *logs] if who == demuxer]
-    return _Demuxed(pts, dts, key, error, _span_s(extent), skipped, hidden, demuxer)
+    reordered = bool(video.codec_context.has_b_frames)
+    return _Demuxed(pts, dts, key, error, _span_s(extent), skipped, hidden, demuxer, reordered)
 
 
 def _span_s(extent: dict[int, list]) -> float | None:
@@ -518,11 +520,12 @@ def _needs_output_order(demuxed: _Demuxed) -> bool:
     """Whether timestamps cannot name this stream's frames.
 
     AVI stores no presentation times (FFmpeg numbers its packets in decoding order, so with
-    B-frames the decoder hands frames back with their numbers out of order); two packets
-    with one timestamp are two frames; a decoding timestamp that goes back means the stream
-    starts again (two recordings joined, a timestamp wrap).
+    B-frames the decoder hands frames back with their numbers out of order; without them
+    the numbers are the frames' own and the file is read in parallel chunks as any other);
+    two packets with one timestamp are two frames; a decoding timestamp that goes back
+    means the stream starts again (two recordings joined, a timestamp wrap).
     """
-    if demuxed.demuxer == "avi":
+    if demuxed.demuxer == "avi" and demuxed.reordered:
         return True
     if len(set(demuxed.pts)) < len(demuxed.pts):
         return True

@@ -236,8 +236,8 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             "codec": info.codec,
             "video_streams": info.video_streams,  # the first is analysed
             "frames_indexed": run.expected_frames,
-            # "decoding" where timestamps cannot name frames (AVI, repeated or restarting
-            # timestamps): read in one piece from the start, frames counted as decoded
+            # "decoding" where timestamps cannot name frames (AVI with B-frames, repeated or
+            # restarting timestamps): read in one piece from the start, counted as decoded
             "frame_order": "decoding" if run.index.by_output else "timestamps",
             "damaged": run.index.error,
         },  # fmt: skip
