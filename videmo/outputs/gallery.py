@@ -99,7 +99,10 @@ def best_thumbnails(
     for row in rows.itertuples(index=False):
         by_frame.setdefault(int(row.frame), []).append(row)
     best: dict[int, tuple[float, int, np.ndarray]] = {}
-    for start, stop in _frame_runs(list(by_frame)):
+    runs = _frame_runs(list(by_frame))
+    if index.by_output and runs:  # every read decodes from the file's start: read once
+        runs = [(runs[0][0], runs[-1][1])]
+    for start, stop in runs:
         try:
             # colour only for the frames that hold a candidate, not the frames between
             for frame in read_frames(path, start, stop, index=index, bgr=False):
