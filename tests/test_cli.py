@@ -529,6 +529,23 @@ def test_an_address_where_something_else_listens_fails_in_seconds(tmp_path, answ
     assert ("it does not answer" in line) == (answer is None)
 
 
+def test_a_tls_cluster_is_only_checked_for_a_listener(monkeypatch) -> None:
+    """Ray with TLS (RAY_USE_TLS=1) answers nothing before a TLS handshake: the HTTP/2
+    check refused such clusters. With TLS on, a listening port is all that is checked."""
+    import socket
+
+    from videmo.errors import VidemoError
+    from videmo.parallel import _check_reachable
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setenv("RAY_USE_TLS", "1")
+        _check_reachable(address, timeout_s=1.0)  # a silent listener: TLS may be behind it
+        monkeypatch.setenv("RAY_USE_TLS", "0")
+        with pytest.raises(VidemoError, match="does not answer"):
+            _check_reachable(address, timeout_s=1.0)
+
+
 def test_a_swallowed_ctrl_c_is_raised_again_by_the_reporter() -> None:
     """A KeyboardInterrupt landing in a weakref callback is dropped by Python ("Exception
     ignored in ..."); the run then went on to "done". The handler's flag brings it back."""

@@ -692,3 +692,15 @@ def test_invalid_job_files(name: str, tmp_path: Path) -> None:
 def test_missing_job_file(tmp_path: Path) -> None:
     line = run_cli("job", tmp_path / "nope.toml").assert_one_line_error(rc=2)
     assert "nope.toml" in line
+
+
+def test_a_chunk_gets_the_timeout_once_per_chunk_s_of_video() -> None:
+    """A file read in one piece (AVI with B-frames, joined recordings) is one chunk as long
+    as the video: with the per-chunk limit, a 20-minute one failed as "no result after
+    600 s" on Ray while its copy in mp4, cut into chunks, finished."""
+    from videmo.parallel import ChunkTask, RayExecutor
+
+    executor = RayExecutor.__new__(RayExecutor)  # the rule only: no Ray started
+    executor.timeout_s, executor._chunk_s = 600.0, 10.0
+    assert executor._limit_s(ChunkTask(0, Path("a.avi"), 0, 300, seconds=9.9)) == 600.0
+    assert executor._limit_s(ChunkTask(0, Path("a.avi"), 0, 36000, seconds=1200.0)) == 72000.0

@@ -392,11 +392,13 @@ def _encode_numbered(path: Path, count: int, fmt: str, codec: str, start: int = 
         out.mux(stream.encode(None))
 
 
-def _assert_every_frame_in_order(path: Path, count: int) -> None:
+def _assert_every_frame_in_order(path: Path, count: int, at_30_fps: bool = True) -> None:
     index = index_packets(path)
     assert index.by_output and len(index) == count
     frames = list(read_frames(path, index=index))
     assert [f.index for f in frames] == list(range(count))
+    if at_30_fps:  # each frame at its own time, the second recording right after the first
+        np.testing.assert_allclose([f.time_s for f in frames], np.arange(count) / 30, atol=2e-3)
     shown = _shown_levels(path)
     assert len(shown) == count and (np.diff(shown) > 1).all()  # every frame looks different
     assert np.allclose([f.image.mean() for f in frames], shown, atol=0.5)  # the k-th shown
@@ -443,7 +445,29 @@ def test_frames_that_share_a_timestamp_are_all_analysed(tmp_path: Path) -> None:
             packet.pts = packet.dts = (k - (k % 2 if k < 20 else 0)) * 33  # 10 pairs share
             packet.stream = stream
             out.mux(packet)
-    _assert_every_frame_in_order(path, 40)
+    _assert_every_frame_in_order(path, 40, at_30_fps=False)  # the pairs: one ms apart
+
+
+def test_one_repeated_timestamp_in_matroska_with_b_frames_keeps_every_time(
+    tmp_path: Path,
+) -> None:
+    """Matroska gives no dts for the first packets of a stream with B-frames; the pts put in
+    their place read as the stream starting again, and every time after the first frame
+    came out 0.27 s late."""
+    clean, path = tmp_path / "clean.mkv", tmp_path / "one_repeat.mkv"
+    _encode_numbered(clean, 60, "matroska", "libx264")
+    with av.open(str(clean)) as src, av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        packets = [p for p in src.demux(video=0) if p.size]
+        assert packets[0].dts is None or packets[1].dts is None  # what Matroska gives
+        packets[-1].pts = packets[-2].pts  # one repeated timestamp sends it down this path
+        for packet in packets:
+            packet.stream = stream
+            out.mux(packet)
+    index = index_packets(path)
+    assert index.by_output and len(index) == 60
+    times = [f.time_s for f in read_frames(path, index=index)]
+    np.testing.assert_allclose(times[:55], np.arange(55) / 30, atol=2e-3)
 
 
 def test_a_stream_that_changes_size_midway_is_scaled_to_its_first_size(tmp_path: Path) -> None:
@@ -502,3 +526,45 @@ def test_non_square_pixels_are_shown_as_a_player_shows_them(tmp_path: Path) -> N
     assert len(frames) == 5 and {f.image.shape for f in frames} == {(64, 64, 3)}
     shown = frames[0].image[:, :, 0]
     assert shown[:, :28].mean() < 20 and shown[:, 36:].mean() > 180  # the halves, unsqueezed
+
+
+def test_joined_recordings_with_sound_finish_and_say_the_sound_was_left_out(
+    tmp_path: Path,
+) -> None:
+    """The sound's timestamps start again too: copied, the second recording was silent;
+    re-encoded (MP2 to AAC), the muxer failed the whole video."""
+    import json
+
+    import videmo
+
+    parts = []
+    for part in range(2):
+        path = tmp_path / f"part{part}.ts"
+        with av.open(str(path), "w", format="mpegts") as out:
+            video = out.add_stream("libx264", rate=30)
+            video.width = video.height = 64
+            video.pix_fmt = "yuv420p"
+            sound = out.add_stream("mp2", rate=48000, layout="stereo")
+            for k in range(30):
+                image = av.VideoFrame.from_ndarray(_numbered(30 * part + k), format="bgr24")
+                out.mux(video.encode(image))
+            for k in range(47):  # one second of sound
+                samples = np.zeros((2, 1024), np.int16)
+                frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16",
+                                                   layout="stereo")  # fmt: skip
+                frame.sample_rate, frame.pts = 48000, k * 1024
+                out.mux(sound.encode(frame))
+            out.mux(video.encode(None))
+            out.mux(sound.encode(None))
+        parts.append(path.read_bytes())
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(parts))
+    assert index_packets(joined).restarts == 1
+    out = tmp_path / "out"
+    videmo.analyze(joined, out_dir=out, workers=0, plots=False, report=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["video"]["frames_indexed"] == 60
+    assert run["annotated_audio"].startswith("dropped: the recording's timestamps start again")
+    with av.open(str(out / "annotated.mp4")) as annotated:
+        assert not annotated.streams.audio
+        assert sum(1 for _ in annotated.decode(video=0)) == 60

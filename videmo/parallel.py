@@ -53,6 +53,7 @@ class ChunkTask:
     path: Path
     start: int
     stop: int
+    seconds: float = 0.0  # of video: a file read in one piece is one long chunk
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ class RayExecutor:
         self._address = address
         self._lost = False  # the cluster stopped answering: nothing more to ask of Ray
         self.timeout_s = settings.chunk_timeout_s
+        self._chunk_s = settings.chunk_s
         from ray.exceptions import RayActorError
 
         self._actor_died = RayActorError
@@ -516,10 +518,16 @@ class RayExecutor:
             yield task, result
 
     def _limit_s(self, task: ChunkTask | FinishTask | PrepareTask) -> float:
-        """How long a task may run: ``--chunk-timeout-s``, and for finishing a video (tracking,
-        writing, the annotated video: work that grows with its length) that much per chunk."""
+        """How long a task may run: ``--chunk-timeout-s`` per ``--chunk-s`` of video, at least
+        once; for finishing a video (tracking, writing, the annotated video: work that grows
+        with its length) once more. A file read in one piece (``PacketIndex.by_output``) is
+        a single chunk as long as the video and gets that much longer."""
         if isinstance(task, FinishTask):
-            return self.timeout_s * (1 + len(task.run.chunks))
+            run = task.run
+            seconds = float(run.index.times_s(run.info)[-1]) if len(run.index) else 0.0
+            return self.timeout_s * (1 + max(len(run.chunks), seconds / self._chunk_s))
+        if isinstance(task, ChunkTask):
+            return self.timeout_s * max(1.0, task.seconds / self._chunk_s)
         return self.timeout_s
 
     def annotate(
@@ -705,7 +713,8 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     Ray itself retries a dead address for minutes before giving up, and waits for ever on a
     port where something else listens (a web server, the dashboard's port). Ray's head and
     its client server speak gRPC, so the check opens a connection and asks for HTTP/2's
-    first frame: a SETTINGS frame comes back from Ray, not from anything else.
+    first frame: a SETTINGS frame comes back from Ray, not from anything else. With
+    ``RAY_USE_TLS`` (a cluster that speaks TLS) only the connection is checked.
     """
     if re.fullmatch(r"(?:ray://)?\[?\]?:\d*", address.strip()):  # ":6379": Ray's traceback
         raise VidemoError(
@@ -714,8 +723,11 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
     if match is None:  # "auto" and other forms: let Ray resolve them
         return
+    tls = os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true")
     try:
         with socket.create_connection((match[1], int(match[2])), timeout=timeout_s) as conn:
+            if tls:  # a TLS cluster answers only after a handshake: a listener has to do
+                return
             conn.settimeout(timeout_s)
             conn.sendall(_HTTP2_PREFACE)
             head = _read_up_to(conn, 9, timeout_s)

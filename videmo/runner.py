@@ -587,10 +587,12 @@ def _chunk_tasks(run: VideoRun, complete: Callable[[VideoRun], None]) -> Iterato
     if not run.chunks:
         complete(run)
         return
+    times = run.index.times_s(run.info)
     for start, stop in run.chunks:
         if run.status == "failed":  # a chunk handed out earlier failed it: stop here
             return
-        yield ChunkTask(run.position, run.path, start, stop)
+        seconds = float(times[stop - 1] - times[start])
+        yield ChunkTask(run.position, run.path, start, stop, seconds)
 
 
 class _Unlocking(Reporter):

@@ -97,8 +97,8 @@ class Settings:
     )
     chunk_timeout_s: float = _opt(
         600.0,
-        "a Ray chunk that runs longer than this fails its video (a hung worker); "
-        "writing a video's outputs may take this long per chunk",
+        "a Ray chunk that runs longer than this per --chunk-s of video it holds fails its "
+        "video (a hung worker); writing a video's outputs may take this long per chunk",
     )
     address: str | None = _opt(None, "Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     overwrite: bool = _opt(

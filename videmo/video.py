@@ -99,6 +99,8 @@ class PacketIndex:
     #: decoding order) and for streams whose timestamps repeat or start again (recordings joined
     #: with ``cat``). Such a file is read from its start in one piece; see ``index_packets``.
     by_output: bool = False
+    #: Times the stream's timestamps started again (recordings joined): the sound's do too.
+    restarts: int = 0
 
     def __len__(self) -> int:
         return int(self.pts.size)
@@ -544,19 +546,24 @@ def _output_order_index(demuxed: _Demuxed) -> PacketIndex:
     raw = demuxed.dts if demuxed.demuxer == "avi" else demuxed.pts
     stamps = np.asarray([r if r is not None else p for r, p in zip(raw, demuxed.pts, strict=True)],
                         dtype=np.int64)  # fmt: skip
-    dts = [d if d is not None else p for d, p in zip(demuxed.dts, demuxed.pts, strict=True)]
-    offset, shifted, step = 0, np.empty_like(stamps), 1
-    for i, stamp in enumerate(stamps):
-        if i and dts[i] < dts[i - 1]:  # started again: continue one frame after the last
-            step = max(1, int(np.median(np.diff(dts[max(0, i - 9) : i])))) if i > 1 else 1
-            offset += dts[i - 1] + step - dts[i]
+    offset, shifted, known, restarts = 0, np.empty_like(stamps), [], 0  # known: dts seen
+    for i, (stamp, dts) in enumerate(zip(stamps, demuxed.dts, strict=True)):
+        # A missing dts (Matroska gives none for the first packets of a stream with B-frames)
+        # says nothing; a known one below the last known one: the stream started again, and
+        # continues one frame after where it was.
+        if dts is not None and known and dts < known[-1]:
+            step = int(np.median(np.diff(known[-10:]))) if len(known) > 1 else 1
+            offset += known[-1] + max(1, step) - dts
+            restarts += 1
+        if dts is not None:
+            known.append(dts)
         shifted[i] = stamp + offset
     order = np.argsort(shifted, kind="stable")
     times = shifted[order]
     times = np.maximum.accumulate(times - np.arange(times.size)) + np.arange(times.size)
     keys = np.asarray(demuxed.key, dtype=bool)[order]
     return PacketIndex(times, keys, demuxed.error, demuxed.span_s, tuple(demuxed.skipped),
-                       demuxed.hidden, by_output=True)  # fmt: skip
+                       demuxed.hidden, by_output=True, restarts=restarts)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- reading

@@ -144,7 +144,8 @@ def write_annotated(
     rows = rows_by_frame(run.timeline)
     damaged = bool(run.damage)
     if executor is None or len(run.chunks) < 2:
-        with VideoWriter(out_path, run.info, copy_audio_from=run.path) as writer:
+        sound = None if run.index.restarts else run.path  # see _annotated_audio
+        with VideoWriter(out_path, run.info, copy_audio_from=sound) as writer:
             for frame in annotate_frames(run.path, run.index, rows, every, damaged=damaged):
                 writer.write(frame)
             return writer.frames_written
@@ -174,8 +175,18 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _annotated_audio(run: VideoRun) -> str:
+    """What ``annotated.mp4``'s sound is, in words. Recordings joined with ``cat`` start
+    their timestamps again, the sound's too: it is left out rather than cut or misplaced
+    (copied, the second recording was silent; re-encoded, the muxer failed the video)."""
+    plan = audio_plan_of(run.path)
+    if run.index.restarts and plan.mode != "none":
+        return "dropped: the recording's timestamps start again (recordings joined)"
+    return plan.describe()
+
+
 def _duration_s(run: VideoRun) -> float | None:
-    """The header's duration, unless the frames read run past it.
+    """The header's duration, unless the frames indexed run past it.
 
     A header that overstates the length is how a cut file is recognised (``damage``), so it
     stands; one that understates it (a hand-edited or badly muxed file) would show a video
@@ -183,10 +194,9 @@ def _duration_s(run: VideoRun) -> float | None:
     """
     header = run.info.duration_s
     times = run.index.times_s(run.info)
-    if times.size == 0:
+    if times.size < 2:  # one frame has no length of its own
         return header
-    step = float(np.median(np.diff(times))) if times.size > 1 else 0.0
-    read = round(float(times[-1]) + step, 6)
+    read = round(float(times[-1]) + float(np.median(np.diff(times))), 6)
     return read if header is None or read > header else header
 
 
@@ -223,7 +233,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
         "settings": settings.to_dict(),
         "execution": {k: context[k] for k in ("executor", "workers", "provider", "classify_stage")},
         # what annotated.mp4's sound is (copied, AAC, a stereo downmix, or why there is none)
-        "annotated_audio": audio_plan_of(run.path).describe() if settings.video else None,
+        "annotated_audio": _annotated_audio(run) if settings.video else None,
         "video": {
             "width": info.width,
             "height": info.height,
