@@ -285,16 +285,21 @@ def test_still_image_is_rejected() -> None:
     _assert_one_line_video_error(VIDEOS / "multi_face" / "pyfeat_multi_face.jpg", "still image")
 
 
+def _mux_silence(out: av.container.OutputContainer, stream: av.AudioStream) -> None:
+    """Ten frames of silent 16 kHz mono AAC."""
+    for i in range(10):
+        samples = np.zeros((1, 1024), dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, i * 1024
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
 def test_audio_only_file(tmp_path: Path) -> None:
     path = tmp_path / "audio.m4a"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=16000, layout="mono")
-        for i in range(10):
-            samples = np.zeros((1, 1024), dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        _mux_silence(out, stream)
     _assert_one_line_video_error(path, "no video stream")
 
 
@@ -310,12 +315,7 @@ def test_a_song_with_its_cover_picture_is_not_a_video(tmp_path: Path) -> None:
         picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24")
         out.mux(cover.encode(picture.reformat(format="yuvj420p")))
         out.mux(cover.encode(None))
-        for i in range(10):
-            samples = np.zeros((1, 1024), dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            out.mux(audio.encode(frame))
-        out.mux(audio.encode(None))
+        _mux_silence(out, audio)
     with av.open(str(path)) as check:  # the file really has a video stream, flagged as cover
         assert [s.type for s in check.streams] == ["audio", "video"]
     _assert_one_line_video_error(path, r"no video stream \(streams: audio, cover picture\)")
