@@ -524,7 +524,8 @@ class RayExecutor:
         a single chunk as long as the video and gets that much longer."""
         if isinstance(task, FinishTask):
             run = task.run
-            seconds = float(run.index.times_s(run.info)[-1]) if len(run.index) else 0.0
+            known = run.index is not None and run.info is not None and len(run.index) > 0
+            seconds = float(run.index.times_s(run.info)[-1]) if known else 0.0
             return self.timeout_s * (1 + max(len(run.chunks), seconds / self._chunk_s))
         if isinstance(task, ChunkTask):
             return self.timeout_s * max(1.0, task.seconds / self._chunk_s)

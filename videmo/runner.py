@@ -587,12 +587,18 @@ def _chunk_tasks(run: VideoRun, complete: Callable[[VideoRun], None]) -> Iterato
     if not run.chunks:
         complete(run)
         return
-    times = run.index.times_s(run.info)
     for start, stop in run.chunks:
         if run.status == "failed":  # a chunk handed out earlier failed it: stop here
             return
-        seconds = float(times[stop - 1] - times[start])
-        yield ChunkTask(run.position, run.path, start, stop, seconds)
+        yield ChunkTask(run.position, run.path, start, stop, _seconds(run, start, stop))
+
+
+def _seconds(run: VideoRun, start: int, stop: int) -> float:
+    """Seconds of video in frames ``[start, stop)``: how long its chunk may run."""
+    if run.index is None or run.info is None or stop <= start:
+        return 0.0
+    times = run.index.times_s(run.info)
+    return float(times[stop - 1] - times[start])
 
 
 class _Unlocking(Reporter):
