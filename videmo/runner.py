@@ -587,18 +587,15 @@ def _chunk_tasks(run: VideoRun, complete: Callable[[VideoRun], None]) -> Iterato
     if not run.chunks:
         complete(run)
         return
+    # a chunk's seconds of video set how long it may run (a run prepared on a worker may
+    # have no index here yet: its chunks get the plain limit)
+    known = run.index is not None and run.info is not None
+    times = run.index.times_s(run.info) if known else None
     for start, stop in run.chunks:
         if run.status == "failed":  # a chunk handed out earlier failed it: stop here
             return
-        yield ChunkTask(run.position, run.path, start, stop, _seconds(run, start, stop))
-
-
-def _seconds(run: VideoRun, start: int, stop: int) -> float:
-    """Seconds of video in frames ``[start, stop)``: how long its chunk may run."""
-    if run.index is None or run.info is None or stop <= start:
-        return 0.0
-    times = run.index.times_s(run.info)
-    return float(times[stop - 1] - times[start])
+        seconds = float(times[stop - 1] - times[start]) if times is not None else 0.0
+        yield ChunkTask(run.position, run.path, start, stop, seconds)
 
 
 class _Unlocking(Reporter):
