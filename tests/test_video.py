@@ -526,6 +526,10 @@ def test_non_square_pixels_are_shown_as_a_player_shows_them(tmp_path: Path) -> N
     assert len(frames) == 5 and {f.image.shape for f in frames} == {(64, 64, 3)}
     shown = frames[0].image[:, :, 0]
     assert shown[:, :28].mean() < 20 and shown[:, 36:].mean() > 180  # the halves, unsqueezed
+    assert frames[1].luma().shape == (64, 64)
+    small, scale = frames[2].resized(32)  # the detector's frame: from the stored one, in a pass
+    assert small.shape == (32, 32, 3) and scale == 0.5
+    assert small[:, :14, 0].mean() < 20 and small[:, 18:, 0].mean() > 180
 
 
 def test_joined_recordings_with_sound_finish_and_say_the_sound_was_left_out(

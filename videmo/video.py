@@ -126,7 +126,9 @@ class Frame:
     (:meth:`luma`), so no full-resolution colour frame is made for analysis.
     """
 
-    __slots__ = ("index", "pts", "time_s", "source", "rotation", "_image", "_luma", "_limited")
+    __slots__ = (
+        "index", "pts", "time_s", "_source", "_shown", "rotation", "_image", "_luma", "_limited"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -136,17 +138,32 @@ class Frame:
         image: np.ndarray | None = None,
         source: av.VideoFrame | None = None,
         rotation: int = 0,
+        shown: tuple[int, int] | None = None,
     ) -> None:
         if image is None and source is None:
             raise ValueError("a Frame needs an image or a decoded source frame")
         self.index = index  # global frame index (presentation order, 0-based)
         self.pts = pts
         self.time_s = time_s  # (pts - start_pts) * time_base: true times, also for VFR
-        self.source = source
+        self._source = source
+        # (width, height) the decoded frame is shown at, before rotation, where it is stored at
+        # another size (non-square pixels, a stream that changed size midway): it is scaled
+        # only when full-size pixels are asked for; the detector's small frame is made from it
+        # in one pass (:meth:`resized`)
+        stored = (source.width, source.height) if source is not None else None
+        self._shown = tuple(shown) if shown is not None and tuple(shown) != stored else None
         self.rotation = rotation  # clockwise degrees applied to make the frame upright
         self._image = image
         self._luma: np.ndarray | None = None
         self._limited = False  # whether _luma is limited-range video luma (16..235)
+
+    @property
+    def source(self) -> av.VideoFrame | None:
+        """The decoded frame at the size it is shown at (scaled on first use)."""
+        if self._shown is not None:
+            self._source = self._source.reformat(*self._shown)
+            self._shown = None
+        return self._source
 
     @property
     def image(self) -> np.ndarray:
@@ -158,9 +175,9 @@ class Frame:
     @property
     def shape(self) -> tuple[int, int]:
         """Upright (height, width), without converting anything."""
-        if self._image is not None or self.source is None:
+        if self._image is not None or self._source is None:
             return self.image.shape[:2]
-        h, w = self.source.height, self.source.width
+        w, h = self._shown or (self._source.width, self._source.height)
         return (h, w) if self.rotation in (0, 180) else (w, h)
 
     def luma(self) -> np.ndarray:
@@ -192,11 +209,11 @@ class Frame:
         return region
 
     def _planar(self) -> bool:
-        return self.source is not None and self.source.format.name in _PLANAR_420
+        return self._source is not None and self._source.format.name in _PLANAR_420
 
     def _limited_range(self) -> bool:
         """MPEG (limited) range unless the stream says JPEG (full) range."""
-        return self.source.format.name != "yuvj420p" and int(self.source.color_range) != 2
+        return self._source.format.name != "yuvj420p" and int(self._source.color_range) != 2
 
     def resized(self, max_side: int) -> tuple[np.ndarray, float]:
         """The upright BGR frame shrunk so its longest side is at most ``max_side``, and the scale.
@@ -210,10 +227,10 @@ class Frame:
         if scale >= 1.0:
             return self.image, 1.0
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if self.source is None:
+        if self._source is None:
             return cv2.resize(self.image, size, interpolation=cv2.INTER_AREA), scale
         w, h = size if self.rotation in (0, 180) else size[::-1]
-        small = self.source.reformat(width=w, height=h, format="bgr24", interpolation="AREA")
+        small = self._source.reformat(width=w, height=h, format="bgr24", interpolation="AREA")
         code = _ROTATIONS[self.rotation]
         small = small.to_ndarray()
         return (small if code is None else cv2.rotate(small, code)), scale
@@ -769,8 +786,7 @@ def _select(
             pts = int(index.pts[i])
             report.yielded += 1
             time_s = (pts - info.start_pts) * scale
-            if (frame.width, frame.height) != shown:  # non-square pixels, or a stream that
-                frame = frame.reformat(*shown)  # changed size midway: one size, as players show
-            yield Frame(i, pts, time_s, source=frame, rotation=info.rotation)
+            # non-square pixels, or a stream that changed size midway: one size, as shown
+            yield Frame(i, pts, time_s, source=frame, rotation=info.rotation, shown=shown)
         if report.decoded == stop - start:
             break
