@@ -113,6 +113,11 @@ def test_report_states_the_facts_of_run_json(dinner: Path) -> None:
 
     for key in ANALYSIS_KEYS:
         assert f"{key}={run['settings'][key]}" in text, key
+    # each face's label says what it is: the highest mean probability, not the most frequent
+    faces = pd.read_csv(dinner / "faces.csv")
+    assert text.count("mean probability over its frames (the label above is the highest") == len(
+        faces
+    )
     # the data behind the page is one click away, and every link reaches a file
     links = [unquote(v) for tag, v in _parse(dinner / "report.html").links if tag == "a"]
     for name in ("timeline.csv", "timeline.parquet", "faces.csv", "run.json"):

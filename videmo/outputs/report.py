@@ -235,7 +235,10 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool, capped: bool) ->
     return (
         f'<div class="card" id="face-{face_id}">{image}<div>'
         f"<h3>Face #{face_id} {_chip(str(face['dominant_emotion']))}</h3>"
-        f'<div class="meta">{esc(seen)}</div><div>{first_html}</div>{_bars(face)}</div>'
+        f'<div class="meta">{esc(seen)}</div><div>{first_html}</div>'
+        '<div class="meta">mean probability over its frames (the label above is the '
+        "highest; the graphs show each frame's own)</div>"
+        f"{_bars(face)}</div>"
         f"{plot_html}</div>"
     )
 
