@@ -559,8 +559,10 @@ class RayExecutor:
         if self._lost:  # no one left to ask: Ray's calls would wait on the dead cluster
             return
         if self._owns_ray:  # ends every actor; killing them first made Ray retry their
-            with _quiet_fd2(), _restoring_sigterm():  # tasks in flight and print a "(raylet)
-                ray.shutdown()  # Task ... failed" line each; its C++ core logs what it drops
+            # ray.shutdown resets SIGTERM in the OS while Python still reports videmo's
+            # handler: a SIGTERM in the run's last second then killed it silently
+            with _quiet_fd2(), _keeping_sigterm_handler(ray):  # tasks in flight and print a
+                ray.shutdown()  # "(raylet) Task ... failed" line each; its core logs the rest
         else:  # a cluster outlives this run: let go of its workers now
             for actor in [*getattr(self, "actors", []), *getattr(self, "classifiers", [])]:
                 ray.kill(actor)
@@ -582,29 +584,12 @@ def _quiet_fd2() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _restoring_sigterm() -> Iterator[None]:
-    """Put the process's SIGTERM handler back after ``ray.shutdown``.
-
-    Ray's core resets SIGTERM to the default in the operating system while Python still
-    reports videmo's handler, so a SIGTERM in the run's last moments (summary and listing
-    still to write) killed the process silently and left every video ``unfinished`` in
-    ``batch.csv``. Setting the handler again re-arms it.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    handler = signal.getsignal(signal.SIGTERM) if main else None
-    try:
-        yield
-    finally:
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
-
-
-@contextlib.contextmanager
 def _keeping_sigterm_handler(ray: Any) -> Iterator[None]:
     """Keep the process's own SIGTERM handler through ``ray.init``, which installs one of its
     own in the driver (``sys.exit``: a SIGTERM then ended videmo with a crash dump, or was
     swallowed where Python ignores exceptions and the run went on). Where videmo has a
-    handler, Ray's is not installed at all; it is put back afterwards in any case."""
+    handler, Ray's is not installed at all; it is put back afterwards in any case (also
+    around ``ray.shutdown``, which resets it in the operating system)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

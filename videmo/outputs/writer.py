@@ -144,8 +144,7 @@ def write_annotated(
     rows = rows_by_frame(run.timeline)
     damaged = bool(run.damage)
     if executor is None or len(run.chunks) < 2:
-        sound = None if run.index.restarts else run.path  # see _annotated_audio
-        with VideoWriter(out_path, run.info, copy_audio_from=sound) as writer:
+        with VideoWriter(out_path, run.info, copy_audio_from=_sound_source(run)) as writer:
             for frame in annotate_frames(run.path, run.index, rows, every, damaged=damaged):
                 writer.write(frame)
             return writer.frames_written
@@ -156,7 +155,7 @@ def write_annotated(
     ]
     try:
         counts = executor.annotate(tasks, run.index, run.info, every)
-        packets = concat_segments(segments, out_path, copy_audio_from=run.path)
+        packets = concat_segments(segments, out_path, copy_audio_from=_sound_source(run))
     finally:
         _remove_segments(out_path)
     if packets != sum(counts):
@@ -175,12 +174,17 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _sound_source(run: VideoRun) -> Path | None:
+    """Where ``annotated.mp4``'s sound comes from. Recordings joined with ``cat`` start their
+    timestamps again, the sound's too: it is left out rather than cut or misplaced (copied,
+    the second recording was silent; re-encoded, the muxer failed the video)."""
+    return None if run.index.restarts else run.path
+
+
 def _annotated_audio(run: VideoRun) -> str:
-    """What ``annotated.mp4``'s sound is, in words. Recordings joined with ``cat`` start
-    their timestamps again, the sound's too: it is left out rather than cut or misplaced
-    (copied, the second recording was silent; re-encoded, the muxer failed the video)."""
+    """What ``annotated.mp4``'s sound is, in words (see :func:`_sound_source`)."""
     plan = audio_plan_of(run.path)
-    if run.index.restarts and plan.mode != "none":
+    if _sound_source(run) is None and plan.mode != "none":
         return "dropped: the recording's timestamps start again (recordings joined)"
     return plan.describe()
 
