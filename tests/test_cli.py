@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import (
     FAST,
+    HAMILTON,
     NO_FACE,
     REPO,
     SHARED,
@@ -451,6 +452,35 @@ def test_too_few_frames_for_min_hits_is_said(tmp_path: Path) -> None:
     )
     plain = run_cli("run", NO_FACE, "-o", tmp_path, *FAST).assert_ok()
     assert "min-hits" not in plain.stderr
+
+
+def test_faces_left_out_as_too_small_are_said_not_hidden(tmp_path: Path) -> None:
+    """The classroom clip's faces are 9-18 px: under the default --min-face, so the run has
+    no face. That must not read like a video with no one in it: stderr says faces were
+    left out and which --min-face keeps them, run.json and the report say it too, and the
+    option named does find faces."""
+    result = run_cli("run", CLASSROOM, "-o", tmp_path / "a", "--no-video", "--no-plots", "-q")
+    result.assert_ok()
+    [note] = [line for line in result.stderr.splitlines() if "--min-face" in line]
+    assert note.startswith("videmo: note: ") and "--min-face 20 px were left out" in note
+    report = json.loads((tmp_path / "a" / CLASSROOM.stem / "run.json").read_text())
+    small = report["counts"]["small_faces"]
+    assert report["counts"]["faces"] == 0
+    assert small["frames"] == small["detection_frames"] > 0 and small["most"] >= 5
+    page = (tmp_path / "a" / CLASSROOM.stem / "report.html").read_text()
+    assert "faces under --min-face 20 px, left out" in page
+    keeps = int(note.split("; --min-face ")[1].split()[0])
+    assert keeps == int(small["smallest"]) < 20
+    again = run_cli("run", CLASSROOM, "-o", tmp_path / "b", *FAST, "--min-face", keeps)
+    again.assert_ok()
+    assert "--min-face" not in again.stderr  # none left out now
+    kept = json.loads((tmp_path / "b" / CLASSROOM.stem / "run.json").read_text())["counts"]
+    assert kept["faces"] >= 5 and kept["small_faces"]["frames"] == 0
+    # a clip whose faces are all large enough gets no note and a zero tally
+    plain = run_cli("run", HAMILTON, "-o", tmp_path / "c", *FAST)
+    assert "--min-face" not in plain.stderr
+    tally = json.loads((tmp_path / "c" / HAMILTON.stem / "run.json").read_text())["counts"]
+    assert tally["small_faces"]["frames"] == 0 < tally["small_faces"]["detection_frames"]
 
 
 def test_a_second_video_stream_is_noted_and_recorded(tmp_path: Path) -> None:

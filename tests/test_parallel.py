@@ -41,6 +41,7 @@ from conftest import (
     videmo_cmd,
 )
 
+from videmo.detect import SmallFaces
 from videmo.outputs.timeline import read_timeline, write_timeline
 from videmo.parallel import (
     RAY_DIR_PREFIX,
@@ -157,6 +158,21 @@ def _ray_processes() -> set[int]:
         ["pgrep", "-f", "ray::|raylet|gcs_server"], capture_output=True, text=True
     ).stdout
     return {int(pid) for pid in out.split()}
+
+
+def test_small_faces_tallied_the_same_in_chunks(analyzer) -> None:
+    """Faces left out as under --min-face (the classroom clip's 9-18 px faces) are tallied on
+    each chunk's own frames only, not on the frames read to set a chunk up: any chunking
+    gives the whole read's figures (run.json's counts.small_faces)."""
+    clip = SHARED / "multi_face" / "saumyajha_classroom.mp4"
+    index = index_packets(clip)
+    whole = analyzer.run_chunk(clip, 0, len(index), index).small_faces
+    assert whole.frames == whole.detection_frames >= 20  # a face too small on every one
+    assert whole.most >= 5 and 8 < whole.smallest < 20
+    chunks = plan_chunks(index, index.times_s(probe(clip)), 1.3)  # not on the schedule's beat
+    assert len(chunks) > 3
+    parts = [analyzer.run_chunk(clip, a, b, index).small_faces for a, b in chunks]
+    assert SmallFaces.merged(reversed(parts)) == whole
 
 
 def _videmo_ray_dirs() -> set[str]:

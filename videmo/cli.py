@@ -409,6 +409,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
+#: A video gets a note on faces left out as too small when they were on at least this share
+#: of its fully detected frames (a face that stays, not a one-off false detection), or when
+#: it has no face at all.
+SMALL_FACES_NOTE_SHARE = 0.1
+
+
 def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
     """Say what a finished video's outputs cannot show: video streams after the first,
     faces that too few frames could not confirm ("0 faces" is not "no one was there"), and
@@ -430,6 +436,14 @@ def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
     sound = _annotated_audio(run) if written and settings.video else None
     if sound and sound.startswith(("dropped", "AAC, downmixed")):
         click.echo(f"videmo: note: {run.path}: annotated.mp4's sound: {sound}", err=True)
+    small = run.small_faces
+    if written and small.frames and (small.share >= SMALL_FACES_NOTE_SHARE or not run.faces):
+        click.echo(
+            f"videmo: note: {run.path}: faces under --min-face {settings.min_face} px were "
+            f"left out ({small.describe()}); --min-face {max(1, int(small.smallest))} keeps "
+            "them, though expressions that small are hard to read",
+            err=True,
+        )
     if run.info is not None and run.info.video_streams > 1:
         click.echo(
             f"videmo: note: {run.path} has {run.info.video_streams} video streams; the first "

@@ -8,6 +8,7 @@ works in the coordinates of the upright source frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +47,10 @@ class FaceDetector(Protocol):
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def detect_counting(
+        self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
 
 class _ScalingDetector:
     """Shared ``detect``: shrink to the working size, then ``detect_scaled``."""
@@ -59,7 +64,57 @@ class _ScalingDetector:
     def detect_scaled(
         self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
     ) -> tuple[np.ndarray, np.ndarray]:
+        return self.detect_counting(small_bgr, scale, full_shape)[:2]
+
+    def detect_counting(
+        self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``detect_scaled``'s boxes and scores, and the sides (full-frame pixels) of the
+        faces found but left out as smaller than ``min_face``: so a run can say that faces
+        were there, instead of reporting none (see :class:`SmallFaces`)."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SmallFaces:
+    """Faces the detector found but left out as smaller than ``--min-face``.
+
+    Counted on the frames detected in full (between them faces are followed, not
+    found), per chunk, and merged per video: the same figures however the video is split.
+    """
+
+    detection_frames: int = 0  # frames the detector saw whole
+    frames: int = 0  # of those, frames with at least one face left out as too small
+    most: int = 0  # the most left out in one frame
+    smallest: float = 0.0  # the smallest side left out, in frame pixels (0: none)
+
+    def add(self, sides: np.ndarray) -> SmallFaces:
+        """This tally with one more frame detected in full, where ``sides`` were left out."""
+        smallest = round(float(np.min(sides)), 2) if len(sides) else 0.0
+        return self.merged([self, SmallFaces(1, int(len(sides) > 0), len(sides), smallest)])
+
+    @classmethod
+    def merged(cls, parts: Iterable[SmallFaces]) -> SmallFaces:
+        parts = list(parts)
+        sides = [p.smallest for p in parts if p.frames]
+        return cls(
+            sum(p.detection_frames for p in parts),
+            sum(p.frames for p in parts),
+            max((p.most for p in parts), default=0),
+            min(sides, default=0.0),
+        )
+
+    @property
+    def share(self) -> float:
+        """Share of the frames detected in full that had a face left out as too small."""
+        return self.frames / self.detection_frames if self.detection_frames else 0.0
+
+    def describe(self) -> str:
+        """Where and how small, in words: for the run's note and the report."""
+        return (
+            f"on {self.share:.0%} of the frames detected in full, up to {self.most} in a "
+            f"frame, the smallest {self.smallest:.0f} px"
+        )
 
 
 def _working_scale(shape: tuple[int, ...], det_size: int) -> float:
@@ -69,9 +124,12 @@ def _working_scale(shape: tuple[int, ...], det_size: int) -> float:
 
 def _to_full_resolution(
     boxes: np.ndarray, scores: np.ndarray, scale: float, shape: tuple[int, ...], min_face: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scale boxes back to the full frame, clip them to it and drop tiny faces."""
-    return clip_to_frame(boxes.astype(np.float64) / scale, scores, shape, min_face)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale boxes back to the full frame, clip them to it and drop tiny faces; the third
+    array is the shorter side of each face dropped as smaller than ``min_face``."""
+    full = boxes.astype(np.float64) / scale
+    sides = np.minimum(full[:, 2], full[:, 3]) if len(full) else np.zeros(0)
+    return (*clip_to_frame(full, scores, shape, min_face), sides[sides < min_face])
 
 
 def clip_to_frame(
@@ -99,6 +157,9 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+_NO_FACES = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0))
+
+
 class YuNetDetector(_ScalingDetector):
     """OpenCV's YuNet CNN detector (libfacedetection, MIT), the default."""
 
@@ -113,16 +174,16 @@ class YuNetDetector(_ScalingDetector):
             raise ModelError(f"cannot load YuNet model {path}: {exc.err}") from None
         self._input_size: tuple[int, int] = (320, 320)
 
-    def detect_scaled(
+    def detect_counting(
         self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         size = (small_bgr.shape[1], small_bgr.shape[0])
         if size != self._input_size:
             self._net.setInputSize(size)
             self._input_size = size
         _, faces = self._net.detect(small_bgr)
         if faces is None or len(faces) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+            return _NO_FACES
         return _to_full_resolution(
             faces[:, :4], faces[:, 14], scale, full_shape, self.config.min_face
         )
@@ -142,9 +203,9 @@ class HaarDetector(_ScalingDetector):
         if self._cascade.empty():
             raise ModelError(f"cannot load Haar cascade {path}")
 
-    def detect_scaled(
+    def detect_counting(
         self, small_bgr: np.ndarray, scale: float, full_shape: tuple[int, ...]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gray = cv2.equalizeHist(cv2.cvtColor(small_bgr, cv2.COLOR_BGR2GRAY))
         min_side = max(1, int(self.config.min_face * scale))
         boxes, _, weights = self._cascade.detectMultiScale3(
@@ -155,7 +216,7 @@ class HaarDetector(_ScalingDetector):
             outputRejectLevels=True,
         )
         if len(boxes) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+            return _NO_FACES
         scores = np.asarray(weights, dtype=np.float32).reshape(-1)
         return _to_full_resolution(
             np.asarray(boxes), scores, scale, full_shape, self.config.min_face

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from videmo.crop import crop_square
-from videmo.detect import FaceDetector, clip_to_frame
+from videmo.detect import FaceDetector, SmallFaces, clip_to_frame
 from videmo.track import iou_matrix
 from videmo.video import Frame
 
@@ -115,6 +115,10 @@ class ScheduledDetector:
         self._follow_from = 0  # frames before it are only compared for new_shot
         #: Whether the latest :meth:`detect` ran the full-frame detector (boxes not followed).
         self.detected_in_full = False
+        #: Faces the latest full detection found but left out as under ``min_face`` (their
+        #: sides), and the tally of the frames passed to :meth:`count_too_small`.
+        self.too_small = np.zeros(0)
+        self.small_faces = SmallFaces()
         #: Whether the latest frame begins a new shot: its picture differs as a whole from
         #: the source frame just before it (never when that frame was not analysed, or
         #: did not decode).
@@ -177,6 +181,7 @@ class ScheduledDetector:
         scheduled = self.is_scheduled(frame.index)
         cut = changed and not scheduled
         self.detected_in_full = scheduled or cut
+        self.too_small = np.zeros(0)
         if scheduled or cut:
             self.stats.cuts += cut
             xywh, score = self._detect_full(frame)
@@ -190,6 +195,12 @@ class ScheduledDetector:
         self._boxes, self._scores, self._previous = xywh, score, frame
         return xywh, score
 
+    def count_too_small(self) -> None:
+        """Add the latest frame to :attr:`small_faces` if it was detected in full (the
+        caller counts only the chunk's own frames, not those read to set it up)."""
+        if self.detected_in_full:
+            self.small_faces = self.small_faces.add(self.too_small)
+
     def _before(self, frame: Frame) -> bool:
         """Whether ``frame`` comes before the frame this chunk starts following faces from."""
         return frame.index < self._follow_from
@@ -198,12 +209,14 @@ class ScheduledDetector:
         self.stats.full += 1
         with self.clock("detect (full frame, or waiting for the detection thread)"):
             future = self._ahead.pop(frame.index, None)
+            if future is None and self.pool is not None:  # a cut or a lost face: now, in the pool
+                future = self._submit(frame)
             if future is not None:
-                return future.result()
-            if self.pool is not None:  # a cut or a lost face: detect now, still in the pool
-                return self._submit(frame).result()
-            small, scale = frame.resized(self.det_size)
-            return self.full.detect_scaled(small, scale, frame.shape)
+                xywh, score, self.too_small = future.result()
+            else:
+                small, scale = frame.resized(self.det_size)
+                xywh, score, self.too_small = self.full.detect_counting(small, scale, frame.shape)
+            return xywh, score
 
     def _submit(self, frame: Frame) -> Future:
         """Shrink the frame here and detect in the pool.
@@ -212,7 +225,7 @@ class ScheduledDetector:
         pool while the decoder ran, it made detections differ between identical runs.
         """
         small, scale = frame.resized(self.det_size)
-        return self.pool.submit(self.full.detect_scaled, small, scale, frame.shape)
+        return self.pool.submit(self.full.detect_counting, small, scale, frame.shape)
 
     def _follow(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, bool]:
         """Each previous face moved by the optical flow of its pixels (median flow).

@@ -799,7 +799,7 @@ class _AnalyzerActor:
         from videmo.runner import finish_video
 
         run = finish_video(task.run, task.settings, write_video_outputs, task.context)
-        return run.status, run.error, run.frames, run.faces, run.damage
+        return run.status, run.error, run.frames, run.faces, run.damage, run.small_faces
 
 
 class _ClassifierActor:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from videmo.crop import frame_face_crop
-from videmo.detect import create_detector
+from videmo.detect import SmallFaces, create_detector
 from videmo.detections import FaceDetections
 from videmo.emotion import EmotionModel
 from videmo.errors import VideoError
@@ -56,6 +56,8 @@ class ChunkResult:
     #: Frames of the range the decoder could not produce (a damaged file), and why.
     lost_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     damage: str = ""
+    #: Faces found on the range's fully detected frames but left out as under --min-face.
+    small_faces: SmallFaces = field(default_factory=SmallFaces)
     #: Face crops still to classify (uint8, N x S x S) and the detection rows they belong
     #: to, when the chunk ran with ``classify=False``: a separate stage (one model, on a
     #: GPU where there is one) classifies them with :func:`classify_chunk`.
@@ -260,6 +262,7 @@ class Analyzer:
             np.array([f.time_s for f in analysed if f.shot_returns], np.float64),
             lost,
             (report.error or "") if len(lost) else "",
+            detector.small_faces,
         )
         rows = np.flatnonzero(np.concatenate([np.zeros(0, bool), *classified]))
         if not classify:
@@ -308,6 +311,7 @@ class Analyzer:
             classify = schedule.due(frame.time_s, detector.detected_in_full)
             if frame.index < start:
                 continue
+            detector.count_too_small()
             dets = FaceDetections.for_frame(frame.index, frame.time_s, xywh, score).sorted()
             if len(dets):
                 if classify:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from videmo.damage import damage_line, damage_summary
+from videmo.detect import SmallFaces
 from videmo.errors import OutputError, VidemoError, VideoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import (
@@ -90,6 +91,7 @@ class VideoRun:
     frames: int = 0
     faces: int = 0
     damage: dict | None = None  # see damage_summary; None for an intact video
+    small_faces: SmallFaces = field(default_factory=SmallFaces)  # left out as under --min-face
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     timed: bool = False  # started has been set to when its first chunk began
@@ -520,6 +522,7 @@ def finish_video(
     """
     try:
         dets, run.frames = merge(run.results)
+        run.small_faces = SmallFaces.merged(r.small_faces for r in run.results)
         run.damage = damage_summary(run.info, run.index, run.results)
         if run.damage and settings.strict:
             raise VideoError(f"{run.path}: {damage_line(run.damage)} (--strict)")
@@ -557,11 +560,11 @@ def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -
     if isinstance(outcome, BaseException):
         _fail(run, outcome)
         return
-    run.status, run.error, run.frames, run.faces, run.damage = outcome
+    run.status, run.error, run.frames, run.faces, run.damage, run.small_faces = outcome
 
 
-#: (status, error, frames, faces, damage) of a video finished on a worker.
-FinishOutcome = tuple[str, str, int, int, "dict | None"]
+#: (status, error, frames, faces, damage, small faces) of a video finished on a worker.
+FinishOutcome = tuple[str, str, int, int, "dict | None", SmallFaces]
 #: Of a video prepared on a worker: status, error, info, packet index, chunks, frames,
 #: faces and damage (of a skipped run), fingerprint.
 PrepareOutcome = tuple[

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from videmo.damage import damage_line
+from videmo.detect import SmallFaces
 from videmo.naming import REPORT_HTML, printable
 from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
@@ -171,6 +172,7 @@ def video_facts(run: dict) -> list[tuple[str, object]]:
     video, counts = run.get("video", {}), run.get("counts", {})
     versions, settings = run.get("versions", {}), run.get("settings", {})
     damage = run.get("damage") or {}
+    small = SmallFaces(**counts["small_faces"]) if counts.get("small_faces") else SmallFaces()
     analysis = ", ".join(f"{k}={settings[k]}" for k in ANALYSIS_KEYS if k in settings)
     duration = clock(float(video.get("duration_s") or 0.0))
     if damage.get("truncated"):  # the header's duration is not what could be read
@@ -183,6 +185,10 @@ def video_facts(run: dict) -> list[tuple[str, object]]:
         ("frame rate", f"{video.get('fps', 0):.2f} fps" if video.get("fps") else None),
         ("frames analysed", counts.get("frames_analysed")),
         ("faces", counts.get("faces")),
+        (
+            f"faces under --min-face {settings.get('min_face')} px, left out",
+            small.describe() if small.frames else None,
+        ),
         ("damage", damage_line(damage) if damage else None),
         *_model_facts(run.get("model", {})),
         ("videmo", versions.get("videmo")),

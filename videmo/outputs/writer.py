@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -260,6 +260,8 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             "annotated_frames": annotated_frames,
             "faces": run.faces,
             "timeline_rows": len(run.timeline),
+            # faces found but left out as under --min-face, on the frames detected in full
+            "small_faces": asdict(run.small_faces),
         },
         "timings_s": {
             "analysis": round(started - run.started, 3),
