@@ -82,6 +82,8 @@ def test_report_shows_every_face_with_a_thumbnail_that_shows_a_face(dinner: Path
     for face_id in faces["face_id"]:
         assert f'id="face-{face_id}"' in html
         assert ("img", f"faces/face_{face_id:03d}.jpg") in page.links
+        # a face's graph is shrunk to its card: a click opens it full size
+        assert ("a", f"plots/face_{face_id:03d}.png") in page.links
     for _, src in page.links:  # every image, plot and the video exist beside the page
         assert (dinner / unquote(src)).is_file(), src
     assert ("video", "annotated.mp4") in page.links
@@ -190,10 +192,12 @@ def test_hostile_file_name_is_escaped_in_both_pages(tmp_path: Path) -> None:
         html = page.read_text()
         assert "<img src=x" not in html
         assert "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;q&quot;.mp4" in html
-    # the batch page links each video's page with a percent-encoded path that resolves
+    # the batch page links batch.csv, and each video's page with a percent-encoded path
+    # that resolves
     links = [src for tag, src in _parse(out / "report.html").links if tag == "a"]
     assert sorted((out / unquote(link)).resolve() for link in links) == sorted(
-        (p / "report.html").resolve() for p in out.iterdir() if p.is_dir()
+        [(out / "batch.csv").resolve()]
+        + [(p / "report.html").resolve() for p in out.iterdir() if p.is_dir()]
     )
 
 
@@ -298,6 +302,10 @@ def test_report_renders_in_headless_chromium(dinner: Path, tmp_path: Path) -> No
         )
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
+        colors = page.evaluate(
+            "Array.from(document.querySelectorAll('header a')).map(a => [getComputedStyle(a)"
+            ".color, getComputedStyle(document.querySelector('header')).backgroundColor])"
+        )
         browser.close()
     assert problems == [] and video_error is None
     assert len(images) >= 2 * faces  # thumbnails and per-face plots at least
@@ -307,6 +315,44 @@ def test_report_renders_in_headless_chromium(dinner: Path, tmp_path: Path) -> No
     assert seeked == pytest.approx(start_s + first_s, abs=1e-3)  # not a frame off
     pixels = cv2.imread(str(shot))
     assert pixels.shape[0] > 2000 and pixels.std() > 30  # a long page with pictures, not blank
+    # the data links at the top are readable on the dark header (WCAG AA: 4.5:1); the
+    # browser's default link blue was 1.7:1 there
+    for link, background in colors:
+        assert _contrast(link, background) >= 4.5, (link, background)
+    assert len(colors) == 4  # timeline.csv, timeline.parquet, faces.csv, run.json
+
+
+def test_batch_page_fits_a_phone_screen(tmp_path: Path) -> None:
+    """The batch table scrolls inside its card: the page itself was 744 px wide at 390."""
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no Chromium on PATH")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    copy_clip(SINGLE, tmp_path / "in", "a clip with a rather long name, as phones make.mp4")
+    copy_clip(NO_FACE, tmp_path / "in")
+    out = tmp_path / "out"
+    run_cli("run", tmp_path / "in", "-o", out, "--no-video", "--no-plots", "-q").assert_ok()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 390, "height": 800})
+        page.goto((out / "report.html").as_uri(), wait_until="load")
+        page_width, table_width = page.evaluate(
+            "[document.documentElement.scrollWidth, document.querySelector('table').scrollWidth]"
+        )
+        browser.close()
+    assert table_width > 390 >= page_width  # the table is wider, and scrolls in its card
+
+
+def _contrast(foreground: str, background: str) -> float:
+    """WCAG contrast ratio of two CSS ``rgb(r, g, b)`` colours."""
+
+    def luminance(css: str) -> float:
+        channels = [int(v) / 255 for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def test_seek_targets_use_the_videos_own_clock(tmp_path: Path) -> None:

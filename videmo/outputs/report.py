@@ -18,7 +18,7 @@ import pandas as pd
 
 from videmo.damage import damage_line
 from videmo.detect import SmallFaces
-from videmo.naming import REPORT_HTML, printable
+from videmo.naming import BATCH_CSV, REPORT_HTML, printable
 from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
 from videmo.outputs.batch import BATCH_REPORT_TITLE
@@ -44,6 +44,9 @@ body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-ser
 header { background: #1d2330; color: #fff; padding: 18px 28px; }
 header h1 { margin: 0; font-size: 22px; word-break: break-all; }
 header p { margin: 4px 0 0; color: #c5cbd6; }
+header a { color: #9cc8ff; }
+header a:visited { color: #c9b3ff; }
+.scroll { overflow-x: auto; }
 main { padding: 20px 28px 40px; max-width: 1400px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
           padding: 16px 20px; margin-bottom: 18px; }
@@ -62,8 +65,8 @@ h2 { margin: 0 0 12px; font-size: 18px; }
                background: #e8ebf0; }
 .card h3 { margin: 0; font-size: 16px; }
 .card .meta { color: var(--muted); font-size: 13px; }
-.card .plot { grid-column: 1 / -1; width: 100%; border: 1px solid var(--line);
-              border-radius: 4px; }
+.card .plot { grid-column: 1 / -1; width: 100%; }
+.card img.plot { display: block; border: 1px solid var(--line); border-radius: 4px; }
 .chip { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
         font-size: 13px; }
 .bars { display: grid; grid-template-columns: 58px 1fr 38px; gap: 1px 6px; font-size: 12px;
@@ -227,9 +230,10 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool, capped: bool) ->
         else '<div class="thumb"></div>'
     )
     if (out_dir / plot).is_file():
-        plot_html = (
+        plot_html = (  # shrunk to the card: a click opens it full size
+            f'<a class="plot" href="{href(*plot.parts)}" title="full size">'
             f'<img class="plot" src="{href(*plot.parts)}" alt="emotions of face #{face_id} over '
-            'time">'
+            'time"></a>'
         )
     elif capped:
         plot_html = (
@@ -348,11 +352,15 @@ def render_batch_report(entries: list[dict], root: Path) -> str:
     by_status = pd.Series([e["status"] for e in entries]).value_counts()
     summary = ", ".join(f"{n} {s}" for s, n in by_status.items())
     rows = "".join(_batch_row(e, root) for e in entries)
+    table = ""
+    if (root / BATCH_CSV).is_file():  # written first: the table of every video's status
+        table = f' · data: <a href="{href(BATCH_CSV)}">{BATCH_CSV}</a>'
     body = (
-        f"<header><h1>videmo batch · {len(entries)} videos</h1><p>{esc(summary)}</p></header><main>"
-        '<section><table class="videos"><thead><tr><th>video</th><th>status</th><th>frames</th>'
-        "<th>faces</th><th>dominant emotions (faces)</th><th>faces seen</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></section></main>"
+        f"<header><h1>videmo batch · {len(entries)} videos</h1><p>{esc(summary)}{table}</p>"
+        '</header><main><section><div class="scroll"><table class="videos"><thead><tr>'
+        "<th>video</th><th>status</th><th>frames</th><th>faces</th>"
+        "<th>dominant emotions (faces)</th><th>faces seen</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div></section></main>"
     )
     return _page(BATCH_REPORT_TITLE, body)
 
