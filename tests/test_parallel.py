@@ -41,8 +41,9 @@ from conftest import (
     videmo_cmd,
 )
 
+import videmo
 from videmo.detect import SmallFaces
-from videmo.outputs.timeline import read_timeline, write_timeline
+from videmo.outputs.timeline import TIMELINE_COLUMNS, read_timeline, write_timeline
 from videmo.parallel import (
     RAY_DIR_PREFIX,
     frame_times,
@@ -328,6 +329,7 @@ def test_batch_folder_with_bad_files(tmp_path: Path) -> None:
     clips = tmp_path / "clips"
     copy_clip(SINGLE, clips)
     copy_clip(CREMA_HAP, clips)
+    copy_clip(NO_FACE, clips)
     rng = np.random.default_rng(0)
     (clips / "bad.mp4").write_bytes(rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes())
     (clips / "notes.mov").write_text("meeting notes, not a video\n")
@@ -337,12 +339,12 @@ def test_batch_folder_with_bad_files(tmp_path: Path) -> None:
     assert result.rc == 1, result
     assert "Traceback" not in result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and "2 of 4 videos failed" in lines[-1], result
+    assert lines and "2 of 5 videos failed" in lines[-1], result
     batch = pd.read_csv(out / "batch.csv", keep_default_na=False)
     assert list(batch.columns) == ["video", "output", "status", "frames", "faces", "seconds",
                                    "error"]  # fmt: skip
     rows = {Path(v).name: row for v, row in zip(batch["video"], batch.itertuples(), strict=True)}
-    assert set(rows) == {SINGLE.name, CREMA_HAP.name, "bad.mp4", "notes.mov"}
+    assert set(rows) == {SINGLE.name, CREMA_HAP.name, NO_FACE.name, "bad.mp4", "notes.mov"}
     for good in (SINGLE, CREMA_HAP):
         row = rows[good.name]
         assert row.status == "done" and row.error == "" and row.faces >= 1
@@ -354,8 +356,30 @@ def test_batch_folder_with_bad_files(tmp_path: Path) -> None:
         assert row.status == "failed"
         assert bad in row.error and "\n" not in row.error and len(row.error) > 20
     assert sorted(p.parent.name for p in complete_run_jsons(out)) == sorted(
-        [SINGLE.stem, CREMA_HAP.stem]
+        [SINGLE.stem, CREMA_HAP.stem, NO_FACE.stem]
     )
+    # One table for the whole batch, read after the results folder moved (batch.csv's
+    # output paths are as the command gave them): a video column, the timeline's dtypes
+    # even with a no-face video's header-only files among them, failed videos left out.
+    moved = tmp_path / "elsewhere" / "results"
+    moved.parent.mkdir()
+    out.rename(moved)
+    timeline = videmo.read_batch(moved)
+    assert list(timeline.columns) == ["video", *TIMELINE_COLUMNS]
+    assert timeline.dtypes.drop("video").to_dict() == TIMELINE_COLUMNS
+    assert list(timeline["video"].cat.categories) == list(batch["video"])  # the batch's order
+    for good in (SINGLE, CREMA_HAP):
+        rows_of = timeline[timeline["video"].str.endswith(good.name)].drop(columns="video")
+        pd.testing.assert_frame_equal(
+            rows_of.reset_index(drop=True), read_timeline(moved / good.stem)
+        )
+    assert set(timeline["video"].astype(str).map(lambda v: Path(v).name)) == {
+        SINGLE.name, CREMA_HAP.name,
+    }  # fmt: skip
+    faces = videmo.read_batch(moved, table="faces")
+    assert faces.groupby("video", observed=True)["n_frames"].sum().sum() == len(timeline)
+    with pytest.raises(videmo.OutputError, match="no batch at"):
+        videmo.read_batch(moved / SINGLE.stem)
 
 
 # --------------------------------------------------------------------------- resume after kill

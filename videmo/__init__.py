@@ -21,10 +21,10 @@ __version__ = "0.2.1"
 __all__ = [
     "AnalysisResult", "ClusterLost", "DamagedVideoWarning", "DataError", "ModelError",
     "OutputError", "Settings", "SettingsError", "VideoError", "VidemoError",
-    "__version__", "analyze", "read_faces", "read_timeline",
+    "__version__", "analyze", "read_batch", "read_faces", "read_timeline",
 ]  # fmt: skip
 
-_API = ("AnalysisResult", "Settings", "analyze", "read_faces", "read_timeline")
+_API = ("AnalysisResult", "Settings", "analyze", "read_batch", "read_faces", "read_timeline")
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
-"""The Python API: ``videmo.analyze``, ``videmo.read_timeline`` and ``videmo.read_faces``."""
+"""The Python API: ``videmo.analyze``, ``videmo.read_timeline``, ``videmo.read_faces`` and
+``videmo.read_batch``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 import pandas as pd
 
 from videmo.errors import DamagedVideoWarning, OutputError, SettingsError, VidemoError
+from videmo.outputs.batch import read_batch
 from videmo.outputs.timeline import faces_summary, read_faces, read_timeline
 from videmo.runner import run_videos
 from videmo.settings import Settings
 from videmo.video import VideoInfo, probe
 
-__all__ = ["AnalysisResult", "DamagedVideoWarning", "Settings", "analyze", "read_faces",
-           "read_timeline"]  # fmt: skip
+__all__ = ["AnalysisResult", "DamagedVideoWarning", "Settings", "analyze", "read_batch",
+           "read_faces", "read_timeline"]  # fmt: skip
 
 
 @dataclass

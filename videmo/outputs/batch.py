@@ -96,6 +96,47 @@ def summary_lists(out_root: Path, folder: str) -> bool:
     return any(Path(o).name == folder for o in outputs.dropna())
 
 
+#: ``batch.csv`` statuses whose folder holds finished outputs (``read_batch`` reads them).
+FINISHED_STATUSES = ("done", "damaged", "skipped")
+
+
+def read_batch(root: Path, table: str = "timeline") -> pd.DataFrame:
+    """Every finished video of a batch as one table, with a ``video`` column first.
+
+    Reads ``batch.csv`` at ``root`` and each finished video's timeline (``table="faces"``:
+    its ``faces.csv``) from the folder of that name in ``root``, so a moved or copied
+    results folder reads the same wherever it is read from (``batch.csv``'s ``output``
+    paths are as the command was given them). ``video`` is the input path as in
+    ``batch.csv``, a category in the batch's order; videos that failed or were interrupted
+    have no outputs and are not in the table (``batch.csv`` says why).
+    """
+    from videmo.outputs.timeline import FACES_COLUMNS, TIMELINE_COLUMNS, read_faces, read_timeline
+
+    readers = {"timeline": (read_timeline, TIMELINE_COLUMNS), "faces": (read_faces, FACES_COLUMNS)}
+    if table not in readers:
+        raise OutputError(f"read_batch(): table must be 'timeline' or 'faces', not {table!r}")
+    read, schema = readers[table]
+    root = Path(root)
+    try:
+        listing = pd.read_csv(root / BATCH_CSV, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise OutputError(f"no batch at {root}: cannot read {BATCH_CSV} ({exc})") from None
+    if tuple(listing.columns) != BATCH_COLUMNS:
+        raise OutputError(f"not a videmo {BATCH_CSV}: {root / BATCH_CSV}")
+    finished = listing[listing["status"].isin(FINISHED_STATUSES) & (listing["output"] != "")]
+    videos = pd.CategoricalDtype(listing["video"].drop_duplicates().tolist())
+    parts = [
+        read(root / Path(row.output).name).assign(video=row.video)
+        for row in finished.itertuples()
+    ]
+    empty = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
+    combined = pd.concat([empty.assign(video=pd.Series(dtype=str)), *parts], ignore_index=True)
+    combined["video"] = combined["video"].astype(videos)
+    for name, dtype in schema.items():  # concat keeps them; an all-empty batch needs telling
+        combined[name] = combined[name].astype(dtype)
+    return combined[["video", *schema]]
+
+
 def write_batch_report(runs: list[VideoRun], out_root: Path) -> Path:
     """``report.html`` at the output root: every input, linking to its own page.
 
