@@ -9,6 +9,7 @@ emotion per second, and the moments its dominant emotion changed.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import pandas as pd
@@ -56,4 +57,12 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "videmo_out/pyfeat_WolfgangLanger_Pexels")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "folder", nargs="?", default="videmo_out/pyfeat_WolfgangLanger_Pexels",
+        help="a video's output folder, or its timeline.csv / .parquet (default: %(default)s)",
+    )  # fmt: skip
+    try:
+        main(parser.parse_args().folder)
+    except videmo.VidemoError as exc:  # e.g. no timeline there: one line, not a traceback
+        sys.exit(f"analyze_timeline.py: error: {exc}")
