@@ -1097,3 +1097,27 @@ def test_the_next_train_removes_the_temp_files_of_a_killed_save(tmp_path: Path) 
     with _only_trainer(run):
         assert not any(path.exists() for path in orphans)
         assert all(path.exists() for path in kept)
+
+
+def test_a_training_job_is_checked_before_tensorflow_is_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the [train] extra, a mistyped job file said only "tensorflow is not installed":
+    the job's keys, types and ranges are checked first, so both mistakes show at once."""
+    from click.testing import CliRunner
+
+    from videmo.train import commands
+
+    def no_tensorflow() -> None:
+        raise commands.click.ClickException("tensorflow is not installed")
+
+    monkeypatch.setattr(commands, "_require_tf", no_tensorflow)
+    job = tmp_path / "job.toml"
+    job.write_text('data = "x.csv"\nepochz = 3\n')
+    result = CliRunner().invoke(commands.train_command, ["--job", str(job)])
+    assert result.exit_code != 0 and "unknown key 'epochz'" in str(result.exception or "") + (
+        result.output
+    ), result.output
+    job.write_text('data = "x.csv"\nepochs = 3\n')  # a good job: then the missing package
+    result = CliRunner().invoke(commands.train_command, ["--job", str(job)])
+    assert "tensorflow is not installed" in result.output

@@ -136,17 +136,16 @@ def train_command(job: Path | None, export: bool, **options: object) -> None:
     """
     if job is None and options.get("data") is None:
         raise click.UsageError("give --job FILE or --data FER2013_CSV (see jobs/ for examples)")
-    _require_tf()
     from videmo.progress import install_interrupt_handler
     from videmo.train.train import TrainConfig, train
 
-    install_interrupt_handler()  # SIGTERM stops training as Ctrl-C does: "videmo: terminated"
-
-    config = (
+    config = (  # checked (file, keys, types, ranges) before TensorFlow is looked for
         TrainConfig.from_toml(job, **options)
         if job
         else TrainConfig(**{k: v for k, v in options.items() if v is not None})
     )
+    _require_tf()
+    install_interrupt_handler()  # SIGTERM stops training as Ctrl-C does: "videmo: terminated"
     summary = train(config)
     click.echo(
         f"best {summary.get('validation', 'PublicTest')} accuracy "
