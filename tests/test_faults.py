@@ -1348,6 +1348,10 @@ def test_bench_takes_patterns_and_keeps_the_figures_of_the_good_files(tmp_path: 
     assert [Path(f["video"]).name for f in json.loads((tmp_path / "b.json").read_text())] == [
         "a.mp4"
     ]
+    # nothing measurable at all: the error, no empty table, and run's exit status for it
+    alone = run_cli("bench", tmp_path / "in" / "zero.mp4", "--json", tmp_path / "c.json")
+    assert alone.rc == 2 and alone.stdout == "" and "zero.mp4" in alone.stderr
+    assert not (tmp_path / "c.json").exists()
 
 
 @requires_data

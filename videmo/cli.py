@@ -528,8 +528,10 @@ def bench(
         except VidemoError as exc:  # one bad file must not lose the others' figures
             click.echo(f"videmo: error: {exc}", err=True)
             failed += 1
+    if not results:  # every input failed, each said why: no empty table (exit 2, as run)
+        sys.exit(2)
     unwritten = None
-    if json_path and results:  # before printing: a reader that stops early loses nothing
+    if json_path:  # before printing: a reader that stops early loses nothing
         unwritten = _attempt(write_text_atomic, json_path, json.dumps(results, indent=2) + "\n")
     table = Table(title=f"videmo bench ({os.cpu_count()} CPUs)")
     for column in ("video", "size", "frames", "decode fps", "decode+BGR fps", "full detect fps",
