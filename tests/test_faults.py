@@ -383,7 +383,12 @@ def test_non_finite_floats_are_rejected(key: str, value: float) -> None:
 
 @pytest.mark.parametrize(
     ("key", "hint"),
-    [("no_video", "write video = false"), ("smoth_s", "did you mean 'smooth_s'")],
+    [
+        ("no_video", "write video = false"),
+        ("smoth_s", "did you mean 'smooth_s'"),
+        ("out", r"gives output = \.\.\. at its top, above \[settings\]"),
+        ("inputs", r"gives inputs = \.\.\. at its top"),
+    ],
 )
 def test_unknown_job_keys_say_what_was_meant(key: str, hint: str) -> None:
     with pytest.raises(SettingsError, match=f"unknown key '{key}' .*{hint}"):

@@ -52,7 +52,7 @@ def _opt(default: Any, help_text: str) -> Any:
 class Settings:
     """Everything that controls a run; the CLI builds its options from these fields."""
 
-    detector: str = _opt("yunet", "face detector: yunet (CNN, default) or haar (classic cascade)")
+    detector: str = _opt("yunet", "face detector: yunet (CNN) or haar (classic cascade)")
     det_size: int = _opt(640, "longest side, in pixels, of the image the detector sees")
     score_threshold: float = _opt(0.6, "minimum detector confidence (YuNet)")
     min_face: int = _opt(20, "minimum face side in full-resolution pixels")
@@ -210,6 +210,9 @@ def _hint(key: str) -> str:
 
     names = [f.name for f in fields(Settings)]
     flag = key.removeprefix("no_")
+    if key in ("o", "out", "output", "output_dir", "input", "inputs"):  # -o and the inputs
+        top = "output" if key.startswith("o") else "inputs"
+        return f" (a job file gives {top} = ... at its top, above [settings])"
     if key != flag and flag in names:
         return f" (for --no-{flag.replace('_', '-')} write {flag} = false)"
     close = difflib.get_close_matches(key, names, n=1)

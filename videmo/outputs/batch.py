@@ -126,8 +126,7 @@ def read_batch(root: Path, table: str = "timeline") -> pd.DataFrame:
     finished = listing[listing["status"].isin(FINISHED_STATUSES) & (listing["output"] != "")]
     videos = pd.CategoricalDtype(listing["video"].drop_duplicates().tolist())
     parts = [
-        read(root / Path(row.output).name).assign(video=row.video)
-        for row in finished.itertuples()
+        read(root / Path(row.output).name).assign(video=row.video) for row in finished.itertuples()
     ]
     empty = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in schema.items()})
     combined = pd.concat([empty.assign(video=pd.Series(dtype=str)), *parts], ignore_index=True)

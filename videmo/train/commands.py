@@ -304,7 +304,9 @@ def _print_results(results: dict) -> None:
         console.print(table)
 
 
-@click.command("import-keras")
+@click.command(
+    "import-keras", short_help="Convert a Keras emotion model (.h5) to videmo's ONNX format."
+)
 @click.argument(
     "h5_paths",
     nargs=-1,
