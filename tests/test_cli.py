@@ -526,10 +526,35 @@ def test_no_cluster_at_the_address_gives_the_claimed_names_back(tmp_path: Path) 
     assert out.is_dir() and not any(out.iterdir())
 
 
-@pytest.mark.parametrize("answer", [b"HTTP/1.1 400 Bad Request\r\n\r\n", None])
+def _answer_as_an_http2_proxy(conn) -> None:
+    """An HTTP/2 server that is not gRPC (a proxy): its SETTINGS and an ACK of the client's,
+    then ":status 404" (HPACK static index 13) on the first stream the client opens."""
+    conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]) + bytes([0, 0, 0, 4, 1, 0, 0, 0, 0]))
+    data = b""
+    with contextlib.suppress(OSError):  # a client that hangs up (videmo's first check) resets
+        _answer_the_first_call(conn, data)
+
+
+def _answer_the_first_call(conn, data: bytes) -> None:
+    """Read HTTP/2 frames until the client's HEADERS, and answer it with 404."""
+    while chunk := conn.recv(4096):
+        data += chunk
+        at = 24 if data.startswith(b"PRI") else 0  # after the client's connection preface
+        while len(data) >= at + 9 + (size := int.from_bytes(data[at : at + 3], "big")):
+            if data[at + 3] == 1:  # HEADERS: the call
+                stream = data[at + 5 : at + 9]
+                conn.sendall(bytes([0, 0, 1, 1, 5]) + stream + bytes([0x8D]))
+                return
+            at += 9 + size
+
+
+@pytest.mark.parametrize(
+    "answer", [b"HTTP/1.1 400 Bad Request\r\n\r\n", _answer_as_an_http2_proxy, None]
+)
 def test_an_address_where_something_else_listens_fails_in_seconds(tmp_path, answer) -> None:
-    """A web server (or a silent listener) at the address: Ray waited for ever, printing a
-    C++ warning every 40 s; the README promises a one-line failure within seconds."""
+    """A web server, an HTTP/2 proxy (or a silent listener) at the address: Ray waited for
+    ever, printing a C++ warning every 40 s (the proxy: 20 s and 20 lines); the README
+    promises a one-line failure within seconds."""
     import socket
     import threading
 
@@ -540,6 +565,9 @@ def test_an_address_where_something_else_listens_fails_in_seconds(tmp_path, answ
         with contextlib.suppress(OSError):
             while True:
                 conn, _ = server.accept()
+                if callable(answer):
+                    answer(conn)
+                    continue
                 conn.recv(64)
                 if answer is not None:
                     conn.sendall(answer)

@@ -720,11 +720,34 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except OSError as exc:
         reason = "it does not answer" if isinstance(exc, TimeoutError) else exc.strerror or exc
         raise VidemoError(f"no Ray cluster reachable at {address}: {reason}") from None
-    if len(head) < 9 or head[3] != _HTTP2_SETTINGS:
+    if len(head) < 9 or head[3] != _HTTP2_SETTINGS or _http_not_grpc(match[1], match[2]):
         raise VidemoError(
             f"no Ray cluster at {address}: something listens there but does not answer as "
             "Ray does (gRPC); the head's port is the one 'ray start --head' printed"
         )
+
+
+#: A call of Ray's head (GCS). Only how the server answers it matters, not what.
+_GCS_CALL = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+
+
+def _http_not_grpc(host: str, port: str, timeout_s: float = 5.0) -> bool:
+    """Whether an HTTP/2 server at ``host:port`` answers a gRPC call with an HTTP status (a
+    proxy or web server) instead of a gRPC one.
+
+    Every gRPC server, Ray's included, answers with a gRPC status: "unauthenticated",
+    "unimplemented" for a method it lacks, or the reply. An HTTP/2 proxy answers 404, and
+    Ray then retried it for 20 s, printing a C++ error line for each try.
+    """
+    import grpc  # Ray's own dependency
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            channel.unary_unary(_GCS_CALL)(b"", timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return (exc.details() or "").startswith("Received http2 header with status")
+    return False
 
 
 def _read_up_to(conn: socket.socket, size: int, timeout_s: float) -> bytes:
