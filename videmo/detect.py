@@ -157,7 +157,9 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-_NO_FACES = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0))
+def _no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fresh empty boxes, scores and small sides (callers may keep or fill what they get)."""
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0)
 
 
 class YuNetDetector(_ScalingDetector):
@@ -183,7 +185,7 @@ class YuNetDetector(_ScalingDetector):
             self._input_size = size
         _, faces = self._net.detect(small_bgr)
         if faces is None or len(faces) == 0:
-            return _NO_FACES
+            return _no_faces()
         return _to_full_resolution(
             faces[:, :4], faces[:, 14], scale, full_shape, self.config.min_face
         )
@@ -216,7 +218,7 @@ class HaarDetector(_ScalingDetector):
             outputRejectLevels=True,
         )
         if len(boxes) == 0:
-            return _NO_FACES
+            return _no_faces()
         scores = np.asarray(weights, dtype=np.float32).reshape(-1)
         return _to_full_resolution(
             np.asarray(boxes), scores, scale, full_shape, self.config.min_face
