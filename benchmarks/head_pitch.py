@@ -55,16 +55,14 @@ def pose_of(landmarks: np.ndarray) -> tuple[float, float, float]:
 def landmark_poses(video: Path, every: int) -> pd.DataFrame:
     """One row per YuNet detection on every ``every``-th frame: frame, box, pose."""
     net, rows = None, []
-    for index, frame in enumerate(read_frames(video)):
-        if index % every:
-            continue
+    for frame in read_frames(video, every=every):
         image = frame.image
         if net is None:
             size = (image.shape[1], image.shape[0])
             net = cv2.FaceDetectorYN.create(str(model_path(YUNET_FILE)), "", size, 0.6, 0.3)
         _, faces = net.detect(image)
         for face in faces if faces is not None else []:
-            rows.append((index, *face[:4], *pose_of(face[4:14])))
+            rows.append((frame.index, *face[:4], *pose_of(face[4:14])))
     return pd.DataFrame(rows, columns=["frame", "x", "y", "w", "h", "pitch", "yaw", "drop"])
 
 

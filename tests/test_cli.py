@@ -95,6 +95,8 @@ def test_no_face_video_writes_every_output_empty(cli_once) -> None:
         "annotated_frames": n,
         "faces": 0,
         "timeline_rows": 0,
+        # nothing was left out as too small: a cartoon, no face at all
+        "small_faces": {"detection_frames": 10, "frames": 0, "most": 0, "smallest": 0.0},
     }
     assert report["execution"]["executor"] == "serial"
     assert report["annotated_audio"] == "copied"  # the clip's AAC goes in as it is
@@ -476,6 +478,12 @@ def test_faces_left_out_as_too_small_are_said_not_hidden(tmp_path: Path) -> None
     assert "--min-face" not in again.stderr  # none left out now
     kept = json.loads((tmp_path / "b" / CLASSROOM.stem / "run.json").read_text())["counts"]
     assert kept["faces"] >= 5 and kept["small_faces"]["frames"] == 0
+    # the API says it too, in memory (no folder to read run.json from) and from a folder
+    import videmo
+
+    assert videmo.analyze(CLASSROOM).small_faces == videmo.analyze(
+        CLASSROOM, out_dir=tmp_path / "a" / CLASSROOM.stem  # the finished folder: read back
+    ).small_faces == videmo.detections.SmallFaces(**small)  # fmt: skip
     # a clip whose faces are all large enough gets no note and a zero tally
     plain = run_cli("run", HAMILTON, "-o", tmp_path / "c", *FAST)
     assert "--min-face" not in plain.stderr
@@ -585,6 +593,19 @@ def test_an_address_where_something_else_listens_fails_in_seconds(tmp_path, answ
     assert f"127.0.0.1:{port}" in line
     assert ("does not answer as Ray does" in line) == (answer is not None)
     assert ("it does not answer" in line) == (answer is None)
+
+
+def test_without_grpc_the_address_check_still_runs(monkeypatch) -> None:
+    """grpcio comes with Ray's extras, not plain `ray`: without it the gRPC call is left out
+    (a fresh install said "No module named 'grpc'" for every real cluster)."""
+    import socket
+    import sys
+
+    from videmo.parallel import _http_not_grpc
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # import grpc raises ImportError
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        assert _http_not_grpc("127.0.0.1", str(server.getsockname()[1]), 1.0) is False
 
 
 def test_a_tls_cluster_is_only_checked_for_a_listener(monkeypatch) -> None:

@@ -395,6 +395,12 @@ def test_unknown_job_keys_say_what_was_meant(key: str, hint: str) -> None:
         Settings.from_mapping({key: True}, "job.toml [settings]")
 
 
+def test_the_api_is_not_told_about_job_files() -> None:
+    """The job file's hint for `output` was shown to analyze(..., output=...) too."""
+    with pytest.raises(SettingsError, match=r"unknown key 'output' \(analyze\(path, out_dir="):
+        Settings().with_options({"output": "d"}, "analyze()")
+
+
 def test_mistyped_model_path_does_not_fall_back(tmp_path: Path) -> None:
     from videmo.models import model_path
 

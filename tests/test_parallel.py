@@ -42,7 +42,7 @@ from conftest import (
 )
 
 import videmo
-from videmo.detect import SmallFaces
+from videmo.detections import SmallFaces
 from videmo.outputs.timeline import TIMELINE_COLUMNS, read_timeline, write_timeline
 from videmo.parallel import (
     RAY_DIR_PREFIX,

@@ -1103,7 +1103,8 @@ def test_a_training_job_is_checked_before_tensorflow_is_looked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without the [train] extra, a mistyped job file said only "tensorflow is not installed":
-    the job's keys, types and ranges are checked first, so both mistakes show at once."""
+    the job's keys, types and ranges are checked first, so its mistake shows, and the missing
+    package is said once the job is right."""
     from click.testing import CliRunner
 
     from videmo.train import commands

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from videmo.detections import SmallFaces
 from videmo.errors import DamagedVideoWarning, OutputError, SettingsError, VidemoError
 from videmo.outputs.batch import read_batch
 from videmo.outputs.timeline import faces_summary, read_faces, read_timeline
@@ -33,6 +34,9 @@ class AnalysisResult:
     frames: int
     #: What was lost from a damaged file (``run.json``'s ``damage``); None when it read whole.
     damage: dict | None = None
+    #: Faces found but left out as under ``min_face`` (``run.json``'s ``counts.small_faces``):
+    #: a video whose faces are all that small has an empty timeline, not no one in it.
+    small_faces: SmallFaces = field(default_factory=SmallFaces)
 
     @property
     def damaged(self) -> bool:
@@ -80,5 +84,5 @@ def analyze(
     timeline = run.timeline if run.timeline is not None else read_timeline(out_dir)
     return AnalysisResult(
         path, out_dir, run.info or probe(path), timeline, faces_summary(timeline), run.frames,
-        run.damage,
+        run.damage, run.small_faces,
     )  # fmt: skip

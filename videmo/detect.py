@@ -8,7 +8,6 @@ works in the coordinates of the upright source frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,50 +70,8 @@ class _ScalingDetector:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``detect_scaled``'s boxes and scores, and the sides (full-frame pixels) of the
         faces found but left out as smaller than ``min_face``: so a run can say that faces
-        were there, instead of reporting none (see :class:`SmallFaces`)."""
+        were there, instead of reporting none (see :class:`videmo.detections.SmallFaces`)."""
         raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class SmallFaces:
-    """Faces the detector found but left out as smaller than ``--min-face``.
-
-    Counted on the frames detected in full (between them faces are followed, not
-    found), per chunk, and merged per video: the same figures however the video is split.
-    """
-
-    detection_frames: int = 0  # frames the detector saw whole
-    frames: int = 0  # of those, frames with at least one face left out as too small
-    most: int = 0  # the most left out in one frame
-    smallest: float = 0.0  # the smallest side left out, in frame pixels (0: none)
-
-    def add(self, sides: np.ndarray) -> SmallFaces:
-        """This tally with one more frame detected in full, where ``sides`` were left out."""
-        smallest = round(float(np.min(sides)), 2) if len(sides) else 0.0
-        return self.merged([self, SmallFaces(1, int(len(sides) > 0), len(sides), smallest)])
-
-    @classmethod
-    def merged(cls, parts: Iterable[SmallFaces]) -> SmallFaces:
-        parts = list(parts)
-        sides = [p.smallest for p in parts if p.frames]
-        return cls(
-            sum(p.detection_frames for p in parts),
-            sum(p.frames for p in parts),
-            max((p.most for p in parts), default=0),
-            min(sides, default=0.0),
-        )
-
-    @property
-    def share(self) -> float:
-        """Share of the frames detected in full that had a face left out as too small."""
-        return self.frames / self.detection_frames if self.detection_frames else 0.0
-
-    def describe(self) -> str:
-        """Where and how small, in words: for the run's note and the report."""
-        return (
-            f"on {self.share:.0%} of the frames detected in full, up to {self.most} in a "
-            f"frame, the smallest {self.smallest:.0f} px"
-        )
 
 
 def _working_scale(shape: tuple[int, ...], det_size: int) -> float:
@@ -127,9 +84,10 @@ def _to_full_resolution(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scale boxes back to the full frame, clip them to it and drop tiny faces; the third
     array is the shorter side of each face dropped as smaller than ``min_face``."""
-    full = boxes.astype(np.float64) / scale
-    sides = np.minimum(full[:, 2], full[:, 3]) if len(full) else np.zeros(0)
-    return (*clip_to_frame(full, scores, shape, min_face), sides[sides < min_face])
+    clipped, _ = clip_to_frame(boxes.astype(np.float64) / scale, scores, shape, 0)
+    sides = np.minimum(clipped[:, 2], clipped[:, 3])
+    kept = sides >= min_face  # as clip_to_frame keeps them: both sides, inside the frame
+    return clipped[kept], scores[kept].astype(np.float32), sides[~kept & (sides > 0)]
 
 
 def clip_to_frame(

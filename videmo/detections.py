@@ -8,7 +8,7 @@ deterministic no matter how the work was split.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -122,4 +122,46 @@ class FaceDetections:
             score=df["det_score"].to_numpy(),
             probs=df[[f"prob_{name}" for name in EMOTIONS]].to_numpy(),
             face_id=df["face_id"].to_numpy() if "face_id" in df else np.full(len(df), -1),
+        )
+
+
+@dataclass(frozen=True)
+class SmallFaces:
+    """Faces the detector found but left out as smaller than ``--min-face``.
+
+    Counted on the frames detected in full (between them faces are followed, not
+    found), per chunk, and merged per video: the same figures however the video is split.
+    """
+
+    detection_frames: int = 0  # frames the detector saw whole
+    frames: int = 0  # of those, frames with at least one face left out as too small
+    most: int = 0  # the most left out in one frame
+    smallest: float = 0.0  # the smallest side left out, in frame pixels (0: none)
+
+    def add(self, sides: np.ndarray) -> SmallFaces:
+        """This tally with one more frame detected in full, where ``sides`` were left out."""
+        smallest = round(float(np.min(sides)), 2) if len(sides) else 0.0
+        return self.merged([self, SmallFaces(1, int(len(sides) > 0), len(sides), smallest)])
+
+    @classmethod
+    def merged(cls, parts: Iterable[SmallFaces]) -> SmallFaces:
+        parts = list(parts)
+        sides = [p.smallest for p in parts if p.frames]
+        return cls(
+            sum(p.detection_frames for p in parts),
+            sum(p.frames for p in parts),
+            max((p.most for p in parts), default=0),
+            min(sides, default=0.0),
+        )
+
+    @property
+    def share(self) -> float:
+        """Share of the frames detected in full that had a face left out as too small."""
+        return self.frames / self.detection_frames if self.detection_frames else 0.0
+
+    def describe(self) -> str:
+        """Where and how small, in words: for the run's note and the report."""
+        return (
+            f"on {self.share:.0%} of the frames detected in full, up to {self.most} in a "
+            f"frame, the smallest {self.smallest:.0f} px"
         )

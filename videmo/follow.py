@@ -38,7 +38,8 @@ import cv2
 import numpy as np
 
 from videmo.crop import crop_square
-from videmo.detect import FaceDetector, SmallFaces, clip_to_frame
+from videmo.detect import FaceDetector, clip_to_frame
+from videmo.detections import SmallFaces
 from videmo.track import iou_matrix
 from videmo.video import Frame
 

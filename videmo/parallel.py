@@ -720,7 +720,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except OSError as exc:
         reason = "it does not answer" if isinstance(exc, TimeoutError) else exc.strerror or exc
         raise VidemoError(f"no Ray cluster reachable at {address}: {reason}") from None
-    if len(head) < 9 or head[3] != _HTTP2_SETTINGS or _http_not_grpc(match[1], match[2]):
+    if len(head) < 9 or head[3] != _HTTP2_SETTINGS or _http_not_grpc(*match.groups(), timeout_s):
         raise VidemoError(
             f"no Ray cluster at {address}: something listens there but does not answer as "
             "Ray does (gRPC); the head's port is the one 'ray start --head' printed"
@@ -739,10 +739,13 @@ def _http_not_grpc(host: str, port: str, timeout_s: float = 5.0) -> bool:
     "unimplemented" for a method it lacks, or the reply. An HTTP/2 proxy answers 404, and
     Ray then retried it for 20 s, printing a C++ error line for each try.
     """
-    import grpc  # Ray's own dependency
-
+    try:
+        import grpc  # with Ray's client and default extras; plain `ray` may lack it
+    except ImportError:  # the SETTINGS check alone then: a proxy is left to Ray
+        return False
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    with grpc.insecure_channel(target) as channel:
+    # the host the SETTINGS check reached, not an http_proxy from the environment
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
         try:
             channel.unary_unary(_GCS_CALL)(b"", timeout=timeout_s)
         except grpc.RpcError as exc:

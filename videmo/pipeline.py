@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from videmo.crop import frame_face_crop
-from videmo.detect import SmallFaces, create_detector
-from videmo.detections import FaceDetections
+from videmo.detect import create_detector
+from videmo.detections import FaceDetections, SmallFaces
 from videmo.emotion import EmotionModel
 from videmo.errors import VideoError
 from videmo.follow import FollowStats, ScheduledDetector

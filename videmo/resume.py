@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import videmo
+from videmo.detections import SmallFaces
 from videmo.outputs.atomic import temp_of
 from videmo.settings import ANALYSIS_KEYS, Settings
 
@@ -151,6 +152,15 @@ def previous_counts(out_dir: Path) -> tuple[int, int]:
         return int(counts.get("frames_analysed", 0)), int(counts.get("faces", 0))
     except (ValueError, TypeError, AttributeError):
         return 0, 0
+
+
+def previous_small_faces(out_dir: Path) -> SmallFaces:
+    """Faces a finished earlier run left out as under --min-face (none if it did not say)."""
+    counts = (_read_run(out_dir) or {}).get("counts", {})
+    try:
+        return SmallFaces(**counts["small_faces"])
+    except (KeyError, TypeError, AttributeError):  # written before 0.2.2, or edited
+        return SmallFaces()
 
 
 def previous_damage(out_dir: Path) -> dict | None:

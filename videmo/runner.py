@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from videmo.damage import damage_line, damage_summary
-from videmo.detect import SmallFaces
+from videmo.detections import SmallFaces
 from videmo.errors import OutputError, VidemoError, VideoError, one_line
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import (
@@ -51,6 +51,7 @@ from videmo.resume import (
     existing_state,
     previous_counts,
     previous_damage,
+    previous_small_faces,
     remove_old_outputs,
     remove_temp_files,
     run_fingerprint,
@@ -131,6 +132,7 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
             run.damage, run.error = damage, line
         run.status = "skipped"
         run.frames, run.faces = previous_counts(run.out_dir)
+        run.small_faces = previous_small_faces(run.out_dir)
         return
     if state == "different" and not settings.overwrite:
         what = what_differs(run.out_dir, fingerprint, settings)

@@ -191,7 +191,8 @@ class Settings:
         values = dict(values)
         for key, value in values.items():
             if key not in known:
-                raise SettingsError(f"{source or 'settings'}: unknown key {key!r}{_hint(key)}")
+                hint = _hint(key, source)
+                raise SettingsError(f"{source or 'settings'}: unknown key {key!r}{hint}")
             if isinstance(value, os.PathLike) and "str" in str(known[key].type):
                 values[key] = value = os.fspath(value)
             check_type(key, value, known[key].type, source)
@@ -204,15 +205,19 @@ class Settings:
             raise SettingsError(f"{source}: {exc}" if source else str(exc)) from None
 
 
-def _hint(key: str) -> str:
-    """How to write a job-file key that names a ``--no-...`` option or is misspelt."""
+def _hint(key: str, source: str = "") -> str:
+    """How to write a key that names a ``--no-...`` option, is misspelt, or is not a setting
+    but the job's output or inputs (``source`` says whether a job file or the API gave it)."""
     import difflib
 
     names = [f.name for f in fields(Settings)]
     flag = key.removeprefix("no_")
     if key in ("o", "out", "output", "output_dir", "input", "inputs"):  # -o and the inputs
-        top = "output" if key.startswith("o") else "inputs"
-        return f" (a job file gives {top} = ... at its top, above [settings])"
+        if source.endswith("[settings]"):
+            top = "output" if key.startswith("o") else "inputs"
+            return f" (a job file gives {top} = ... at its top, above [settings])"
+        if source == "analyze()":
+            return " (analyze(path, out_dir=...) takes the video and the output folder)"
     if key != flag and flag in names:
         return f" (for --no-{flag.replace('_', '-')} write {flag} = false)"
     close = difflib.get_close_matches(key, names, n=1)

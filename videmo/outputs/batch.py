@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from videmo.errors import OutputError, VidemoError
+from videmo.errors import OutputError, SettingsError, VidemoError
 from videmo.naming import BATCH_CSV, printable
 from videmo.outputs.atomic import ensure_dir, write_text_atomic
 
@@ -114,7 +114,7 @@ def read_batch(root: Path, table: str = "timeline") -> pd.DataFrame:
 
     readers = {"timeline": (read_timeline, TIMELINE_COLUMNS), "faces": (read_faces, FACES_COLUMNS)}
     if table not in readers:
-        raise OutputError(f"read_batch(): table must be 'timeline' or 'faces', not {table!r}")
+        raise SettingsError(f"read_batch(): table must be 'timeline' or 'faces', not {table!r}")
     read, schema = readers[table]
     root = Path(root)
     try:

@@ -17,11 +17,11 @@ from urllib.parse import quote
 import pandas as pd
 
 from videmo.damage import damage_line
-from videmo.detect import SmallFaces
+from videmo.detections import SmallFaces
 from videmo.naming import BATCH_CSV, REPORT_HTML, printable
 from videmo.outputs.annotate import ANNOTATED_MP4
 from videmo.outputs.atomic import write_text_atomic
-from videmo.outputs.batch import BATCH_REPORT_TITLE
+from videmo.outputs.batch import BATCH_REPORT_TITLE, FINISHED_STATUSES
 from videmo.outputs.gallery import FACES_DIR, thumbnail_name
 from videmo.outputs.palette import EMOTION_COLORS
 from videmo.outputs.plots import (
@@ -321,7 +321,7 @@ def _batch_row(entry: dict, root: Path) -> str:
     faces = pd.DataFrame()
     link = name
     thumbs = ""
-    if out is not None and status in ("done", "damaged", "skipped"):
+    if out is not None and status in FINISHED_STATUSES:
         rel = out.relative_to(root) if out.is_relative_to(root) else out
         if (out / REPORT_HTML).is_file():
             link = f'<a href="{href(*rel.parts, REPORT_HTML)}">{name}</a>'
