@@ -159,7 +159,7 @@ def previous_small_faces(out_dir: Path) -> SmallFaces:
     counts = (_read_run(out_dir) or {}).get("counts", {})
     try:
         return SmallFaces(**counts["small_faces"])
-    except (KeyError, TypeError, AttributeError):  # written before 0.2.2, or edited
+    except (KeyError, TypeError, AttributeError):  # written before 0.2.2, or edited by hand
         return SmallFaces()
 
 
