@@ -402,6 +402,7 @@ def test_existing_outputs_refused_overwritten_and_skipped(tmp_path: Path) -> Non
     # the same command again: skipped, nothing rewritten
     again = run_cli("run", SINGLE, "-o", out, "--no-video", "--no-plots", "--no-report").assert_ok()
     assert "skipped" in again.stderr, again
+    assert "made again" not in again.stderr
     assert (folder / "run.json").stat().st_mtime_ns == first_mtime
 
     # different analysis settings into the same folder: refused, outputs untouched
@@ -429,6 +430,22 @@ def test_existing_outputs_refused_overwritten_and_skipped(tmp_path: Path) -> Non
         "run", SINGLE, "-o", out, "--every", "2", "--no-video", "--no-plots", "--no-report"
     )
     assert "skipped" in again.assert_ok().stderr
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])  # prepared here, or on a Ray worker
+def test_a_finished_folder_made_again_says_why(tmp_path: Path, workers: str) -> None:
+    """A rerun redid a finished folder that had lost a file, or lacked an output asked for
+    now, and said only "done": it now says why."""
+    out = tmp_path / "out"
+    batch = [SINGLE, NO_FACE]  # a batch: prepared on the workers with --workers 2
+    run_cli("run", *batch, "-o", out, "--workers", workers, *FAST).assert_ok()
+    (out / SINGLE.stem / "timeline.csv").unlink()
+    again = run_cli("run", *batch, "-o", out, "--workers", workers, *FAST).assert_ok()
+    [note] = [line for line in again.stderr.splitlines() if "made again" in line]
+    assert note == f"videmo: note: {SINGLE}: made again: its timeline.csv was missing"
+    assert (out / SINGLE.stem / "timeline.csv").is_file()
+    plots = run_cli("run", SINGLE, "-o", out, "--workers", workers, "--no-video", "-q")
+    assert "made again: it was made with --no-plots before" in plots.assert_ok().stderr
 
 
 def test_api_rerun_reports_skipped(tmp_path: Path) -> None:

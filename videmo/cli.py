@@ -436,6 +436,8 @@ def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
     sound = _annotated_audio(run) if written and settings.video else None
     if sound and sound.startswith(("dropped", "AAC, downmixed")):
         click.echo(f"videmo: note: {run.path}: annotated.mp4's sound: {sound}", err=True)
+    if written and run.redone:  # a rerun redoes a finished folder only for a reason
+        click.echo(f"videmo: note: {run.path}: made again: {run.redone}", err=True)
     small = run.small_faces
     if written and small.frames and (small.share >= SMALL_FACES_NOTE_SHARE or not run.faces):
         click.echo(

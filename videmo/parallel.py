@@ -813,19 +813,18 @@ class _AnalyzerActor:
 
     def prepare(self, task: PrepareTask) -> PrepareOutcome:
         """Fingerprint, resume-check, probe, index and plan one input (see ``PrepareTask``)."""
-        from videmo.runner import check_and_plan
+        from videmo.runner import PREPARED_FIELDS, check_and_plan, outcome_of
 
         run, fingerprint = check_and_plan(task.run, task.settings, task.model_sha)
-        return (run.status, run.error, run.info, run.index, run.chunks, run.frames, run.faces,
-                run.damage, fingerprint)  # fmt: skip
+        return outcome_of(run, PREPARED_FIELDS), fingerprint
 
     def finish(self, task: FinishTask) -> FinishOutcome:
         """Track, smooth and write one video of a batch (see ``FinishTask``)."""
         from videmo.outputs.writer import write_video_outputs
-        from videmo.runner import finish_video
+        from videmo.runner import FINISHED_FIELDS, finish_video, outcome_of
 
         run = finish_video(task.run, task.settings, write_video_outputs, task.context)
-        return run.status, run.error, run.frames, run.faces, run.damage, run.small_faces
+        return outcome_of(run, FINISHED_FIELDS)
 
 
 class _ClassifierActor:

@@ -117,32 +117,43 @@ def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None =
     A folder whose listed outputs are missing or changed in size is 'absent': the rerun
     makes them again. A complete folder that lacks an output now asked for (the annotated video
     or the plots of an earlier ``--no-video``/``--no-plots`` run) is 'absent':
-    the rerun adds it.
+    the rerun adds it (:func:`redo_reason` says which).
     """
     data = _read_run(out_dir)
     if data is None or data.get("status") not in FINAL_STATUSES:
         return "absent"
     if data.get("fingerprint") != fingerprint:
         return "different"
-    if not _outputs_intact(out_dir, data):
-        return "absent"  # same input and settings: redo it, no --overwrite needed
-    done = data.get("settings", {})
-    if settings is not None and any(getattr(settings, k) and not done.get(k) for k in OUTPUT_KEYS):
-        return "absent"
-    return "complete"
+    return "absent" if _redo_reason(out_dir, data, settings) else "complete"
 
 
-def _outputs_intact(out_dir: Path, data: dict) -> bool:
-    """Whether every output ``run.json`` lists is there, with the size it was written with."""
+def redo_reason(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
+    """Why a finished folder of this very run is made again ("" if it is not finished, is
+    another run's, or is complete): the rerun says so instead of redoing it silently."""
+    data = _read_run(out_dir)
+    if data is None or data.get("status") not in FINAL_STATUSES:
+        return ""
+    if data.get("fingerprint") != fingerprint:
+        return ""
+    return _redo_reason(out_dir, data, settings)
+
+
+def _redo_reason(out_dir: Path, data: dict, settings: Settings | None) -> str:
+    """What a finished folder of the same run lacks: an output lost or changed in size (a
+    rerun makes them again, no --overwrite needed), or one asked for now and not before."""
     sizes = data.get("output_bytes") or {}
     for name in data.get("outputs") or []:
         try:
             size = (out_dir / name).stat().st_size
         except OSError:
-            return False
+            return f"its {name} was missing"
         if name in sizes and sizes[name] != size:
-            return False
-    return True
+            return f"its {name} had changed size"
+    done = data.get("settings", {})
+    for key in OUTPUT_KEYS:
+        if settings is not None and getattr(settings, key) and not done.get(key):
+            return f"it was made with --no-{key} before"
+    return ""
 
 
 def previous_counts(out_dir: Path) -> tuple[int, int]:

@@ -52,6 +52,7 @@ from videmo.resume import (
     previous_counts,
     previous_damage,
     previous_small_faces,
+    redo_reason,
     remove_old_outputs,
     remove_temp_files,
     run_fingerprint,
@@ -93,6 +94,7 @@ class VideoRun:
     faces: int = 0
     damage: dict | None = None  # see damage_summary; None for an intact video
     small_faces: SmallFaces = field(default_factory=SmallFaces)  # left out as under --min-face
+    redone: str = ""  # why a finished folder of this very run is made again (resume.redo_reason)
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     timed: bool = False  # started has been set to when its first chunk began
@@ -134,6 +136,8 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
         run.frames, run.faces = previous_counts(run.out_dir)
         run.small_faces = previous_small_faces(run.out_dir)
         return
+    if state == "absent":  # a finished folder that lost an output is made again: say why
+        run.redone = redo_reason(run.out_dir, fingerprint, settings)
     if state == "different" and not settings.overwrite:
         what = what_differs(run.out_dir, fingerprint, settings)
         raise OutputError(
@@ -417,8 +421,8 @@ def run_videos(
         if isinstance(outcome, BaseException):
             _fail(run, outcome)
         else:
-            run.status, run.error, run.info, run.index, run.chunks = outcome[:5]
-            run.frames, run.faces, run.damage, fingerprints[run.position] = outcome[5:]
+            fields, fingerprints[run.position] = outcome
+            take_outcome(run, fields)
             if run.status == "failed" and run.out_dir and not run.out_dir.exists():
                 run.out_dir = None  # the worker gave the claim back: batch.csv names no folder
         if run.status != "pending":
@@ -562,17 +566,33 @@ def _finished_on_worker(run: VideoRun, outcome: FinishOutcome | BaseException) -
     if isinstance(outcome, BaseException):
         _fail(run, outcome)
         return
-    run.status, run.error, run.frames, run.faces, run.damage, run.small_faces = outcome
+    take_outcome(run, outcome)
 
 
-#: (status, error, frames, faces, damage, small faces) of a video finished on a worker.
-FinishOutcome = tuple[str, str, int, int, "dict | None", SmallFaces]
-#: Of a video prepared on a worker: status, error, info, packet index, chunks, frames,
-#: faces and damage (of a skipped run), fingerprint.
-PrepareOutcome = tuple[
-    str, str, "VideoInfo | None", "PacketIndex | None", list, int, int, "dict | None",
-    "dict | None",
-]  # fmt: skip
+#: The VideoRun fields a worker's ``check_and_plan`` sets, sent back to the driver's record
+#: (frames, faces, damage and small faces are a skipped run's, read from its folder).
+PREPARED_FIELDS = (
+    "status", "error", "info", "index", "chunks", "frames", "faces", "damage", "small_faces",
+    "redone",
+)  # fmt: skip
+#: The VideoRun fields a worker's ``finish_video`` sets.
+FINISHED_FIELDS = ("status", "error", "frames", "faces", "damage", "small_faces")
+
+#: A video finished on a worker: its FINISHED_FIELDS by name.
+FinishOutcome = dict
+#: A video prepared on a worker: its PREPARED_FIELDS by name, and its fingerprint.
+PrepareOutcome = tuple[dict, "dict | None"]
+
+
+def outcome_of(run: VideoRun, names: tuple[str, ...]) -> dict:
+    """The named fields of a run done on a worker, to send back (see :func:`take_outcome`)."""
+    return {name: getattr(run, name) for name in names}
+
+
+def take_outcome(run: VideoRun, outcome: dict) -> None:
+    """Set what a worker reported on the driver's own record of the run."""
+    for name, value in outcome.items():
+        setattr(run, name, value)
 
 
 def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:
