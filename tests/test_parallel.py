@@ -25,6 +25,7 @@ import tomllib
 from conftest import (
     CARPHONE,
     CREMA_HAP,
+    DINNER,
     FAST,
     HAMILTON,
     NO_FACE,
@@ -177,6 +178,28 @@ def test_small_faces_tallied_the_same_in_chunks(analyzer) -> None:
     assert len(chunks) > 3
     parts = [analyzer.run_chunk(clip, a, b, index).small_faces for a, b in chunks]
     assert SmallFaces.merged(reversed(parts)) == whole
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_stdout_streams_each_finished_folder_in_input_order(tmp_path: Path, workers: str) -> None:
+    """stdout listed every folder only when the whole batch had ended (a 583-video batch said
+    nothing for 273 s): each folder now comes as soon as every input before it is finished,
+    still in input order."""
+    clips = [SINGLE, NO_FACE, DINNER]  # the long one last
+    folders = [str(tmp_path / "out" / clip.stem) for clip in clips]
+    proc = subprocess.Popen(
+        videmo_cmd("run", *clips, "-o", tmp_path / "out", "--workers", workers, *FAST),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env(),
+    )  # fmt: skip
+    try:
+        first = proc.stdout.readline().strip()
+        dinner_done = (Path(folders[-1]) / "run.json").exists()  # it takes seconds more
+        rest = proc.stdout.read().split()
+    finally:
+        proc.wait(timeout=300)
+    assert proc.returncode == 0
+    assert first == folders[0] and not dinner_done
+    assert [first, *rest] == folders
 
 
 def _videmo_ray_dirs() -> set[str]:

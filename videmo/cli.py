@@ -234,7 +234,14 @@ def _run_batch_or_video(
     from videmo.runner import interrupted_runs, run_videos
 
     snapshot = _BatchSnapshot(paths, out_root) if batch else None
-    reporter = RichReporter(enabled=not quiet, inputs=len(paths), on_done=snapshot)
+    listing = _OrderedListing(len(paths))  # before stdout is pointed at stderr below
+
+    def on_done(finished: dict[int, VideoRun]) -> None:
+        listing(finished)
+        if snapshot is not None:
+            snapshot(finished)
+
+    reporter = RichReporter(enabled=not quiet, inputs=len(paths), on_done=on_done)
     if batch and out_root.is_dir():
         remove_batch_summary(out_root)
     try:
@@ -249,7 +256,7 @@ def _run_batch_or_video(
         runs = interrupted_runs(paths, reporter.finished, why, out_root=out_root)
         if batch:
             write_batch_csv(runs, out_root)
-        _print_results(runs, interrupted=True)
+        listing.rest(runs, interrupted=True)
         raise
     with interrupts_held():  # every video is finished: a Ctrl-C now waits for the listing
         batch_csv = write_batch_csv(runs, out_root) if batch else None
@@ -261,7 +268,7 @@ def _run_batch_or_video(
                            err=True)  # fmt: skip
         if not quiet:
             print_summary(runs, batch_csv)
-        _print_results(runs)
+        listing.rest(runs)
         if len(runs) == 1 and runs[0].status in ("damaged", "skipped") and runs[0].damage:
             click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
         for run in runs:
@@ -303,28 +310,60 @@ class _BatchSnapshot:
         write_batch_csv(runs, self.out_root)
 
 
-def _print_results(runs: list, interrupted: bool = False) -> None:
-    """The output folder of every finished video on stdout, in input order (scripts read it).
+#: Statuses whose output folder is listed on stdout: its outputs are there.
+LISTED_STATUSES = ("done", "skipped", "damaged")
+
+
+class _OrderedListing:
+    """The output folder of every finished video on stdout, in input order (scripts read it),
+    each as soon as every input before it has finished too: a batch streams its results
+    (``videmo run DIR | consumer``) instead of listing them all at its end.
 
     A reader that stops early (``videmo run DIR | head -1``) does not change the exit
     status: the outputs are written, and the rest of stdout goes to /dev/null. A stdout that
-    cannot be written (a full disk) is a one-line error, unless the run was ``interrupted``
-    (that error must not replace the interrupt's exit status); a closed one (``>&-``) a note.
+    cannot be written (a full disk) is a one-line error once the run is over, unless it was
+    ``interrupted`` (that error must not replace the interrupt's exit status); a closed one
+    (``>&-``) a note.
     """
-    if sys.stdout is None:
-        click.echo("videmo: note: stdout is closed; the output folders are not listed", err=True)
-        return
-    try:
-        for run in runs:
-            if run.status in ("done", "skipped", "damaged"):
-                click.echo(run.out_dir)
-        sys.stdout.flush()
-    except OSError as exc:
-        from videmo.streams import point_at_devnull
 
-        point_at_devnull(sys.stdout.fileno())  # Python's own flush at exit must not fail
-        if not isinstance(exc, BrokenPipeError) and not interrupted:
-            raise OutputError(f"cannot list the output folders on stdout: {exc.strerror}") from None
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.listed = 0  # inputs 0 .. listed-1 are dealt with
+        self.stdout = sys.stdout  # the real one: the run points sys.stdout at stderr
+        self.stopped = False  # the reader went away, or stdout failed: nothing more to write
+        self.error: OSError | None = None
+
+    def __call__(self, finished: dict[int, VideoRun]) -> None:
+        """List the finished videos that continue the listing without a gap."""
+        while self.listed < self.count and self.listed in finished:
+            self._list(finished[self.listed])
+            self.listed += 1
+
+    def rest(self, runs: list[VideoRun], interrupted: bool = False) -> None:
+        """List every finished video not listed yet (the run is over), in input order."""
+        for run in runs[self.listed :]:
+            self._list(run)
+        self.listed = len(runs)
+        if self.stdout is None:
+            click.echo(
+                "videmo: note: stdout is closed; the output folders are not listed", err=True
+            )
+        elif self.error is not None and not interrupted:
+            raise OutputError(f"cannot list the output folders on stdout: {self.error.strerror}")
+
+    def _list(self, run: VideoRun) -> None:
+        if run.status not in LISTED_STATUSES or self.stdout is None or self.stopped:
+            return
+        try:
+            click.echo(run.out_dir, file=self.stdout)
+            self.stdout.flush()
+        except OSError as exc:
+            from videmo.streams import point_at_devnull
+
+            point_at_devnull(self.stdout.fileno())  # Python's own flush at exit must not fail
+            self.stopped = True
+            if not isinstance(exc, BrokenPipeError):
+                self.error = exc
 
 
 def _register_model_tools() -> None:
