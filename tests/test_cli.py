@@ -501,6 +501,10 @@ def test_faces_left_out_as_too_small_are_said_not_hidden(tmp_path: Path) -> None
     assert videmo.analyze(CLASSROOM).small_faces == videmo.analyze(
         CLASSROOM, out_dir=tmp_path / "a" / CLASSROOM.stem  # the finished folder: read back
     ).small_faces == videmo.detections.SmallFaces(**small)  # fmt: skip
+    # a batch says it once, not once per video (583 short clips gave 156 notes)
+    two = run_cli("run", CLASSROOM, SINGLE, "-o", tmp_path / "d", *FAST)
+    notes = [line for line in two.assert_ok().stderr.splitlines() if "--min-face" in line]
+    assert len(notes) == 1 and "1 of 2 videos had faces under --min-face 20 px" in notes[0]
     # a clip whose faces are all large enough gets no note and a zero tally
     plain = run_cli("run", HAMILTON, "-o", tmp_path / "c", *FAST)
     assert "--min-face" not in plain.stderr
