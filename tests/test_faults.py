@@ -1774,3 +1774,40 @@ def test_batch_csv_rewrites_take_a_bounded_share_of_the_driver(
         clock[0] += 1.0
     gaps = np.diff(writes)
     assert len(writes) >= 2 and (gaps >= 0.5 / snapshot.MAX_SHARE).all(), writes
+
+
+def test_batch_progress_counts_videos_and_logs_plain_lines_to_a_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's bar was over frames known only as videos were prepared, so it sat at 100 %
+    with an ETA of 0:00:00; and with stderr in a log file nothing came until the end."""
+    import io
+
+    from rich.console import Console
+
+    import videmo.progress
+    from videmo.runner import VideoRun
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=150)
+    monkeypatch.setattr(videmo.progress, "console", terminal)
+    reporter = videmo.progress.RichReporter(inputs=4)
+    reporter.start(total_frames=100, videos=4)
+    reporter.add_frames(5000)  # a video prepared later: the bar is not over frames
+    reporter.advance(120)
+    reporter.video_done(VideoRun(0, Path("a.mp4"), None, status="done"))
+    [task] = reporter.progress.tasks
+    assert (task.completed, task.total) == (1, 4)
+    assert task.fields["frames"].startswith("120 frames, ")
+    reporter.close()
+
+    log = io.StringIO()
+    monkeypatch.setattr(videmo.progress, "console", Console(file=log, force_terminal=False))
+    monkeypatch.setattr(videmo.progress.RichReporter, "LOG_EVERY_S", 0.0)
+    reporter = videmo.progress.RichReporter(inputs=4)
+    reporter.start(total_frames=100, videos=4)
+    reporter.advance(50)
+    reporter.video_done(VideoRun(0, Path("a.mp4"), None, status="done"))
+    lines = log.getvalue().splitlines()
+    assert reporter.progress is None  # no bar redrawn into a file
+    assert lines[0].startswith("videmo: 0/4 videos, 50 frames, ")
+    assert lines[-1].startswith("videmo: 1/4 videos, 50 frames, ")

@@ -6,6 +6,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -98,7 +99,15 @@ def _raise_if_interrupted() -> None:
 
 
 class RichReporter(Reporter):
-    """A bar over all frames of the batch, with videos done/total and frames per second."""
+    """Progress on stderr: for one video a bar over its frames; for a batch a bar over its
+    videos (their frames are known only as each is prepared, so a bar over frames sat near
+    its end all along), with the frames analysed and their average rate beside it.
+
+    When stderr is not a terminal (a log file, a scheduler) a bar cannot redraw in place:
+    a plain line is written every ``LOG_EVERY_S`` seconds instead.
+    """
+
+    LOG_EVERY_S = 30.0
 
     def __init__(
         self,
@@ -114,46 +123,80 @@ class RichReporter(Reporter):
         self.task: TaskID | None = None
         self.videos_total = 0
         self.videos_done = 0
+        self.frames_done = 0
+        self.started = time.monotonic()
+        self._logged = self.started
         self.finished: dict[int, VideoRun] = {}  # by input position: what an interrupt keeps
+
+    @property
+    def batch(self) -> bool:
+        return self.inputs > 1
 
     def start(self, total_frames: int, videos: int) -> None:
         self.videos_total += videos
         if self.on_done is not None:  # the work starts: a batch killed now says so too
             self.on_done(self.finished)
-        if not self.enabled:
+        if not self.enabled or not console.is_terminal:
             return
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+        if self.batch:  # a bar over videos; frames and their rate as text
+            columns += [TextColumn("{task.fields[frames]}")]
+        else:
+            columns += [TextColumn("frames"), TextColumn("{task.fields[fps]}")]
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("frames"),
-            TextColumn("{task.fields[fps]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
+            *columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console,
             transient=False,
-        )
+        )  # fmt: skip
         self.progress.start()
-        self.task = self.progress.add_task(self._description(), total=total_frames, fps="")
+        self.task = self.progress.add_task(
+            "videos" if self.batch else self._description(),
+            total=self.videos_total if self.batch else total_frames,
+            fps="",
+            frames="",
+        )
 
     def _description(self) -> str:
         return f"videos {self.videos_done}/{self.videos_total}"
 
+    def _rate(self) -> str:
+        """Frames analysed so far and their average rate since the start, in words."""
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        return f"{self.frames_done:,} frames, {self.frames_done / seconds:,.0f} fps"
+
     def advance(self, frames: int) -> None:
         _raise_if_interrupted()
+        self.frames_done += frames
         if self.on_done is not None:  # a finish held back by its time window is written now
             self.on_done(self.finished)
+        self._log_line()
         if self.progress is None or self.task is None:
+            return
+        if self.batch:
+            self.progress.update(self.task, frames=self._rate())
             return
         self.progress.advance(self.task, frames)
         speed = self.progress.tasks[0].speed
         self.progress.update(self.task, fps=f"{speed:6.1f} fps" if speed else "")
 
     def add_frames(self, frames: int) -> None:
-        if self.progress is None or self.task is None:
+        if self.progress is None or self.task is None or self.batch:
             return
         total = self.progress.tasks[0].total or 0
         self.progress.update(self.task, total=total + frames)
+
+    def _log_line(self, force: bool = False) -> None:
+        """A plain progress line, when stderr is a file and the last one is old enough."""
+        now = time.monotonic()
+        if not self.enabled or console.is_terminal:
+            return
+        if not force and now - self._logged < self.LOG_EVERY_S:
+            return
+        self._logged = now
+        console.print(
+            Text(f"videmo: {self.videos_done}/{self.videos_total} videos, {self._rate()}, "
+                 f"{now - self.started:.0f} s"),
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
     def video_done(self, run: VideoRun) -> None:
         self.videos_done += 1
@@ -167,7 +210,11 @@ class RichReporter(Reporter):
             line = f"videmo: warning: {printable(run.path)}: {printable(run.error)}"
             console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
         if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, description=self._description())
+            if self.batch:
+                self.progress.update(self.task, completed=self.videos_done, frames=self._rate())
+            else:
+                self.progress.update(self.task, description=self._description())
+        self._log_line()
         if self.on_done is not None:
             self.on_done(self.finished)
         _raise_if_interrupted()  # after recording it: the interrupted batch lists it finished
