@@ -245,9 +245,15 @@ def test_batch_page_says_how_many_faces_it_does_not_show(tmp_path: Path) -> None
         (video / "faces" / f"face_{n:03d}.jpg").write_bytes(b"")
     entry = {"video": "crowd.mp4", "output": str(video), "status": "skipped", "frames": 9,
              "faces": BATCH_THUMBS + 3, "error": "damaged: file cut short"}  # fmt: skip
-    html = render_batch_report([entry], tmp_path)
-    assert html.count("<img src=") == BATCH_THUMBS and "+3 more" in html
+    failed = {"video": "broken.mp4", "output": "", "status": "failed", "frames": 0,
+              "faces": 0, "error": "broken.mp4: no video stream"}  # fmt: skip
+    html = render_batch_report([entry, failed], tmp_path)
+    # thumbnails load as they are scrolled to: a 600-video page had 749 loading at once
+    assert html.count('<img loading="lazy" src=') == BATCH_THUMBS and "+3 more" in html
     assert "damaged: file cut short" in html  # a skipped video keeps its earlier damage
+    # failures are listed first, not scattered among hundreds of rows
+    assert html.index("<h2>Failed (1)</h2>") < html.index("<table")
+    assert "<li>broken.mp4: no video stream</li>" in html  # named once
 
 
 def test_no_report_writes_neither_page_nor_thumbnails_and_a_rerun_adds_them(

@@ -225,14 +225,15 @@ def _face_card(face: pd.Series, out_dir: Path, has_video: bool, capped: bool) ->
     else:
         first_html = f"first seen {clock(first)}"
     image = (
-        f'<img class="thumb" src="{href(*thumb.parts)}" alt="face #{face_id}">'
+        f'<img class="thumb" loading="lazy" src="{href(*thumb.parts)}" alt="face #{face_id}">'
         if (out_dir / thumb).is_file()
         else '<div class="thumb"></div>'
     )
     if (out_dir / plot).is_file():
         plot_html = (  # shrunk to the card: a click opens it full size
             f'<a class="plot" href="{href(*plot.parts)}" title="full size">'
-            f'<img class="plot" src="{href(*plot.parts)}" alt="emotions of face #{face_id} over '
+            f'<img class="plot" loading="lazy" src="{href(*plot.parts)}" '
+            f'alt="emotions of face #{face_id} over '
             'time"></a>'
         )
     elif capped:
@@ -331,7 +332,8 @@ def _batch_row(entry: dict, root: Path) -> str:
         every = sorted((out / FACES_DIR).glob("face_*.jpg")) if (out / FACES_DIR).is_dir() else []
         shown = every[:BATCH_THUMBS]
         thumbs = "".join(
-            f'<img src="{href(*rel.parts, FACES_DIR, p.name)}" alt="{esc(p.stem)}">' for p in shown
+            f'<img loading="lazy" src="{href(*rel.parts, FACES_DIR, p.name)}" alt="{esc(p.stem)}">'
+            for p in shown
         )
         if len(every) > len(shown):  # the video's own page shows them all
             thumbs += f" <span class='muted'>+{len(every) - len(shown)} more</span>"
@@ -346,18 +348,32 @@ def _batch_row(entry: dict, root: Path) -> str:
     )
 
 
+def _said(entry: dict) -> str:
+    """A failed video's error, naming the video unless the error already does."""
+    video, error = str(entry["video"]), str(entry.get("error", ""))
+    return error if video in error else f"{video}: {error}"
+
+
 def render_batch_report(entries: list[dict], root: Path) -> str:
     """The batch page: every input with its status, faces and dominant emotions."""
     root = Path(root)
     by_status = pd.Series([e["status"] for e in entries]).value_counts()
     summary = ", ".join(f"{n} {s}" for s, n in by_status.items())
     rows = "".join(_batch_row(e, root) for e in entries)
+    failed = [e for e in entries if e["status"] == "failed"]
+    failures = (  # first, not scattered among hundreds of rows
+        f"<section><h2>Failed ({len(failed)})</h2><ul>"
+        + "".join(f"<li>{esc(_said(e))}</li>" for e in failed)
+        + "</ul></section>"
+        if failed
+        else ""
+    )
     table = ""
     if (root / BATCH_CSV).is_file():  # written first: the table of every video's status
         table = f' · data: <a href="{href(BATCH_CSV)}">{BATCH_CSV}</a>'
     body = (
         f"<header><h1>videmo batch · {len(entries)} videos</h1><p>{esc(summary)}{table}</p>"
-        '</header><main><section><div class="scroll"><table class="videos"><thead><tr>'
+        f'</header><main>{failures}<section><div class="scroll"><table class="videos"><thead><tr>'
         "<th>video</th><th>status</th><th>frames</th><th>faces</th>"
         "<th>dominant emotions (faces)</th><th>faces seen</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div></section></main>"
