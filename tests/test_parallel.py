@@ -202,6 +202,47 @@ def test_stdout_streams_each_finished_folder_in_input_order(tmp_path: Path, work
     assert [first, *rest] == folders
 
 
+def test_streamed_folders_read_as_written_with_an_address(tmp_path: Path) -> None:
+    """With --address, paths are made absolute for the cluster's workers; the streamed lines
+    gave those, where the final listing and batch.csv give them as the user wrote them."""
+    proc = subprocess.run(
+        videmo_cmd("run", SINGLE, NO_FACE, "-o", "out", "--workers", "0", "--address",
+                   "10.0.0.1:6379", *FAST),
+        cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [f"out/{SINGLE.stem}", f"out/{NO_FACE.stem}"]
+
+
+def test_a_terminal_gets_the_folders_at_the_end_not_under_the_bar() -> None:
+    """Streamed onto a terminal that also shows the progress bar, each folder was glued to
+    the bar's line: a terminal gets the listing at the end, as before."""
+    import io
+
+    from videmo.cli import _OrderedListing
+    from videmo.runner import VideoRun
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    runs = [VideoRun(k, Path(f"v{k}.mp4"), Path(f"out/v{k}"), status="done") for k in range(2)]
+    for stdout, streamed in ((Terminal(), ""), (io.StringIO(), "out/v0\n")):
+        sys.stdout, saved = stdout, sys.stdout
+        try:
+            listing = _OrderedListing([r.path for r in runs], Path("out"))
+        finally:
+            sys.stdout = saved
+        listing({0: runs[0]})
+        if listing.writer is not None:  # what the writer thread has written by now
+            listing.lines.put(None)
+            listing.writer.join()
+            listing.writer = None
+        assert stdout.getvalue() == streamed
+        listing.rest(runs)
+        assert stdout.getvalue() == "out/v0\nout/v1\n"  # each once, in input order
+
+
 def _videmo_ray_dirs() -> set[str]:
     return {p.name for p in Path("/tmp").glob("videmo-ray-*")}
 

@@ -11,8 +11,10 @@ import contextlib
 import functools
 import json
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 import typing
 from collections.abc import Callable
@@ -234,7 +236,7 @@ def _run_batch_or_video(
     from videmo.runner import interrupted_runs, run_videos
 
     snapshot = _BatchSnapshot(paths, out_root) if batch else None
-    listing = _OrderedListing(len(paths))  # before stdout is pointed at stderr below
+    listing = _OrderedListing(paths, out_root)  # before stdout is pointed at stderr below
 
     def on_done(finished: dict[int, VideoRun]) -> None:
         listing(finished)
@@ -326,31 +328,45 @@ class _OrderedListing:
     each as soon as every input before it has finished too: a batch streams its results
     (``videmo run DIR | consumer``) instead of listing them all at its end.
 
-    A reader that stops early (``videmo run DIR | head -1``) does not change the exit
-    status: the outputs are written, and the rest of stdout goes to /dev/null. A stdout that
-    cannot be written (a full disk) is a one-line error once the run is over, unless it was
+    Lines are written by a thread of their own, so a reader that falls behind (``| less``)
+    holds up only the end of the run, not the batch. On a terminal they wait for the end, as
+    before: written under a live progress bar on the same screen, they were glued to it. A
+    reader that stops early (``videmo run DIR | head -1``) does not change the exit status:
+    the outputs are written, and the rest of stdout goes to /dev/null. A stdout that cannot be
+    written (a full disk) is a one-line error once the run is over, unless it was
     ``interrupted`` (that error must not replace the interrupt's exit status); a closed one
     (``>&-``) a note.
     """
 
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.listed = 0  # inputs 0 .. listed-1 are dealt with
+    def __init__(self, paths: list[Path], out_root: Path) -> None:
+        self.paths, self.out_root = paths, out_root
         self.stdout = sys.stdout  # the real one: the run points sys.stdout at stderr
+        self.hold = self.stdout is None or _is_terminal(self.stdout)
+        self.next = 0  # inputs before it are finished and listed
+        self.listed: set[int] = set()  # marked before the line is queued: never twice
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.writer: threading.Thread | None = None
         self.stopped = False  # the reader went away, or stdout failed: nothing more to write
         self.error: OSError | None = None
 
     def __call__(self, finished: dict[int, VideoRun]) -> None:
         """List the finished videos that continue the listing without a gap."""
-        while self.listed < self.count and self.listed in finished:
-            self._list(finished[self.listed])
-            self.listed += 1
+        if self.hold:
+            return
+        from videmo.runner import run_as_given
+
+        while self.next < len(self.paths) and self.next in finished:
+            run = run_as_given(finished[self.next], self.paths, self.out_root)
+            self.next += 1
+            self._list(run)
 
     def rest(self, runs: list[VideoRun], interrupted: bool = False) -> None:
-        """List every finished video not listed yet (the run is over), in input order."""
-        for run in runs[self.listed :]:
+        """List every finished video not listed yet (the run is over) and wait for stdout."""
+        for run in runs:
             self._list(run)
-        self.listed = len(runs)
+        if self.writer is not None:
+            self.lines.put(None)
+            self.writer.join()
         if self.stdout is None:
             click.echo(
                 "videmo: note: stdout is closed; the output folders are not listed", err=True
@@ -359,18 +375,37 @@ class _OrderedListing:
             raise OutputError(f"cannot list the output folders on stdout: {self.error.strerror}")
 
     def _list(self, run: VideoRun) -> None:
-        if run.status not in LISTED_STATUSES or self.stdout is None or self.stopped:
+        if run.position in self.listed:
             return
-        try:
-            click.echo(run.out_dir, file=self.stdout)
-            self.stdout.flush()
-        except OSError as exc:
-            from videmo.streams import point_at_devnull
+        self.listed.add(run.position)
+        if run.status not in LISTED_STATUSES or self.stdout is None:
+            return
+        if self.writer is None:
+            self.writer = threading.Thread(target=self._write, name="videmo-stdout", daemon=True)
+            self.writer.start()
+        self.lines.put(os.fspath(run.out_dir))
 
-            point_at_devnull(self.stdout.fileno())  # Python's own flush at exit must not fail
-            self.stopped = True
-            if not isinstance(exc, BrokenPipeError):
-                self.error = exc
+    def _write(self) -> None:
+        while (line := self.lines.get()) is not None:
+            if self.stopped:
+                continue
+            try:
+                click.echo(line, file=self.stdout)
+                self.stdout.flush()
+            except OSError as exc:
+                from videmo.streams import point_at_devnull
+
+                point_at_devnull(self.stdout.fileno())  # Python's flush at exit must not fail
+                self.stopped = True
+                if not isinstance(exc, BrokenPipeError):
+                    self.error = exc
+
+
+def _is_terminal(stream: typing.TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed, or not a real file
+        return False
 
 
 def _register_model_tools() -> None:

@@ -151,6 +151,7 @@ class RichReporter(Reporter):
         self.task = self.progress.add_task(
             "videos" if self.batch else self._description(),
             total=self.videos_total if self.batch else total_frames,
+            completed=self.videos_done if self.batch else 0,  # skipped or failed in preparing
             fps="",
             frames="",
         )
@@ -184,12 +185,10 @@ class RichReporter(Reporter):
         total = self.progress.tasks[0].total or 0
         self.progress.update(self.task, total=total + frames)
 
-    def _log_line(self, force: bool = False) -> None:
+    def _log_line(self) -> None:
         """A plain progress line, when stderr is a file and the last one is old enough."""
         now = time.monotonic()
-        if not self.enabled or console.is_terminal:
-            return
-        if not force and now - self._logged < self.LOG_EVERY_S:
+        if not self.enabled or console.is_terminal or now - self._logged < self.LOG_EVERY_S:
             return
         self._logged = now
         console.print(

@@ -517,6 +517,12 @@ class _AsGiven:
         return runs
 
 
+def run_as_given(run: VideoRun, paths: list[Path], out_root: Path) -> VideoRun:
+    """A copy of a finished run with its paths as the caller wrote them (see ``_AsGiven``):
+    what stdout lists while a batch runs, as batch.csv and the final listing do."""
+    return _AsGiven(paths, out_root, None, active=True)([replace(run)])[0]
+
+
 def finish_video(
     run: VideoRun, settings: Settings, finish: Callable[[VideoRun, Settings, dict], None],
     context: dict,
