@@ -319,10 +319,6 @@ class _BatchSnapshot:
         self._every = max(self.EVERY_S, spent / self.MAX_SHARE)
 
 
-#: Statuses whose output folder is listed on stdout: its outputs are there.
-LISTED_STATUSES = ("done", "skipped", "damaged")
-
-
 class _OrderedListing:
     """The output folder of every finished video on stdout, in input order (scripts read it),
     each as soon as every input before it has finished too: a batch streams its results
@@ -378,7 +374,9 @@ class _OrderedListing:
         if run.position in self.listed:
             return
         self.listed.add(run.position)
-        if run.status not in LISTED_STATUSES or self.stdout is None:
+        from videmo.outputs.batch import FINISHED_STATUSES  # their outputs are there
+
+        if run.status not in FINISHED_STATUSES or self.stdout is None:
             return
         if self.writer is None:
             self.writer = threading.Thread(target=self._write, name="videmo-stdout", daemon=True)
