@@ -119,8 +119,8 @@ def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None =
     or the plots of an earlier ``--no-video``/``--no-plots`` run) is 'absent':
     the rerun adds it (:func:`redo_reason` says which).
     """
-    data = _read_run(out_dir)
-    if data is None or data.get("status") not in FINAL_STATUSES:
+    data = _finished_run(out_dir)
+    if data is None:
         return "absent"
     if data.get("fingerprint") != fingerprint:
         return "different"
@@ -130,12 +130,16 @@ def existing_state(out_dir: Path, fingerprint: dict, settings: Settings | None =
 def redo_reason(out_dir: Path, fingerprint: dict, settings: Settings) -> str:
     """Why a finished folder of this very run is made again ("" if it is not finished, is
     another run's, or is complete): the rerun says so instead of redoing it silently."""
-    data = _read_run(out_dir)
-    if data is None or data.get("status") not in FINAL_STATUSES:
-        return ""
-    if data.get("fingerprint") != fingerprint:
+    data = _finished_run(out_dir)
+    if data is None or data.get("fingerprint") != fingerprint:
         return ""
     return _redo_reason(out_dir, data, settings)
+
+
+def _finished_run(out_dir: Path) -> dict | None:
+    """The ``run.json`` of a finished folder (None if there is none, or it is unfinished)."""
+    data = _read_run(out_dir)
+    return data if data is not None and data.get("status") in FINAL_STATUSES else None
 
 
 def _redo_reason(out_dir: Path, data: dict, settings: Settings | None) -> str:
