@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,8 +50,11 @@ CLIPS = {
 
 def timed_run(video: Path, out: Path, *options: str) -> tuple[float, int, int]:
     """Wall seconds of one ``videmo run`` command, and its faces and timeline rows."""
+    # A fresh folder each time: the same run into a finished folder is skipped (--overwrite
+    # replaces other runs' outputs, never this one's), which timed the skip, not the run.
+    shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "videmo", "run", str(video), "-o", str(out), "-q",
-               "--no-video", "--no-plots", "--no-report", "--overwrite", *options]  # fmt: skip
+               "--no-video", "--no-plots", "--no-report", *options]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
