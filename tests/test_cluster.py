@@ -174,6 +174,42 @@ def test_hung_actor_fails_one_chunk_and_the_other_video_completes(
     assert "\n" not in failed.error
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes through /proc")
+def test_two_hung_classifiers_fail_their_chunks_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """Two classifiers (two GPUs, declared here) that hang together (a node's GPUs stuck at
+    once). The first one's chunk timed out, but its worker's next call, waiting on the other
+    classifier, was never given a start time: the driver then waited with an infinite
+    timeout, and Ray raised ``OverflowError``. Now each chunk fails in one line after its
+    timeout, both classifiers are replaced, and the batch ends."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2})
+    stopped: list[int] = []
+
+    def stop_one() -> list[int]:
+        stopped.extend(_actor_pids(b"_ClassifierActor"))
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        return stopped
+
+    inputs = [SINGLE, copy_clip(SINGLE, tmp_path / "in", "other.mp4")]
+    settings = Settings(workers=1, address=cluster.address, chunk_timeout_s=8.0,
+                        classify_stage="on", **{**ANALYSIS, "chunk_s": 0.5})  # fmt: skip
+    try:
+        runs = run_videos(inputs, tmp_path / "out", settings, _KillOnce(stop_one))
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+    assert len(stopped) == 2, "two classifier processes were to be stopped"
+    assert "failed" in [r.status for r in runs], [r.error for r in runs]
+    for run in runs:
+        assert run.status == "done" or "no result after 8 s (classifier replaced)" in run.error
+
+
 @pytest.fixture
 def three_node_cluster():
     """A head (no CPUs: it schedules only) and two worker nodes on this machine."""

@@ -375,13 +375,13 @@ class RayExecutor:
                 which = "classifier" if hung else "worker"
                 if which == "worker":
                     self._replace(actor, pending, again)
+                else:  # the worker itself is free: its next call starts now
+                    _start_next_call(actor, pending)
                 yield k, VidemoError(f"no result after {limit:g} s ({which} replaced)")
                 continue
             self._staged.pop(done[0], None)
             k, pending_call, actor, _, _ = pending.pop(done[0])
-            for other in pending.values():  # the actor's next call starts now
-                if other[2] is actor and other[3] == float("inf"):
-                    other[3] = time.monotonic()
+            _start_next_call(actor, pending)
             try:
                 result = ray.get(done[0])
             except self._actor_died as exc:
@@ -611,6 +611,17 @@ def _keeping_sigterm_handler(ray: Any) -> Iterator[None]:
             utils.set_sigterm_handler = installer
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
+
+
+def _start_next_call(actor: object, pending: dict) -> None:
+    """The actor has finished a call: the next one queued on it could start now.
+
+    Its time limit counts from here; a queued call's start time is infinite until then.
+    """
+    for other in pending.values():
+        if other[2] is actor and other[3] == float("inf"):
+            other[3] = time.monotonic()
+            return
 
 
 def _insert_in_order(again: list, item: tuple[int, Callable]) -> None:
