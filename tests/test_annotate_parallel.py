@@ -17,6 +17,7 @@ import pytest
 from videmo.encode import VideoWriter, concat_segments
 from videmo.errors import OutputError
 from videmo.outputs.annotate import rows_by_frame
+from videmo.outputs.atomic import temp_path_for
 from videmo.outputs.writer import (
     ANNOTATED_MP4,
     annotate_frames,
@@ -128,6 +129,25 @@ def test_segments_are_removed_when_annotation_fails(chunked, tmp_path: Path) -> 
     with pytest.raises(RuntimeError, match="worker died"):
         write_annotated(run, out, EVERY, _FailingPool())
     assert list(tmp_path.iterdir()) == []
+
+
+class _RetriedPool:
+    """Annotates every segment, the first one after a worker was killed writing it: its
+    half-written file (the writer's temp name) stays behind, as after a SIGKILL or OOM."""
+
+    def annotate(self, tasks, index, info, every) -> list[int]:
+        temp_path_for(tasks[0].segment).write_bytes(b"half a segment")
+        return [task.run(index, info, every) for task in tasks]
+
+
+def test_a_killed_workers_partial_segment_is_removed(chunked, tmp_path: Path) -> None:
+    """The retried chunk completes the video; the killed attempt's partial segment (a temp of a
+    temp: ``..annotated.0.tmp.<pid>.<n>.tmp.mp4``) was left hidden in the finished folder."""
+    run, whole = chunked
+    out = tmp_path / ANNOTATED_MP4
+    write_annotated(run, out, EVERY, _RetriedPool())
+    assert [p.name for p in tmp_path.iterdir()] == [ANNOTATED_MP4]
+    assert _frame_times(out) == _frame_times(whole)
 
 
 def test_ray_workers_write_the_same_video(tmp_path: Path) -> None:

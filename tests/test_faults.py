@@ -783,6 +783,25 @@ def _corrupt_middle(src: Path, dst: Path, share: float = 0.02) -> Path:
 
 
 @requires_data
+def test_strict_failure_on_a_ray_worker_names_no_folder_in_batch_csv(tmp_path: Path) -> None:
+    """A damaged video failed by ``--strict`` when a Ray worker finishes it: the worker gives
+    its folder back, and batch.csv named the deleted folder anyway."""
+    import pandas as pd
+
+    good = copy_clip(CREMA_HAP, tmp_path / "in")
+    corrupt = _corrupt_middle(SINGLE, tmp_path / "in" / "corrupt.mp4")
+    out = tmp_path / "out"
+    result = run_cli("run", corrupt, good, "-o", out, "--strict", "--workers", 2, *FAST)
+    assert result.rc == 1, result
+    assert "did not decode" in result.stderr
+    batch = pd.read_csv(out / "batch.csv", keep_default_na=False).set_index("video")
+    assert batch.loc[str(corrupt), "status"] == "failed"
+    assert batch.loc[str(corrupt), "output"] == ""
+    assert not (out / "corrupt").exists()
+    assert batch.loc[str(good), "output"] == str(out / good.stem)
+
+
+@requires_data
 def test_damaged_files_are_analysed_and_marked_damaged(tmp_path: Path) -> None:
     import json
 

@@ -423,8 +423,6 @@ def run_videos(
         else:
             fields, fingerprints[run.position] = outcome
             take_outcome(run, fields)
-            if run.status == "failed" and run.out_dir and not run.out_dir.exists():
-                run.out_dir = None  # the worker gave the claim back: batch.csv names no folder
         if run.status != "pending":
             reporter.video_done(run)
             return
@@ -596,9 +594,15 @@ def outcome_of(run: VideoRun, names: tuple[str, ...]) -> dict:
 
 
 def take_outcome(run: VideoRun, outcome: dict) -> None:
-    """Set what a worker reported on the driver's own record of the run."""
+    """Set what a worker reported on the driver's own record of the run.
+
+    A worker that failed the video gives its folder back when that held only the claim
+    (as :func:`_fail` does here); then ``batch.csv`` must name no folder either.
+    """
     for name, value in outcome.items():
         setattr(run, name, value)
+    if run.status == "failed" and run.out_dir and not run.out_dir.exists():
+        run.out_dir = None
 
 
 def _executor_settled(settings: Settings, ready: list[VideoRun]) -> bool:

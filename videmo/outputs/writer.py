@@ -23,7 +23,7 @@ from videmo.errors import OutputError, VideoError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import printable
 from videmo.outputs.annotate import ANNOTATED_MP4, FrameRows, draw_faces, rows_by_frame
-from videmo.outputs.atomic import write_json_atomic
+from videmo.outputs.atomic import temp_of, write_json_atomic
 from videmo.outputs.gallery import write_thumbnails
 from videmo.outputs.plots import write_plots
 from videmo.outputs.report import REPORT_HTML, write_video_report
@@ -125,9 +125,14 @@ def _segment_paths(out_path: Path, count: int) -> list[Path]:
 
 
 def _remove_segments(out_path: Path) -> None:
-    """Delete the segments (and any partial segment a killed worker left) of ``out_path``."""
-    for stale in out_path.parent.glob(f".{out_path.stem}.*.tmp*{out_path.suffix}"):
-        stale.unlink(missing_ok=True)
+    """Delete the segments of ``out_path``, and any partial one a killed worker left.
+
+    A segment being written is a temp of a temp (``..annotated.0.tmp.<pid>.<n>.tmp.mp4``);
+    :func:`temp_of` knows every such name. The folder's lock keeps other runs out.
+    """
+    for entry in out_path.parent.iterdir():
+        if temp_of(entry.name) == out_path.name and entry.is_file():
+            entry.unlink(missing_ok=True)
 
 
 def write_annotated(
