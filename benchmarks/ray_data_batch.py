@@ -49,7 +49,7 @@ class _VideoWorker:
         self.model_sha = sha256_file(model_path(self.settings.model or EMOTION_FILE))
         self.out_root = Path(out_root)
         self.context = {"executor": "ray-data", "workers": workers, "classify_stage": False,
-                        "provider": self.analyzer.provider, "pool": None}  # fmt: skip
+                        "provider": self.analyzer.provider, "annotate": None}  # fmt: skip
 
     def __call__(self, row: dict) -> dict:
         from videmo.naming import claim_output_dir

@@ -636,6 +636,53 @@ def test_failed_video_close_is_an_error_and_leaves_no_file(tmp_path: Path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+@requires_data
+def test_a_video_that_cannot_be_renamed_into_place_fails_in_one_line(tmp_path: Path) -> None:
+    """The last step of writing a video, the rename, failed with a raw ``OSError`` and left the
+    finished temp file behind. Here a folder takes the video's name while it is written."""
+    from videmo.encode import VideoWriter
+    from videmo.errors import OutputError
+    from videmo.video import probe, read_frames
+
+    out = tmp_path / "annotated.mp4"
+    with (
+        pytest.raises(OutputError, match="cannot write .*annotated.mp4"),
+        VideoWriter(out, probe(SINGLE)) as writer,
+    ):
+        for frame in read_frames(SINGLE, stop=3):
+            writer.write(frame)
+        out.mkdir()
+    assert [p.name for p in tmp_path.iterdir()] == ["annotated.mp4"] and out.is_dir()
+
+
+def test_batch_csv_that_cannot_be_written_at_the_end_is_said_and_the_snapshot_goes(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The end of a batch could not write batch.csv (disk full): nothing was said, and the
+    snapshot written while the batch ran stayed, listing finished videos as unfinished."""
+    from videmo import cli
+    from videmo.errors import OutputError
+    from videmo.outputs import batch
+    from videmo.runner import interrupted_runs
+
+    paths = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    out = tmp_path / "out"
+    batch.write_batch_csv(interrupted_runs(paths, {}, "", "unfinished", out), out)
+    assert "unfinished" in (out / "batch.csv").read_text()
+
+    def disk_full(path: Path, text: str) -> Path:
+        raise OutputError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(batch, "write_text_atomic", disk_full)
+    assert cli._final_batch_csv(interrupted_runs(paths, {}, "why", "interrupted", out), out) is None
+    assert not (out / "batch.csv").exists()
+    err = capsys.readouterr().err
+    assert err == (
+        f"videmo: warning: batch.csv was not written: cannot write {out / 'batch.csv'}: "
+        "No space left on device\n"
+    )
+
+
 def test_atomic_writes_fsync_before_rename(tmp_path: Path, monkeypatch) -> None:
     from videmo.outputs import atomic
 

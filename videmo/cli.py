@@ -231,7 +231,7 @@ def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
 def _run_batch_or_video(
     paths: list[Path], out_root: Path, settings: Settings, quiet: bool, batch: bool
 ) -> None:
-    from videmo.outputs.batch import remove_batch_summary, write_batch_csv, write_batch_report
+    from videmo.outputs.batch import remove_batch_summary, write_batch_report
     from videmo.progress import RichReporter, interrupts_held, print_summary
     from videmo.runner import interrupted_runs, run_videos
 
@@ -257,11 +257,11 @@ def _run_batch_or_video(
         why = str(exc) if isinstance(exc, ClusterLost) else "interrupted"
         runs = interrupted_runs(paths, reporter.finished, why, out_root=out_root)
         if batch:
-            write_batch_csv(runs, out_root)
+            _final_batch_csv(runs, out_root)
         listing.rest(runs, interrupted=True)
         raise
     with interrupts_held():  # every video is finished: a Ctrl-C now waits for the listing
-        batch_csv = write_batch_csv(runs, out_root) if batch else None
+        batch_csv = _final_batch_csv(runs, out_root) if batch else None
         if batch and settings.report:
             try:
                 write_batch_report(runs, out_root)
@@ -283,6 +283,17 @@ def _run_batch_or_video(
         where = f"see {batch_csv}" if batch_csv else f"batch.csv could not be written in {out_root}"
         click.echo(f"videmo: {len(failed)} of {len(runs)} videos failed; {where}", err=True)
         sys.exit(1)
+
+
+def _final_batch_csv(runs: list, out_root: Path) -> Path | None:
+    """Write the batch's ``batch.csv``; where that fails, say so on stderr and return None."""
+    from videmo.outputs.batch import write_final_batch_csv
+
+    try:
+        return write_final_batch_csv(runs, out_root)
+    except VidemoError as exc:
+        click.echo(f"videmo: warning: batch.csv was not written: {exc}", err=True)
+        return None
 
 
 class _BatchSnapshot:
@@ -314,7 +325,8 @@ class _BatchSnapshot:
 
         self._last, self._written = now, len(finished)
         runs = interrupted_runs(self.paths, finished, "", "unfinished", self.out_root)
-        write_batch_csv(runs, self.out_root)
+        with contextlib.suppress(VidemoError):  # tried again at the next video, and at the end
+            write_batch_csv(runs, self.out_root)
         spent = time.monotonic() - now
         self._every = max(self.EVERY_S, spent / self.MAX_SHARE)
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from videmo.errors import OutputError
-from videmo.outputs.atomic import publish, temp_path_for
+from videmo.outputs.atomic import publish_or_discard, temp_path_for
 from videmo.video import Frame, VideoInfo, _check_path, _ffmpeg_reason, _open, _video_stream
 
 __all__ = ["VideoWriter", "concat_segments"]
@@ -313,7 +313,7 @@ class VideoWriter:
             if failing:
                 self._tmp.unlink(missing_ok=True)
             else:
-                publish(self._tmp, self.path)
+                publish_or_discard(self._tmp, self.path)
 
     def _close(self, failing: bool) -> None:
         """Close the file; its errors count unless another error is already on its way."""
@@ -410,5 +410,5 @@ def concat_segments(
     finally:
         if audio is not None:
             audio.close()
-    publish(tmp, out_path)
+    publish_or_discard(tmp, out_path)
     return count

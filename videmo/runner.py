@@ -98,6 +98,9 @@ class VideoRun:
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     timed: bool = False  # started has been set to when its first chunk began
+    # seconds from its first chunk to its last, measured on the driver's clock (a worker on
+    # another node that writes run.json has a clock of its own)
+    analysis_s: float = 0.0
 
     @property
     def expected_frames(self) -> int:
@@ -358,7 +361,7 @@ def run_videos(
         "workers": executor.workers,
         "provider": executor.provider,
         "classify_stage": bool(getattr(executor, "classifiers", None)),
-        "pool": executor,  # finish() may hand work to its workers (the annotated video)
+        "annotate": executor.annotate,  # the annotated video, drawn by its workers
         "single": len(runs) == 1,  # no batch summary of its own; an earlier one may list it
     }
     # A batch on Ray tracks and writes each video on a worker, so the driver only
@@ -383,9 +386,10 @@ def run_videos(
         reporter.video_done(run)
 
     def complete(run: VideoRun) -> None:
+        run.analysis_s = time.perf_counter() - run.started
         ctx = {**context, "fingerprint": fingerprints[run.position]}
         if on_workers:
-            ctx["pool"] = None  # a worker renders the annotated video itself
+            ctx["annotate"] = None  # a worker renders the annotated video itself
             queued.append(FinishTask(run.position, run, settings, ctx))
             return
         finish_video(run, settings, finish, ctx)

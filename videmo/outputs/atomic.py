@@ -235,6 +235,16 @@ def publish(tmp: Path, path: Path) -> None:
             os.close(fd)
 
 
+def publish_or_discard(tmp: Path, path: Path) -> None:
+    """:func:`publish`, for writers that made their temp file themselves (videos): if the
+    rename fails, the temp file goes and the error is one ``OutputError`` line."""
+    try:
+        publish(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(Path(path)) as tmp:

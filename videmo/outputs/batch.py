@@ -7,6 +7,7 @@ before it could describe a run it is not about.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +28,11 @@ BATCH_COLUMNS = ("video", "output", "status", "frames", "faces", "seconds", "err
 BATCH_REPORT_TITLE = "videmo batch"
 
 
-def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
-    """``batch.csv`` at the output root: one row per input with status and error."""
+def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path:
+    """``batch.csv`` at the output root: one row per input with status and error.
+
+    ``OutputError`` if it cannot be written (the caller says so, or tries again later).
+    """
     columns = (
         [printable(r.path) for r in runs],
         [printable(r.out_dir) if r.out_dir is not None else "" for r in runs],
@@ -39,11 +43,25 @@ def write_batch_csv(runs: list[VideoRun], out_root: Path) -> Path | None:
         [printable(r.error) for r in runs],
     )
     rows = pd.DataFrame(dict(zip(BATCH_COLUMNS, columns, strict=True)))
+    ensure_dir(out_root)
+    return write_text_atomic(out_root / BATCH_CSV, rows.to_csv(index=False))
+
+
+def write_final_batch_csv(runs: list[VideoRun], out_root: Path) -> Path:
+    """``batch.csv`` at the end of a batch (or of an interrupted one).
+
+    Where it cannot be written (``OutputError``), the snapshot written while the batch ran,
+    with videos ``unfinished`` that have since finished, is removed first: it must not be
+    taken for the end.
+    """
     try:
-        ensure_dir(out_root)
-        return write_text_atomic(out_root / BATCH_CSV, rows.to_csv(index=False))
+        return write_batch_csv(runs, out_root)
     except VidemoError:
-        return None
+        stale = out_root / BATCH_CSV
+        if _written_by_videmo(stale):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        raise
 
 
 def remove_batch_summary(out_root: Path) -> None:

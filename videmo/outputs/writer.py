@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,7 +33,6 @@ from videmo.settings import Settings
 from videmo.video import Frame, PacketIndex, VideoInfo, read_frames
 
 if TYPE_CHECKING:
-    from videmo.parallel import RayExecutor, SerialExecutor
     from videmo.runner import VideoRun
 
 _PACKAGES = ("av", "numpy", "pandas", "pyarrow", "onnxruntime-gpu", "onnxruntime",
@@ -135,20 +134,24 @@ def _remove_segments(out_path: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
+#: Runs annotation tasks (in parallel, on an executor's workers); the frames each wrote.
+AnnotateSegments = Callable[[list["AnnotateTask"], PacketIndex, VideoInfo, int], list[int]]
+
+
 def write_annotated(
-    run: VideoRun, out_path: Path, every: int, executor: SerialExecutor | RayExecutor | None = None
+    run: VideoRun, out_path: Path, every: int, annotate: AnnotateSegments | None = None
 ) -> int:
     """Re-decode the video and draw each frame's faces; returns frames written.
 
-    With an executor and more than one chunk, each chunk is annotated into a hidden
-    segment ``.annotated.<k>.tmp.mp4`` by the executor's workers and the segments are
-    joined (no re-encode, source audio added); they are removed afterwards, also on error.
-    Otherwise the video is encoded here in one piece. Both ways give the source's frames
-    and times and the same encoder settings.
+    Given ``annotate`` (an executor's ``annotate``) and more than one chunk, each chunk is
+    annotated into a hidden segment ``.annotated.<k>.tmp.mp4`` by the executor's workers
+    and the segments are joined (no re-encode, source audio added); they are removed
+    afterwards, also on error. Otherwise the video is encoded here in one piece. Both ways
+    give the source's frames and times and the same encoder settings.
     """
     rows = rows_by_frame(run.timeline)
     damaged = bool(run.damage)
-    if executor is None or len(run.chunks) < 2:
+    if annotate is None or len(run.chunks) < 2:
         with VideoWriter(out_path, run.info, copy_audio_from=_sound_source(run)) as writer:
             for frame in annotate_frames(run.path, run.index, rows, every, damaged=damaged):
                 writer.write(frame)
@@ -159,7 +162,7 @@ def write_annotated(
         for (a, b), seg in zip(run.chunks, segments, strict=True)
     ]
     try:
-        counts = executor.annotate(tasks, run.index, run.info, every)
+        counts = annotate(tasks, run.index, run.info, every)
         packets = concat_segments(segments, out_path, copy_audio_from=_sound_source(run))
     finally:
         _remove_segments(out_path)
@@ -220,7 +223,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
     annotated_frames = None
     if settings.video:
         annotated_frames = write_annotated(
-            run, out / ANNOTATED_MP4, settings.every, context.get("pool")
+            run, out / ANNOTATED_MP4, settings.every, context.get("annotate")
         )
         written.append(out / ANNOTATED_MP4)
     if settings.report:
@@ -269,7 +272,7 @@ def write_video_outputs(run: VideoRun, settings: Settings, context: dict) -> lis
             "small_faces": asdict(run.small_faces),
         },
         "timings_s": {
-            "analysis": round(started - run.started, 3),
+            "analysis": round(run.analysis_s, 3),
             "writing": round(time.perf_counter() - started, 3),
         },
         "outputs": sorted(str(p.relative_to(out)) for p in written),
