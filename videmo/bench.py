@@ -18,8 +18,8 @@ from pathlib import Path
 
 from videmo.detect import create_detector
 from videmo.errors import VidemoError, VideoError
+from videmo.outputs.names import RUN_JSON
 from videmo.pipeline import Analyzer, prefetch
-from videmo.resume import RUN_JSON
 from videmo.runner import run_videos
 from videmo.settings import Settings
 from videmo.video import Frame, index_packets, probe, read_frames

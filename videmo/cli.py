@@ -576,7 +576,7 @@ def _note_small_faces(runs: list[VideoRun], settings: Settings) -> None:
 
 def _annotated_audio(run: VideoRun) -> str | None:
     """What ``run.json`` says of the annotated video's sound (written on a worker, maybe)."""
-    from videmo.resume import RUN_JSON
+    from videmo.outputs.names import RUN_JSON
 
     try:
         return json.loads((run.out_dir / RUN_JSON).read_text()).get("annotated_audio")

@@ -25,12 +25,10 @@ except ImportError:  # pragma: no cover - not on POSIX: folders are claimed, not
 
 from videmo.errors import OutputError
 from videmo.outputs.atomic import ensure_dir, write_bytes_atomic
-from videmo.resume import RUN_JSON
+from videmo.outputs.names import BATCH_CSV, REPORT_HTML, RUN_JSON
 
 CLAIM_FILE = ".videmo-input"
 #: What a batch writes at the output root beside the video folders: never a video's folder.
-BATCH_CSV = "batch.csv"
-REPORT_HTML = "report.html"  # a video's page, and the batch's at the root
 ROOT_FILES = frozenset({BATCH_CSV, REPORT_HTML})
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")

@@ -30,7 +30,6 @@ _TEXT_BGR: tuple[tuple[int, int, int], ...] = tuple(
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 #: The annotated video in a video's output folder.
-ANNOTATED_MP4 = "annotated.mp4"
 
 
 class FaceRows(NamedTuple):

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from videmo.errors import OutputError, SettingsError, VidemoError
-from videmo.naming import BATCH_CSV, printable
+from videmo.naming import printable
 from videmo.outputs.atomic import ensure_dir, write_text_atomic
+from videmo.outputs.names import BATCH_CSV, REPORT_HTML
 
 if TYPE_CHECKING:
     from videmo.runner import VideoRun
@@ -70,8 +71,6 @@ def remove_batch_summary(out_root: Path) -> None:
     They describe the earlier run; left in place while this one runs, a batch that is
     interrupted or killed would leave a summary that no longer matches the folders.
     """
-    from videmo.outputs.report import REPORT_HTML
-
     for name in (BATCH_CSV, REPORT_HTML):  # both checked before either is removed
         if not _written_by_videmo(out_root / name):
             raise OutputError(

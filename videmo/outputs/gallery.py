@@ -17,9 +17,9 @@ import pandas as pd
 from videmo.crop import crop_square
 from videmo.errors import VideoError
 from videmo.outputs.atomic import ensure_dir, write_bytes_atomic
+from videmo.outputs.names import FACES_DIR, thumbnail_name
 from videmo.video import Frame, PacketIndex, read_frames
 
-FACES_DIR = "faces"
 #: Thumbnail side in pixels (the page shows them at this size or smaller).
 THUMB_SIDE = 160
 #: The thumbnail shows this much more than the detector box, so hair and chin are in.
@@ -31,11 +31,6 @@ MAX_THUMBNAILS = 200
 #: Candidate frames closer than this are decoded in one run instead of two seeks.
 _MERGE_GAP = 48
 _JPEG_QUALITY = 90
-
-
-def thumbnail_name(face_id: int) -> str:
-    """``face_NNN.jpg``, the name the report links to."""
-    return f"face_{face_id:03d}.jpg"
 
 
 def candidates(timeline: pd.DataFrame, limit: int = MAX_THUMBNAILS) -> pd.DataFrame:

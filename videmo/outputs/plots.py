@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from videmo.outputs.atomic import atomic_write, ensure_dir
+from videmo.outputs.names import DISTRIBUTION_PNG, OVERVIEW_PNG, PLOTS_DIR, face_plot_name
 from videmo.outputs.palette import EMOTION_COLORS
 from videmo.outputs.timeline import EMOTION_DTYPE, PROB_COLUMNS, SMOOTH_COLUMNS
 from videmo.spec import EMOTIONS
@@ -24,9 +25,6 @@ if TYPE_CHECKING:  # matplotlib takes half a second to import: only runs that pl
     from matplotlib.patches import Patch
 
 
-PLOTS_DIR = "plots"
-OVERVIEW_PNG = "overview.png"
-DISTRIBUTION_PNG = "distribution.png"
 #: Per-face charts are written for at most this many faces (those seen longest).
 MAX_FACE_PLOTS = 24
 #: The overview ethogram shows at most this many rows (faces seen longest).
@@ -217,11 +215,6 @@ def shortened(name: str, limit: int = MAX_TITLE_NAME) -> str:
         return name
     head = (limit - 1) // 2
     return f"{name[:head]}…{name[len(name) - (limit - 1 - head) :]}"
-
-
-def face_plot_name(face_id: int) -> str:
-    """``face_NNN.png``, one face's chart in ``plots/`` (the report links to it)."""
-    return f"face_{face_id:03d}.png"
 
 
 def write_plots(df: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:

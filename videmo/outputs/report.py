@@ -18,21 +18,27 @@ import pandas as pd
 
 from videmo.damage import damage_line
 from videmo.detections import SmallFaces
-from videmo.naming import BATCH_CSV, REPORT_HTML, printable
-from videmo.outputs.annotate import ANNOTATED_MP4
+from videmo.naming import printable
 from videmo.outputs.atomic import write_text_atomic
 from videmo.outputs.batch import BATCH_REPORT_TITLE, FINISHED_STATUSES
-from videmo.outputs.gallery import FACES_DIR, thumbnail_name
-from videmo.outputs.palette import EMOTION_COLORS
-from videmo.outputs.plots import (
+from videmo.outputs.names import (
+    ANNOTATED_MP4,
+    BATCH_CSV,
     DISTRIBUTION_PNG,
-    MAX_FACE_PLOTS,
+    FACES_CSV,
+    FACES_DIR,
     OVERVIEW_PNG,
     PLOTS_DIR,
+    REPORT_HTML,
+    RUN_JSON,
+    TIMELINE_CSV,
+    TIMELINE_PARQUET,
     face_plot_name,
+    thumbnail_name,
 )
-from videmo.outputs.timeline import FACES_CSV, MEAN_COLUMNS, TIMELINE_CSV, TIMELINE_PARQUET
-from videmo.resume import RUN_JSON
+from videmo.outputs.palette import EMOTION_COLORS
+from videmo.outputs.plots import MAX_FACE_PLOTS
+from videmo.outputs.timeline import MEAN_COLUMNS
 from videmo.settings import ANALYSIS_KEYS
 from videmo.spec import EMOTIONS
 

@@ -21,12 +21,9 @@ import pyarrow.parquet as pq
 from videmo.detections import FaceDetections
 from videmo.errors import OutputError
 from videmo.outputs.atomic import atomic_write, ensure_dir
-from videmo.resume import RUN_JSON, is_finished
+from videmo.outputs.names import FACES_CSV, RUN_JSON, TIMELINE_CSV, TIMELINE_PARQUET
+from videmo.resume import is_finished
 from videmo.spec import EMOTIONS
-
-TIMELINE_PARQUET = "timeline.parquet"
-TIMELINE_CSV = "timeline.csv"
-FACES_CSV = "faces.csv"
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{name}" for name in EMOTIONS)
 SMOOTH_COLUMNS: tuple[str, ...] = tuple(f"smooth_{name}" for name in EMOTIONS)

@@ -22,13 +22,13 @@ from videmo.encode import VideoWriter, audio_plan_of, concat_segments
 from videmo.errors import OutputError, VideoError
 from videmo.models import EMOTION_FILE, model_path, sha256_file
 from videmo.naming import printable
-from videmo.outputs.annotate import ANNOTATED_MP4, FrameRows, draw_faces, rows_by_frame
+from videmo.outputs.annotate import FrameRows, draw_faces, rows_by_frame
 from videmo.outputs.atomic import temp_of, write_json_atomic
 from videmo.outputs.gallery import write_thumbnails
+from videmo.outputs.names import ANNOTATED_MP4, REPORT_HTML, RUN_JSON
 from videmo.outputs.plots import write_plots
-from videmo.outputs.report import REPORT_HTML, write_video_report
+from videmo.outputs.report import write_video_report
 from videmo.outputs.timeline import faces_summary, write_faces, write_timeline
-from videmo.resume import RUN_JSON
 from videmo.settings import Settings
 from videmo.video import Frame, PacketIndex, VideoInfo, read_frames
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from videmo.spec import ModelSpec
+
 if TYPE_CHECKING:
     from videmo.train.train import TrainConfig
 
@@ -317,7 +319,7 @@ def _print_results(results: dict) -> None:
 @click.option(
     "--mean",
     type=float,
-    default=0.5,
+    default=ModelSpec.mean,
     show_default=True,
     callback=lambda ctx, param, value: _finite(param, value, positive=False),
     help="Normalisation mean on the 0-1 scale (mini-Xception: 0.5).",
@@ -325,7 +327,7 @@ def _print_results(results: dict) -> None:
 @click.option(
     "--std",
     type=float,
-    default=0.5,
+    default=ModelSpec.std,
     show_default=True,
     callback=lambda ctx, param, value: _finite(param, value, positive=True),
     help="Normalisation std on the 0-1 scale (mini-Xception: 0.5).",

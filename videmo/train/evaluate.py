@@ -17,8 +17,6 @@ import numpy as np
 from videmo.spec import ModelSpec
 from videmo.train.data import load_fer2013
 
-INPUT_NAME = "input"
-
 
 def load_session(model_path: str | Path, threads: int = 0) -> tuple[Any, ModelSpec]:
     """An onnxruntime CPU session and the model's spec (``videmo.emotion.open_model``)."""

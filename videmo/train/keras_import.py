@@ -23,8 +23,8 @@ from videmo.spec import EMOTIONS, ModelSpec
 def import_keras(
     h5_path: str | Path | Sequence[str | Path],
     out_path: str | Path,
-    mean: float = 0.5,
-    std: float = 0.5,
+    mean: float = ModelSpec.mean,
+    std: float = ModelSpec.std,
     parity_faces: np.ndarray | None = None,
     flip_tta: bool = False,
 ) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from videmo.errors import DataError, SettingsError
 from videmo.outputs.atomic import atomic_write, orphaned_temps, write_text_atomic
 from videmo.settings import DETECTORS, check_type, load_toml
 from videmo.spec import EMOTIONS, ModelSpec
+from videmo.train.data import SIDE as FER2013_SIDE  # a larger input_size scales them up
 from videmo.train.data import (
     Split,
     ferplus_path_for,
@@ -62,8 +63,6 @@ from videmo.train.data import (
     require_split,
 )
 
-#: Side of FER2013's faces; a larger ``input_size`` scales them up.
-FER2013_SIDE = 48
 #: The no-face clip of the ``shared/data`` layout, where ``frame_by`` pastes training faces.
 FRAME_BACKGROUND_DEFAULT = Path("../videos/no_face/pyfeat_no_face_caminandes.mp4")
 
@@ -612,7 +611,7 @@ def default_spec(config: TrainConfig) -> ModelSpec:
 def _import_tf(config: TrainConfig) -> tuple[Any, Any]:
     """Import TF with thread limits and seeds set before any op runs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if config.input_size != 48:
+    if config.input_size != FER2013_SIDE:
         # TF 2.21's oneDNN kernels segfault in the first training step of a mini-Xception
         # at 64x64 (48x48 trains fine); TF's plain kernels train it. The switch is read
         # when TensorFlow loads, so it cannot be turned off in a process that has loaded it.
