@@ -490,6 +490,7 @@ def test_faces_left_out_as_too_small_are_said_not_hidden(tmp_path: Path) -> None
     assert "faces under --min-face 20 px, left out" in page
     keeps = int(note.split("; --min-face ")[1].split()[0])
     assert keeps == int(small["smallest"]) < 20
+    assert f"the smallest {keeps} px" in note  # said as the option that keeps it (it rounded)
     again = run_cli("run", CLASSROOM, "-o", tmp_path / "b", *FAST, "--min-face", keeps)
     again.assert_ok()
     assert "--min-face" not in again.stderr  # none left out now
@@ -814,6 +815,11 @@ def test_an_address_without_a_host_is_one_line_not_rays_traceback(tmp_path: Path
         "run", SINGLE, "-o", tmp_path / "out", "--address", ":6379", *FAST
     ).assert_one_line_error()
     assert "names no host: give HOST:PORT" in line
+    # a web address (the dashboard's): Ray's own message was cut off before its advice
+    line = run_cli(
+        "run", SINGLE, "-o", tmp_path / "out", "--address", "http://127.0.0.1:8265", *FAST
+    ).assert_one_line_error()
+    assert "is a web address" in line and line.endswith("or ray://HOST:10001"), line
 
 
 def test_a_single_lost_frame_is_one_time_not_a_range_from_it_to_itself() -> None:

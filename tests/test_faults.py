@@ -90,7 +90,16 @@ def test_hard_links_to_one_file_are_one_input(tmp_path: Path) -> None:
     original.write_bytes(b"0")
     (tmp_path / "links").mkdir()
     os.link(original, tmp_path / "links" / "a.mp4")
-    assert collect_inputs([str(tmp_path / "in"), str(tmp_path / "links")]) == [original]
+    skipped = Skipped()
+    assert collect_inputs([str(tmp_path / "in"), str(tmp_path / "links")], None, skipped) == [
+        original
+    ]
+    # said, not silent: three names given, one video analysed (as a single video: no batch.csv)
+    assert skipped.repeats == [(tmp_path / "links" / "a.mp4", original)]
+    assert skipped.notes() == [
+        f"1 input named a file given before (e.g. {tmp_path / 'links' / 'a.mp4'}, the same "
+        f"file as {original}): each file is analysed once"
+    ]
 
 
 def test_a_long_name_and_its_twin_both_get_folders(tmp_path: Path) -> None:
@@ -291,6 +300,26 @@ def test_output_root_is_skipped_when_expanding_folders(tmp_path: Path) -> None:
     (clips / "results" / "x" / "annotated.mp4").write_bytes(b"0")
     found = collect_inputs([str(clips)], clips / "results")
     assert found == [clips / "a.mp4"]
+
+
+@requires_data
+def test_a_pattern_under_the_output_root_matches_its_videos_not_the_outputs(
+    tmp_path: Path,
+) -> None:
+    """``videmo run 'clips/*.mp4' -o clips`` said "no file matches it as a pattern" although
+    it did, while naming the same files one by one worked. The outputs written there are
+    left out by their claim files, also by a recursive pattern, and a rerun skips."""
+    clips = tmp_path / "clips"
+    copy_clip(SINGLE, clips, "a.mp4")
+    first = run_cli("run", clips / "*.mp4", "-o", clips, "--no-plots", "--no-report", "-q")
+    assert first.assert_ok().stdout.split() == [str(clips / "a")]
+    assert (clips / "a" / "annotated.mp4").is_file()
+    skipped = Skipped()
+    found = collect_inputs([str(clips / "**" / "*.mp4")], clips, skipped)
+    assert found == [clips / "a.mp4"]
+    assert skipped.outputs == [clips / "a" / "annotated.mp4"]
+    again = run_cli("run", clips / "**" / "*.mp4", "-o", clips, "--no-plots", "--no-report")
+    assert again.rc == 0 and "skipped" in again.stderr, again
 
 
 def test_earlier_outputs_and_links_in_a_folder_are_left_out_and_said(tmp_path: Path) -> None:
@@ -1690,6 +1719,22 @@ def test_an_empty_output_root_is_refused_not_read_as_the_current_folder(tmp_path
     with pytest.raises(OutputError, match="out_dir is empty"):
         videmo.analyze(SINGLE, out_dir="")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
+def test_analyze_that_fails_leaves_no_folders_it_made(tmp_path: Path) -> None:
+    """``analyze(text_file, out_dir="new/a/b")`` raised as it should but left ``new/a/b``
+    behind, empty; ``videmo run ... -o new/a/b`` removes what it made for nothing."""
+    import videmo
+
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("not a video")
+    with pytest.raises(videmo.VideoError, match="not a readable video"):
+        videmo.analyze(fake, out_dir=tmp_path / "new" / "a" / "b")
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(videmo.VideoError):
+        videmo.analyze(fake, out_dir=tmp_path / "kept" / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "notes.mp4"]
+    assert not list((tmp_path / "kept").iterdir())  # there before: left as it was
 
 
 @requires_data

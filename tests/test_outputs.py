@@ -410,6 +410,19 @@ def test_labels_of_faces_side_by_side_do_not_cover_each_other() -> None:
     assert places[0] == (300, 220, 450, 240)  # the first keeps its place above its box
 
 
+def test_a_label_in_a_very_tall_frame_fits_across_it() -> None:
+    """360x1600: the label was sized to the frame's height and ran off its right edge, and
+    the confidence with it. Its colour must stop short of the edge, all its text within."""
+    image = np.zeros((1600, 360, 3), np.uint8)
+    surprise = EMOTIONS.index("surprise")
+    draw_faces(image, np.array([[120, 700, 120, 150]], np.float32), np.array([12]),
+               np.array([surprise]), np.array([1.0]))  # fmt: skip
+    fill = (image == np.array(_BOX_BGR[surprise], np.uint8)).all(axis=2)
+    label_rows = fill[650:700]  # above the box
+    columns = np.flatnonzero(label_rows.any(axis=0))
+    assert columns.size and columns.max() < 359, "the label reaches the frame's edge"
+
+
 def _drawn(box: tuple[int, int, int, int], code: int) -> np.ndarray:
     """Where one face's box colour lands on a blank 320x240 frame."""
     image = np.zeros((240, 320, 3), np.uint8)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from videmo.detections import SmallFaces
 from videmo.errors import DamagedVideoWarning, OutputError, SettingsError, VidemoError
+from videmo.naming import removed_if_left_empty
 from videmo.outputs.batch import read_batch
 from videmo.outputs.timeline import faces_summary, read_faces, read_timeline
 from videmo.runner import run_videos
@@ -76,7 +77,8 @@ def analyze(
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise OutputError(f"analyze(): out_dir {out_dir} exists and is not a folder")
-        [run] = run_videos([path], out_dir.parent, settings, out_dirs=[out_dir])
+        with removed_if_left_empty(out_dir):  # as the command's -o, if nothing was written
+            [run] = run_videos([path], out_dir.parent, settings, out_dirs=[out_dir])
     if run.status == "failed":
         raise run.error_type(run.error)
     if run.damage:  # the timeline covers what decoded: say so, as the CLI does

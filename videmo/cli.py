@@ -200,15 +200,10 @@ def _job_model(here: Path, value: str) -> str:
 def _run_and_report(paths: list[Path], out_root: Path, settings: Settings, quiet: bool) -> None:
     """Run the inputs and report them; an output root this run made and left empty (its one
     input failed before writing anything) is removed again."""
-    missing = [d for d in (out_root, *out_root.parents) if not os.path.lexists(d)]
-    try:
+    from videmo.naming import removed_if_left_empty
+
+    with removed_if_left_empty(out_root):
         _run_and_list(paths, out_root, settings, quiet)
-    finally:
-        for folder in missing:  # the root, then the parents made for it (`-o new/deeper`)
-            try:
-                folder.rmdir()
-            except OSError:  # not empty, or gone: leave it and what is above it
-                break
 
 
 def _run_and_list(paths: list[Path], out_root: Path, settings: Settings,
@@ -556,8 +551,9 @@ def _note_small_faces(runs: list[VideoRun], settings: Settings) -> None:
         return
     smallest = min(run.small_faces.smallest for run in noted)
     keeps = (
-        f"--min-face {max(1, int(smallest))} keeps them, though expressions that small are "
-        "hard to read"
+        f"--min-face {int(smallest)} keeps them, though expressions that small are hard to read"
+        if smallest >= 1
+        else "boxes that small are not faces (is --score-threshold too low?)"
     )
     if len(runs) == 1:
         click.echo(
@@ -569,7 +565,7 @@ def _note_small_faces(runs: list[VideoRun], settings: Settings) -> None:
     click.echo(
         f"videmo: note: {len(noted)} of {len(runs)} videos had faces under --min-face "
         f"{settings.min_face} px left out (each run.json's counts.small_faces says where; "
-        f"the smallest {smallest:.0f} px); {keeps}",
+        f"the smallest {int(smallest)} px); {keeps}",
         err=True,
     )
 
@@ -626,6 +622,7 @@ def bench(
     from rich.table import Table
 
     from videmo.bench import run_bench
+    from videmo.naming import plural
     from videmo.outputs.atomic import check_output_file, write_text_atomic
     from videmo.progress import install_interrupt_handler
 
@@ -666,8 +663,9 @@ def bench(
     for r in results:
         stages = r["stages"]
         breakdown = Table(title=f"{Path(r['video']).name}: ms per frame, serial analysis "
-                          f"({stages['analysis_fps']:.0f} fps; {stages['full_detections']} full "
-                          f"detections, {stages['followed_faces']} faces followed)")  # fmt: skip
+                          f"({stages['analysis_fps']:.0f} fps; "
+                          f"{plural(stages['full_detections'], 'full detection')}, "
+                          f"{plural(stages['followed_faces'], 'face')} followed)")  # fmt: skip
         breakdown.add_column("stage")
         breakdown.add_column("ms/frame", justify="right")
         for stage, ms in stages["ms_per_frame"].items():

@@ -163,5 +163,5 @@ class SmallFaces:
         """Where and how small, in words: for the run's note and the report."""
         return (
             f"on {self.share:.0%} of the frames detected in full, up to {self.most} in a "
-            f"frame, the smallest {self.smallest:.0f} px"
+            f"frame, the smallest {int(self.smallest)} px"  # floored: --min-face N keeps it
         )

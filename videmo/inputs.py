@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videmo.errors import VidemoError
-from videmo.naming import CLAIM_FILE
+from videmo.naming import CLAIM_FILE, plural
 
 VIDEO_SUFFIXES = frozenset(
     [
@@ -41,6 +41,8 @@ class Skipped:
     not_videos: Counter = field(default_factory=Counter)  # by extension
     outputs: list[Path] = field(default_factory=list)  # videos in an earlier run's output folder
     links: list[Path] = field(default_factory=list)  # linked folders and broken links
+    # inputs that are a file given before (again, or by a link or hard link): (it, the first)
+    repeats: list[tuple[Path, Path]] = field(default_factory=list)
 
     def notes(self) -> list[str]:
         """One line per kind of file left out, saying how to take it in anyway."""
@@ -49,6 +51,13 @@ class Skipped:
             notes.append(
                 f"{_count(self.outputs, 'video')} in earlier videmo output folders "
                 f"(e.g. {self.outputs[0]}) not analysed; name a file to analyse it anyway"
+            )
+        if self.repeats:
+            again, first = self.repeats[0]
+            same = "" if again == first else f", the same file as {first}"
+            notes.append(
+                f"{_count(self.repeats, 'input')} named a file given before (e.g. {again}"
+                f"{same}): each file is analysed once"
             )
         if self.links:
             notes.append(
@@ -69,11 +78,12 @@ def collect_inputs(
 
     Paths keep the form the user gave (a symlink is named after the link, not
     its target); duplicates are dropped by their resolved file. Files under
-    ``exclude`` (the output root) are skipped when folders and globs are
-    expanded, so a rerun never analyses its own outputs, and so are files in any
-    other videmo output folder (one holding its claim file) at or below the folder or
-    the pattern's fixed start: an earlier run with another ``-o`` would otherwise have
-    its annotated videos analysed as inputs.
+    ``exclude`` (the output root) are skipped when a folder is expanded, so a rerun
+    never analyses its own outputs, and so are files in any videmo output folder (one
+    holding its claim file) at or below the folder or the pattern's fixed start: an
+    earlier run with another ``-o`` would otherwise have its annotated videos analysed
+    as inputs. A pattern's other matches are inputs even under the output root, as
+    files named one by one are (``videmo run 'clips/*.mp4' -o clips``).
     ``skipped`` gathers what a folder held that was left out.
     """
     skip = exclude.resolve() if exclude is not None else None
@@ -90,7 +100,7 @@ def collect_inputs(
             found += _search(path, skip, skipped)
         elif glob.has_magic(spec) and not path.exists():
             matches = [Path(p) for p in glob.glob(spec, recursive=True)]
-            matches = sorted(p for p in matches if p.is_file() and not _under(p, skip))
+            matches = sorted(p for p in matches if p.is_file())
             kept = [p for p in matches if not _in_output_folder(p, _pattern_root(path))]
             skipped.outputs += [p for p in matches if p not in kept]
             # A pattern that matches nothing stays as given, so it fails as "no such file"
@@ -100,7 +110,9 @@ def collect_inputs(
             found.append(path)
     unique: dict[object, Path] = {}
     for p in found:  # one file reached by several paths (links, hard links) is one input
-        unique.setdefault(_file_identity(p), p)
+        first = unique.setdefault(_file_identity(p), p)
+        if first is not p:
+            skipped.repeats.append((p, first))
     if not unique:
         raise VidemoError(f"no video files found in {' '.join(specs)}")
     return list(unique.values())
@@ -158,7 +170,7 @@ def _under(path: Path, root: Path | None) -> bool:
 
 
 def _count(items: list, noun: str) -> str:
-    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''}"
+    return plural(len(items), noun)
 
 
 def _not_videos_note(skipped: Counter) -> str:

@@ -13,9 +13,11 @@ with more or fewer inputs never renames anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 try:
@@ -134,6 +136,27 @@ def own_output_dir(folder: Path, path: Path) -> None:
     key = input_key(path)
     if _owner(folder) != key:
         write_bytes_atomic(ensure_dir(folder) / CLAIM_FILE, os.fsencode(key) + b"\n")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 frame``, ``2 frames``: a count and its noun, for what videmo says."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` and the parents made for it (``-o new/deeper``) again, if the body
+    leaves them empty: an output root made for one input that failed before writing
+    anything must not stay behind as an empty folder."""
+    missing = [d for d in (folder, *folder.parents) if not os.path.lexists(d)]
+    try:
+        yield
+    finally:
+        for made in missing:  # the folder first, then upwards
+            try:
+                made.rmdir()
+            except OSError:  # not empty, or gone: leave it and what is above it
+                break
 
 
 def release_output_dir(folder: Path, path: Path) -> None:

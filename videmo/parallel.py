@@ -717,6 +717,12 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise VidemoError(
             f"--address {address!r} names no host: give HOST:PORT, e.g. 10.0.0.5:6379"
         )
+    if re.match(r"https?://", address.strip(), re.IGNORECASE):  # Ray's advice is cut off
+        raise VidemoError(
+            f"--address {address!r} is a web address (the dashboard or the job API): give the "
+            "head's address, HOST:PORT as 'ray start --head' printed it (e.g. 10.0.0.5:6379), "
+            "or ray://HOST:10001"
+        )
     match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
     if match is None:  # "auto" and other forms: let Ray resolve them
         return

@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from videmo.naming import printable
+from videmo.naming import plural, printable
 from videmo.runner import Reporter, VideoRun
 
 console = Console(stderr=True)
@@ -230,8 +230,8 @@ def print_summary(runs: list[VideoRun], batch_csv: Path | None) -> None:
         run = runs[0]
         if run.status != "failed":
             console.print(
-                Text(f"{run.status}: {run.out_dir}  ({run.frames} frames, {run.faces} "
-                     f"face{'' if run.faces == 1 else 's'}, {run.seconds:.1f} s)"),
+                Text(f"{run.status}: {run.out_dir}  ({plural(run.frames, 'frame')}, "
+                     f"{plural(run.faces, 'face')}, {run.seconds:.1f} s)"),
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
         return

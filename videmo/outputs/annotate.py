@@ -114,14 +114,17 @@ def rows_by_frame(df: pd.DataFrame | None) -> FrameRows:
     )
 
 
-def _style(height: int) -> tuple[float, int, int]:
-    """Font scale, text thickness and box thickness for a frame of this height.
+def _style(height: int, width: int) -> tuple[float, int, int]:
+    """Font scale, text thickness and box thickness for a frame of this size.
 
-    Scaled so the label is about 2.5% of the frame height at any resolution.
+    Scaled so the label is about 2.5% of the frame's shorter side at any resolution (its
+    height in a landscape frame). Scaled by the height alone, a label in a very tall frame
+    (360x1600) was wider than the frame and lost its confidence off the edge.
     """
-    scale = max(0.35, height / 900)
-    thickness = max(1, round(height / 480))
-    return scale, thickness, max(2, round(height / 300))
+    side = min(height, width)
+    scale = max(0.35, side / 900)
+    thickness = max(1, round(side / 480))
+    return scale, thickness, max(2, round(side / 300))
 
 
 Rect = tuple[int, int, int, int]  # left, top, right, bottom (exclusive)
@@ -181,7 +184,7 @@ def draw_faces(
         ``image_bgr`` itself, for chaining.
     """
     height, width = image_bgr.shape[:2]
-    scale, text_thick, box_thick = _style(height)
+    scale, text_thick, box_thick = _style(height, width)
     xywh = np.rint(np.asarray(xywh, dtype=np.float64)).astype(np.int64).reshape(-1, 4)
     boxes = [(x, y, x + w, y + h) for x, y, w, h in xywh.tolist()]
     codes = np.asarray(emotion_idx).tolist()
