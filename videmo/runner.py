@@ -288,11 +288,6 @@ def run_videos(
     Without ``keep_timelines`` a video's timeline and packet index are dropped once it is
     finished (the CLI: a batch of thousands must not fill the driver's memory).
     """
-    from videmo.outputs.writer import write_video_outputs
-
-    reporter = _Unlocking(reporter or Reporter())
-    custom_finish = finish
-    finish = finish or write_video_outputs
     on_cluster = bool(ray_address(settings))
     as_given = _AsGiven(paths, out_root, out_dirs, active=on_cluster)
     if on_cluster:
@@ -302,163 +297,198 @@ def run_videos(
         out_dirs = [d.absolute() for d in out_dirs] if out_dirs else None
         if settings.model and Path(settings.model).is_file():  # not a shipped model's name
             settings = replace(settings, model=str(Path(settings.model).absolute()))
-    model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
     check_output_root(out_root)
     check_model_and_device(settings)
     given = out_dirs or [None] * len(paths)
     runs = [VideoRun(i, p, d) for i, (p, d) in enumerate(zip(paths, given, strict=True))]
-    fingerprints: dict[int, dict] = {}
+    batch = _Batch(runs, out_root, settings, _Unlocking(reporter or Reporter()))
+    batch.run(finish, keep_timelines)
+    return as_given(runs)
 
-    def prepare(run: VideoRun, here: bool = True) -> None:
+
+class _Batch:
+    """One call of :func:`run_videos`: its inputs, their preparation, and the dispatch loop.
+
+    Inputs are prepared in order, and only as far as needed: here until there is enough
+    work to choose the executor, later as workers ask for more tasks (on Ray, the workers
+    probe and index them). A batch of thousands starts at once, and the driver holds a
+    few indexes at a time. Chunks go to the executor; a video whose chunks are all back
+    is finished (tracked, smoothed, written) here or, in a batch on Ray, on a worker.
+    """
+
+    def __init__(
+        self, runs: list[VideoRun], out_root: Path, settings: Settings, reporter: _Unlocking
+    ) -> None:
+        self.runs, self.out_root, self.settings, self.reporter = runs, out_root, settings, reporter
+        self.model_sha = sha256_file(model_path(settings.model or EMOTION_FILE))
+        self.fingerprints: dict[int, dict] = {}
+        self.upcoming = iter(runs)  # not prepared yet
+        self.ready: list[VideoRun] = []  # prepared before the executor was chosen
+        self.queued: list[ChunkTask | FinishTask] = []  # ready to hand out before anything new
+        self.complete_here = True  # finish videos in this process (else on the workers)
+        self.probe_on_workers = False
+        self.keep_timelines = True
+        self.finish: Callable[[VideoRun, Settings, dict], None] | None = None
+        self.context: dict = {}
+
+    def run(
+        self, finish: Callable[[VideoRun, Settings, dict], None] | None, keep_timelines: bool
+    ) -> None:
+        """Prepare, choose the executor, dispatch; every video ends done, skipped or failed."""
+        from videmo.outputs.writer import write_video_outputs
+
+        try:
+            prepared = self._prepare_until_settled()
+            if not self.ready:
+                self.reporter.close()
+                return
+            executor = choose_executor(self.settings, self.ready, unread=len(self.runs) - prepared)
+        except BaseException:  # Ctrl-C, no cluster at --address: nothing was written
+            _give_back(self.runs, self.reporter)
+            raise
+        self.finish, self.keep_timelines = finish or write_video_outputs, keep_timelines
+        self.context = {
+            "executor": executor.name,
+            "workers": executor.workers,
+            "provider": executor.provider,
+            "classify_stage": bool(getattr(executor, "classifiers", None)),
+            "annotate": executor.annotate,  # the annotated video, drawn by its workers
+            "single": len(self.runs) == 1,  # no batch summary of its own; one may list it
+        }
+        # A batch on Ray tracks and writes each video on a worker, so the driver only
+        # dispatches. One video is finished here instead, where its annotated video can be
+        # cut into segments for all workers; so are runs whose caller wants the timeline.
+        self.complete_here = not (
+            isinstance(executor, RayExecutor) and len(self.runs) > 1 and finish is None
+            and not keep_timelines
+        )  # fmt: skip
+        # Later inputs of a batch on Ray are fingerprinted, resume-checked, probed and
+        # indexed on the workers as well; the driver only names them.
+        self.probe_on_workers = isinstance(executor, RayExecutor)
+        # videos: all inputs, as skipped and failed ones were already counted done
+        self.reporter.start(sum(r.expected_frames for r in self.ready), len(self.runs))
+        self._dispatch(executor)
+
+    def _prepare_until_settled(self) -> int:
+        """Prepare inputs until the work so far settles the executor; how many were."""
+        prepared = 0
+        for run in self.upcoming:
+            self._prepare(run)
+            prepared += 1
+            if run.status == "pending":
+                self.ready.append(run)
+                if _executor_settled(self.settings, self.ready):
+                    break
+        return prepared
+
+    def _prepare(self, run: VideoRun, here: bool = True) -> None:
         """Name one input; fingerprint, resume-check and probe it here unless a worker will."""
+        locks = self.reporter.locks
         try:
             if not run.path.is_file():
                 probe(run.path)  # raises the one-line "no such file" / "not a file" error
             if run.out_dir is None:
-                folder = claim_output_dir(out_root, run.path)
+                folder = claim_output_dir(self.out_root, run.path)
                 # named only once held: a folder another run holds is not given back below
-                reporter.locks[run.position] = lock_output_dir(folder)
+                locks[run.position] = lock_output_dir(folder)
                 run.out_dir = folder
             else:  # a folder the caller named (analyze's out_dir) is held the same way
                 folder, run.out_dir = run.out_dir, None  # another's until held: kept below
-                reporter.locks[run.position] = lock_output_dir(ensure_dir(folder))
+                locks[run.position] = lock_output_dir(ensure_dir(folder))
                 run.out_dir = folder
         except (VidemoError, OSError) as exc:  # unreadable input, unusable folder: this video
             _fail(run, _video_error(run, exc))
         if run.status == "pending" and here:
-            _, fingerprints[run.position] = check_and_plan(run, settings, model_sha)
+            _, self.fingerprints[run.position] = check_and_plan(run, self.settings, self.model_sha)
         if run.status in ("skipped", "failed"):
-            reporter.video_done(run)
+            self.reporter.video_done(run)
 
-    # Inputs are prepared in order, and only as far as needed: here until there is enough
-    # work to choose the executor, later as workers ask for more tasks (on Ray, the workers
-    # probe and index them). A batch of thousands starts at once, and the driver holds a
-    # few indexes at a time.
-    upcoming = iter(runs)
-    ready: list[VideoRun] = []
-    prepared = 0
-    try:
-        for run in upcoming:
-            prepare(run)
-            prepared += 1
-            if run.status == "pending":
-                ready.append(run)
-                if _executor_settled(settings, ready):
-                    break
-    except BaseException:
-        _give_back(runs, reporter)
-        raise
-    if not ready:
-        reporter.close()
-        return as_given(runs)
-    try:
-        executor = choose_executor(settings, ready, unread=len(runs) - prepared)
-    except BaseException:  # no cluster at --address, say: nothing was written
-        _give_back(runs, reporter)
-        raise
-    context = {
-        "executor": executor.name,
-        "workers": executor.workers,
-        "provider": executor.provider,
-        "classify_stage": bool(getattr(executor, "classifiers", None)),
-        "annotate": executor.annotate,  # the annotated video, drawn by its workers
-        "single": len(runs) == 1,  # no batch summary of its own; an earlier one may list it
-    }
-    # A batch on Ray tracks and writes each video on a worker, so the driver only
-    # dispatches. One video is finished here instead, where its annotated video can be
-    # cut into segments for all workers; so are runs whose caller wants the timeline back.
-    on_workers = (
-        isinstance(executor, RayExecutor) and len(runs) > 1 and custom_finish is None
-        and not keep_timelines
-    )  # fmt: skip
-    # videos: all inputs, as skipped and failed ones were already counted done
-    reporter.start(sum(r.expected_frames for r in ready), len(runs))
-    # Later inputs of a batch on Ray are fingerprinted, resume-checked, probed and indexed
-    # on the workers as well; the driver only names them.
-    probe_on_workers = isinstance(executor, RayExecutor)
-    queued: list[ChunkTask | FinishTask] = []  # ready to hand out before anything new
-
-    def done(run: VideoRun) -> None:
+    def _done(self, run: VideoRun) -> None:
         run.seconds = time.perf_counter() - run.started
         run.results = []
-        if not keep_timelines:  # written: the driver's memory must not grow with the batch
+        if not self.keep_timelines:  # written: the driver's memory must not grow with it
             run.timeline, run.index = None, None
-        reporter.video_done(run)
+        self.reporter.video_done(run)
 
-    def complete(run: VideoRun) -> None:
+    def _complete(self, run: VideoRun) -> None:
+        """All of ``run``'s chunks are back: finish it here, or queue it for a worker."""
         run.analysis_s = time.perf_counter() - run.started
-        ctx = {**context, "fingerprint": fingerprints[run.position]}
-        if on_workers:
+        ctx = {**self.context, "fingerprint": self.fingerprints[run.position]}
+        if not self.complete_here:
             ctx["annotate"] = None  # a worker renders the annotated video itself
-            queued.append(FinishTask(run.position, run, settings, ctx))
+            self.queued.append(FinishTask(run.position, run, self.settings, ctx))
             return
-        finish_video(run, settings, finish, ctx)
-        done(run)
+        assert self.finish is not None
+        finish_video(run, self.settings, self.finish, ctx)
+        self._done(run)
 
-    def tasks() -> Iterator[ChunkTask | FinishTask | PrepareTask | None]:
-        for run in ready:
-            yield from queued_now()
-            yield from _chunk_tasks(run, complete)
-        for run in upcoming:
-            yield from queued_now()
-            prepare(run, here=not probe_on_workers)
+    def _tasks(self) -> Iterator[ChunkTask | FinishTask | PrepareTask | None]:
+        """What the executor runs, in order, as it has room for more."""
+        for run in self.ready:
+            yield from self._queued_now()
+            yield from _chunk_tasks(run, self._complete)
+        for run in self.upcoming:
+            yield from self._queued_now()
+            self._prepare(run, here=not self.probe_on_workers)
             if run.status != "pending":
                 continue
-            if probe_on_workers:
-                yield PrepareTask(run.position, run, settings, model_sha)
+            if self.probe_on_workers:
+                yield PrepareTask(run.position, run, self.settings, self.model_sha)
                 continue
-            reporter.add_frames(run.expected_frames)
-            yield from _chunk_tasks(run, complete)
-        while probe_on_workers:  # chunks and finishing follow the workers' results
-            yield from queued_now()
+            self.reporter.add_frames(run.expected_frames)
+            yield from _chunk_tasks(run, self._complete)
+        while self.probe_on_workers:  # chunks and finishing follow the workers' results
+            yield from self._queued_now()
             yield None  # nothing to hand out now (the executor asks again after a result)
 
-    def queued_now() -> Iterator[ChunkTask | FinishTask]:
-        while queued:
-            task = queued.pop(0)
-            if isinstance(task, ChunkTask) and runs[task.video].status == "failed":
+    def _queued_now(self) -> Iterator[ChunkTask | FinishTask]:
+        while self.queued:
+            task = self.queued.pop(0)
+            if isinstance(task, ChunkTask) and self.runs[task.video].status == "failed":
                 continue  # its video failed (a chunk timed out): the rest would only cost time
             yield task
 
-    def prepared(run: VideoRun, outcome: PrepareOutcome | BaseException) -> None:
+    def _prepared(self, run: VideoRun, outcome: PrepareOutcome | BaseException) -> None:
         """A worker probed and indexed ``run``: queue its chunks (or fail it)."""
         if isinstance(outcome, BaseException):
             _fail(run, outcome)
         else:
-            fields, fingerprints[run.position] = outcome
+            fields, self.fingerprints[run.position] = outcome
             take_outcome(run, fields)
         if run.status != "pending":
-            reporter.video_done(run)
+            self.reporter.video_done(run)
             return
-        reporter.add_frames(run.expected_frames)
-        queued.extend(_chunk_tasks(run, complete))
+        self.reporter.add_frames(run.expected_frames)
+        self.queued.extend(_chunk_tasks(run, self._complete))
 
-    try:
-        progress = lambda task, n: reporter.advance(n)  # noqa: E731
-        free_since = time.perf_counter()  # when the executor last handed back a chunk
-        for task, result in executor.run(tasks(), lambda video: runs[video].index, progress):
-            run = runs[task.video]
-            if isinstance(task, PrepareTask):
-                prepared(run, result)
-                continue
-            if isinstance(task, FinishTask):
-                _finished_on_worker(run, result)
-                done(run)
-                continue
-            if not run.results and not run.timed:
-                # A video's time starts when its first chunk could start, not with the batch
-                # (exact when serial; with Ray, videos overlap and this is an estimate).
-                run.started, run.timed = free_since, True
-            _collect(run, result, complete, reporter)
-            free_since = time.perf_counter()
-    except BaseException:  # Ctrl-C, SIGTERM, a lost cluster: say what did finish
-        executor.close()  # first: no worker of this run may publish a folder after the look
-        _record_published(runs, fingerprints, settings, reporter)
-        raise
-    finally:
-        executor.close()
-        reporter.close()
-    return as_given(runs)
+    def _dispatch(self, executor: SerialExecutor | RayExecutor) -> None:
+        """Hand out tasks and take their results until every video has ended."""
+        runs, reporter = self.runs, self.reporter
+        try:
+            progress = lambda task, n: reporter.advance(n)  # noqa: E731
+            free_since = time.perf_counter()  # when the executor last handed back a chunk
+            for task, result in executor.run(self._tasks(), lambda v: runs[v].index, progress):
+                run = runs[task.video]
+                if isinstance(task, PrepareTask):
+                    self._prepared(run, result)
+                    continue
+                if isinstance(task, FinishTask):
+                    _finished_on_worker(run, result)
+                    self._done(run)
+                    continue
+                if not run.results and not run.timed:
+                    # A video's time starts when its first chunk could start, not with the
+                    # batch (exact when serial; with Ray, videos overlap: an estimate).
+                    run.started, run.timed = free_since, True
+                _collect(run, result, self._complete, reporter)
+                free_since = time.perf_counter()
+        except BaseException:  # Ctrl-C, SIGTERM, a lost cluster: say what did finish
+            executor.close()  # first: no worker of this run may publish a folder after that
+            _record_published(runs, self.fingerprints, self.settings, reporter)
+            raise
+        finally:
+            executor.close()
+            reporter.close()
 
 
 def _record_published(
@@ -564,6 +594,10 @@ def clear_previous_outputs(out_dir: Path | None, single: bool = False) -> None:
     if out_dir is not None and out_dir.is_dir():
         if single and summary_lists(out_dir.parent, out_dir.name):
             remove_batch_summary(out_dir.parent)  # first: if it cannot be, nothing is lost
+            note(
+                f"note: the batch summary in {out_dir.parent} (batch.csv, report.html) listed "
+                f"{out_dir.name}, which is made again: it was removed, as it no longer matches"
+            )
         (out_dir / RUN_JSON).unlink(missing_ok=True)
         remove_temp_files(out_dir)
         remove_old_outputs(out_dir)
