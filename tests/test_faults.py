@@ -442,14 +442,22 @@ def test_mistyped_model_path_does_not_fall_back(tmp_path: Path) -> None:
 
 
 def _toy_model(
-    path: Path, *, channels: int = 1, outputs: int = 7, head: str = "softmax", batch: object = "N"
+    path: Path,
+    *,
+    channels: int = 1,
+    outputs: int = 7,
+    head: str = "softmax",
+    batch: object = "N",
+    spec_changes: dict | None = None,
 ) -> Path:
     """A linear ONNX model carrying the shipped model's spec, with one fault planted.
 
     ``head``: "softmax" (probabilities), "scores" (raw scores) or "log_mean" (softmax
     of scores plus log(mean input): NaN for a face darker than mid-grey, fine for the
-    blank grey face the loader tries).
+    blank grey face the loader tries). ``spec_changes`` are written into its stored spec.
     """
+    import json
+
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -485,7 +493,10 @@ def _toy_model(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    model.metadata_props.append(onnx.StringStringEntryProto(key=METADATA_KEY, value=spec.to_json()))
+    stored = {**json.loads(spec.to_json()), **(spec_changes or {})}
+    model.metadata_props.append(
+        onnx.StringStringEntryProto(key=METADATA_KEY, value=json.dumps(stored))
+    )
     onnx.save(model, path)
     return path
 
@@ -497,6 +508,9 @@ def _toy_model(
         ({"outputs": 5}, "outputs of shape [5] per face; its spec lists 7 classes"),
         ({"channels": 3}, "takes input of shape ['N', 64, 64, 3], not the NHWC 1x64x64"),
         ({"head": "scores"}, "not probabilities"),
+        # a spec whose values are of the wrong kind was a traceback deep in preprocessing
+        ({"spec_changes": {"mean": "abc"}}, "invalid 'videmo.spec' metadata: mean must be a"),
+        ({"spec_changes": {"crops": {"yunet": {"scale": -1}}}}, "scale must be a number above"),
     ],
 )
 def test_a_model_that_breaks_its_spec_is_refused_before_any_video(
@@ -958,8 +972,9 @@ def test_a_run_of_one_video_removes_a_batch_summary_that_listed_its_folder(tmp_p
     run_cli("run", single, "-o", out, *FAST).assert_ok()  # skipped: nothing changed
     run_cli("run", other, "-o", out, *FAST, "--every", "5").assert_ok()  # not in the batch
     assert (out / "batch.csv").is_file()
-    run_cli("run", single, "-o", out, *FAST, "--every", "3", "--overwrite").assert_ok()
+    again = run_cli("run", single, "-o", out, *FAST, "--every", "3", "--overwrite").assert_ok()
     assert not (out / "batch.csv").exists() and not (out / "report.html").exists()
+    assert f"the batch summary in {out} (batch.csv, report.html) listed" in again.stderr  # said
 
 
 def _mkv_with_damaged_start(src: Path, dst: Path, frames: int, bad_packets: int) -> Path:

@@ -356,12 +356,14 @@ class _OrderedListing:
         """List the finished videos that continue the listing without a gap."""
         if self.hold:
             return
+        from videmo.progress import interrupts_held
         from videmo.runner import run_as_given
 
-        while self.next < len(self.paths) and self.next in finished:
-            run = run_as_given(finished[self.next], self.paths, self.out_root)
-            self.next += 1
-            self._list(run)
+        with interrupts_held():  # a folder marked listed is queued too: never lost
+            while self.next < len(self.paths) and self.next in finished:
+                run = run_as_given(finished[self.next], self.paths, self.out_root)
+                self.next += 1
+                self._list(run)
 
     def rest(self, runs: list[VideoRun], interrupted: bool = False) -> None:
         """List every finished video not listed yet (the run is over) and wait for stdout."""

@@ -56,8 +56,13 @@ def interrupts_held() -> Iterator[None]:
 
     Once every video is finished, writing ``batch.csv`` and the report and listing the
     folders take a moment; an interrupt landing then listed nothing on stdout although
-    every folder was complete.
+    every folder was complete. Also around each step of the listing while a batch runs: a
+    Ctrl-C between marking a folder listed and queueing its line lost the line. Inside
+    another such block it leaves the holding (and the raise) to the outer one.
     """
+    if _HELD.is_set():
+        yield
+        return
     _HELD.set()
     try:
         yield
