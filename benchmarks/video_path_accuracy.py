@@ -25,9 +25,20 @@ import numpy as np
 
 from videmo.errors import VidemoError
 from videmo.evaluation.pasted import evaluate_path
+from videmo.outputs.atomic import check_output_file, write_text_atomic
+from videmo.train.commands import check_suffix
 from videmo.train.data import load_fer2013
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+#: The per-face table's header: how an earlier one is known (other files are not replaced).
+TABLE_HEADER = "item,label,side,found,rows,predicted,row"
+
+
+def _earlier_table(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.readline().decode("utf-8", "replace").strip() == TABLE_HEADER
 
 
 def main() -> None:
@@ -48,6 +59,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--csv", type=Path, help="also write the per-face table as CSV")
     args = parser.parse_args()
+    if args.faces < 0:
+        parser.error("--faces must be 0 (every face) or more")
+    for path, suffix in ((args.csv, ".csv"), (args.json, ".json")):
+        if path is not None:  # checked before minutes of work, as videmo's commands do
+            check_suffix(path, suffix, f"--{suffix[1:]} file")
+            check_output_file(path)
+    if args.csv is not None and args.csv.is_file() and not _earlier_table(args.csv):
+        parser.error(f"--csv {args.csv} is not an earlier per-face table: it is never replaced")
 
     public = load_fer2013(args.data)["PublicTest"]
     pick = np.arange(len(public))
@@ -79,9 +98,10 @@ def main() -> None:
         f"direct (all faces) {result.direct_accuracy_all:.1%}"
     )
     if args.csv:
-        scored.assign(row=pick[scored["item"]]).to_csv(args.csv, index=False)
+        table = scored.assign(row=pick[scored["item"]]).to_csv(index=False)
+        write_text_atomic(args.csv, table)
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -562,6 +562,15 @@ def test_fer_plus_figures_need_the_original_csv_rows(
     results = evaluate(SHIPPED, subset, limit_per_split=50)
     assert "no FER+ figures" in capsys.readouterr().err
     assert all("ferplus_accuracy" not in split for split in results["splits"].values())
+    # a run of Training rows from further down: every row's split matches the votes' own,
+    # and it was scored against the first rows' votes (FER+ 0.20 where the labels gave 0.77)
+    with gzip.open(FER_CSV, "rt") as whole:
+        lines = whole.read().splitlines(keepends=True)
+    shifted = layout / "fer2013" / "shifted.csv"
+    shifted.write_text("".join([lines[0], *lines[5001:5401]]))
+    results = evaluate(SHIPPED, shifted)
+    assert "the data has 400 rows and the votes cover" in capsys.readouterr().err
+    assert "ferplus_accuracy" not in results["splits"]["Training"]
     full = evaluate(SHIPPED, FER_CSV, limit_per_split=50)  # the original rows: figures
     assert full["splits"]["PublicTest"]["ferplus_accuracy"] > 0.5
 
@@ -602,6 +611,19 @@ def test_evaluate_cli_table(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "PublicTest" in result.output and "overall" in result.output
     assert json.loads(out_json.read_text())["splits"]["PublicTest"]["n"] == 7
+    # an earlier result is replaced; a training run's config.json is never (the run was lost)
+    again = CliRunner().invoke(
+        evaluate_command, [str(SHIPPED), "--data", str(data), "--json", str(out_json)]
+    )
+    assert again.exit_code == 0, again.output
+    config = tmp_path / "run" / "config.json"
+    config.parent.mkdir()
+    config.write_text('{"data": "tiny.csv", "epochs": 1}\n')
+    refused = CliRunner().invoke(
+        evaluate_command, [str(SHIPPED), "--data", str(data), "--json", str(config)]
+    )
+    assert "not an earlier 'videmo evaluate' result" in str(refused.exception)
+    assert config.read_text() == '{"data": "tiny.csv", "epochs": 1}\n'
 
 
 def test_random_upscale_uses_every_kernel_and_stays_in_range() -> None:
@@ -647,6 +669,27 @@ def test_paste_scale_gives_linear_and_pasted_faces_in_range() -> None:
             pasted += 1
             assert np.abs(np.diff(out, axis=2)).mean() > np.abs(np.diff(linear, axis=2)).mean()
     assert plain and pasted
+
+
+@pytest.mark.train
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5")
+def test_resume_refuses_a_data_file_changed_under_the_same_name(
+    tmp_path: Path, tiny_fer_csv: Path
+) -> None:
+    """Settings name the data by its path: a file replaced by other rows was resumed as the
+    same data, and its best epoch chosen across two validation sets."""
+    pytest.importorskip("tensorflow")
+    from videmo.errors import SettingsError
+    from videmo.train.train import TrainConfig, train
+
+    data = tmp_path / "d.csv"
+    lines = tiny_fer_csv.read_text().splitlines(keepends=True)
+    data.write_text("".join(lines[:201] + lines[-100:]))  # header, 200 Training, 100 PublicTest
+    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, verbose=0)
+    train(config)
+    data.write_text("".join(lines[:1] + lines[101:301] + lines[-50:]))  # other faces, one name
+    with pytest.raises(SettingsError, match="on other data than the file given now holds"):
+        train(TrainConfig(**{**vars(config), "epochs": 2}))
 
 
 @pytest.mark.train

@@ -9,6 +9,7 @@ its preprocessing can never drift apart.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -18,6 +19,15 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 
 #: ONNX metadata key under which the spec is stored.
 METADATA_KEY = "videmo.spec"
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,22 @@ class ModelSpec:
     crops: dict[str, CropGeometry] = field(default_factory=lambda: dict(CALIBRATED_CROPS))
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """A spec read from a model file is checked here: a wrong type or value would fail
+        deep inside preprocessing, as a traceback, on the first face."""
+        if not _is_int(self.input_size) or not 8 <= self.input_size <= 1024:
+            raise ValueError(f"input_size must be a number of pixels, not {self.input_size!r}")
+        if not _is_number(self.mean):
+            raise ValueError(f"mean must be a number, not {self.mean!r}")
+        if not _is_number(self.std) or self.std <= 0:
+            raise ValueError(f"std must be a number above 0, not {self.std!r}")
+        if self.channels not in (1, 3) or not _is_int(self.channels):
+            raise ValueError(f"channels must be 1 or 3, not {self.channels!r}")
+        if self.layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"layout must be 'NHWC' or 'NCHW', not {self.layout!r}")
+        if not all(isinstance(g, CropGeometry) for g in self.crops.values()):
+            raise ValueError("crops must map detector names to crop geometries")
+
     def to_json(self) -> str:
         data = asdict(self)
         data["classes"] = list(self.classes)
@@ -47,8 +73,12 @@ class ModelSpec:
     def from_json(cls, text: str) -> ModelSpec:
         """Read a stored spec; models exported before crops were stored get the calibrated ones."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         data["classes"] = tuple(data["classes"])
         if "crops" in data:
+            if not isinstance(data["crops"], dict):
+                raise ValueError("crops must be an object")
             data["crops"] = {name: CropGeometry(**geo) for name, geo in data["crops"].items()}
         return cls(**data)
 
@@ -81,6 +111,13 @@ class CropGeometry:
     scale: float = 1.0
     shift_x: float = 0.0
     shift_y: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.scale) or self.scale <= 0:
+            raise ValueError(f"a crop's scale must be a number above 0, not {self.scale!r}")
+        for name in ("shift_x", "shift_y"):
+            if not _is_number(getattr(self, name)):
+                raise ValueError(f"a crop's {name} must be a number")
 
     def square(self, xywh: np.ndarray) -> tuple[float, float, float]:
         """(x0, y0, side) of the model's input square for one box, in frame pixels."""

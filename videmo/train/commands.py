@@ -252,17 +252,18 @@ def evaluate_command(
     import json
 
     from videmo.models import EMOTION_FILE, model_path
-    from videmo.outputs.atomic import check_output_file, write_text_atomic
+    from videmo.outputs.atomic import write_text_atomic
     from videmo.train.evaluate import (
         bench_faces_per_second,
         check_image_target,
+        check_results_target,
         evaluate,
         save_confusion_png,
     )
 
     if json_out is not None:  # before the evaluation, not after
         check_suffix(json_out, ".json", "--json file")
-        check_output_file(json_out)
+        check_results_target(json_out)
     if limit_per_split is not None and limit_per_split < 1:
         raise click.BadParameter("must be at least 1", param_hint="--limit-per-split")
     if confusion_png is not None:

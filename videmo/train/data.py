@@ -42,6 +42,7 @@ class Split:
     labels: np.ndarray
     rows: np.ndarray | None = None
     name: str = ""  # how reports name it, e.g. "PublicTest"
+    file_rows: int | None = None  # data rows in the whole source CSV (None: image folders)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -83,7 +84,7 @@ def _subset(split: Split, limit: int, seed: int) -> Split:
         return split
     idx = np.sort(np.random.default_rng(seed).choice(len(split), size=limit, replace=False))
     rows = split.rows[idx] if split.rows is not None else None
-    return Split(split.images[idx], split.labels[idx], rows)
+    return Split(split.images[idx], split.labels[idx], rows, split.name, split.file_rows)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -120,7 +121,7 @@ def _load_csv(path: Path) -> dict[str, Split]:
         raise DataError(f"{path.name}: unknown Usage value(s) {unknown[:3]} (expected {SPLITS})")
     rows = np.arange(len(frame), dtype=np.int64)
     return {
-        name: Split(images[mask], labels[mask], rows[mask])
+        name: Split(images[mask], labels[mask], rows[mask], file_rows=len(frame))
         for name in SPLITS
         if (mask := (usage == name).to_numpy()).any()
     }
@@ -237,21 +238,30 @@ class FerPlusVotes:
     majority: np.ndarray
     usage: np.ndarray | None = None  # the FER2013 split each voted row belongs to ("" if none)
 
-    def misaligned(self, rows: np.ndarray, split: str) -> int | None:
-        """The first of ``rows`` (data-row numbers of a ``split``) the votes do not hold as a
-        row of that split, or None. The votes are keyed by the row numbers of the original
-        ``fer2013.csv``: any other CSV (a subset, another order) gets another image's votes.
+    def misaligned(self, split: Split, name: str) -> str | None:
+        """Why the votes cannot be ``split``'s (a split called ``name``), or None.
+
+        The votes are keyed by the row numbers of the original ``fer2013.csv``: any other
+        CSV (a subset, another order) gets another image's votes. A file with fewer rows
+        than the votes cover is a subset, even where its rows' splits happen to match.
         """
-        if not len(rows):
+        rows = split.rows
+        if rows is None or not len(rows):
             return None
+        if split.file_rows is not None and split.file_rows < len(self.majority):
+            return (
+                f"the data has {split.file_rows:,} rows and the votes cover {len(self.majority):,}"
+            )
         outside = rows[rows >= len(self.majority)]
         if len(outside):
-            return int(outside[0])
+            return f"data row {int(outside[0]) + 1} is not a row they have votes for"
         if self.usage is None:
             return None
         usage = self.usage[rows]
-        wrong = rows[(usage != "") & (usage != split)]
-        return int(wrong[0]) if len(wrong) else None
+        wrong = rows[(usage != "") & (usage != name)]
+        if len(wrong):
+            return f"data row {int(wrong[0]) + 1} is not the {name} row they have votes for"
+        return None
 
     def distribution(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vote shares (N, 7) for ``rows`` and a mask of the rows that have any vote."""
@@ -291,12 +301,11 @@ def load_ferplus(path: str | Path, n_rows: int | None = None) -> FerPlusVotes:
     return FerPlusVotes(votes, majority, usage)
 
 
-def misaligned_message(votes_path: Path | str, data: Path | str, row: int) -> str:
+def misaligned_message(votes_path: Path | str, data: Path | str, why: str) -> str:
     """Why FER+ votes cannot be used with ``data``: their rows are another CSV's."""
     return (
         f"the FER+ votes {votes_path} are keyed by the rows of the original fer2013.csv, "
-        f"and data row {row + 1} of {data} is not the row they have votes for (a subset or "
-        "reordered CSV)"
+        f"and {data} is not it: {why} (a subset or reordered CSV)"
     )
 
 

@@ -76,9 +76,9 @@ def _votes_misaligned(votes: Any, splits: dict, data_path: str | Path) -> bool:
     from videmo.train.data import ferplus_path_for, misaligned_message
 
     for name, split in splits.items():
-        row = votes.misaligned(split.rows, name) if split.rows is not None else None
-        if row is not None:
-            why = misaligned_message(ferplus_path_for(data_path), data_path, row)
+        reason = votes.misaligned(split, name)
+        if reason is not None:
+            why = misaligned_message(ferplus_path_for(data_path), data_path, reason)
             print(f"videmo: warning: no FER+ figures: {why}", file=sys.stderr)
             return True
     return False
@@ -113,6 +113,34 @@ def split_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...
         "support": {cls: int(support[i]) for i, cls in enumerate(classes)},
         "confusion": confusion.tolist(),
     }
+
+
+#: The keys every ``videmo evaluate --json`` file has: how an earlier result is known.
+RESULT_KEYS = frozenset({"model", "data", "flip_tta", "classes", "splits"})
+
+
+def check_results_target(path: str | Path) -> None:
+    """Fail before any work unless ``path`` may take the results: a new file, or an earlier
+    result of ``videmo evaluate``. Any other JSON file (a training run's ``config.json`` or
+    ``summary.json``: that run could no longer be exported or resumed) is never replaced."""
+    import json
+
+    from videmo.errors import OutputError
+    from videmo.outputs.atomic import check_output_file
+
+    path = Path(path)
+    check_output_file(path)
+    if not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and set(earlier) >= RESULT_KEYS):
+        raise OutputError(
+            f"cannot write {path}: it is not an earlier 'videmo evaluate' result (a file of "
+            "another kind is never overwritten): give another --json"
+        )
 
 
 def check_image_target(path: str | Path) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -74,6 +75,8 @@ def frame_background_for(fer2013_csv: str | Path) -> Path:
 
 #: HDF5 attribute of ``last.h5``: how many epochs its weights have been trained.
 EPOCHS_ATTR = "videmo_epochs"
+#: ``last.h5`` also records what it was trained on (``data_fingerprint``): a resume checks it.
+DATA_ATTR = "videmo_data_sha256"
 
 BEST_FILE = "best.h5"
 LAST_FILE = "last.h5"
@@ -265,7 +268,10 @@ def _train_in(
 ) -> dict[str, Any]:
     """Train in the locked run folder ``out``: resume it, or start it fresh."""
     done_epochs = _resumable_epochs(out, config)
-    if not done_epochs:
+    data_sha = data_fingerprint(train_split, val_split)
+    if done_epochs:
+        _refuse_other_data(out, data_sha, done_epochs)
+    else:
         _check_fresh(out, config)
     previous = run_summary(out) if done_epochs else None
     if previous is not None and _stopped_early(previous, config, done_epochs):
@@ -308,7 +314,7 @@ def _train_in(
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
     started = time.time()
-    callbacks = _callbacks(keras, config, out, run_history(out) if done_epochs else None)
+    callbacks = _callbacks(keras, config, out, run_history(out) if done_epochs else None, data_sha)
     with contextlib.redirect_stdout(sys.stderr):  # Keras's epoch lines are progress, not results
         model.fit(
             train_ds,
@@ -520,6 +526,34 @@ def _own_first_epoch(out: Path, config: TrainConfig, present: list[str]) -> bool
     return len(run_history(out).get("epoch", [])) <= 1
 
 
+def data_fingerprint(train: Split, val: Split) -> str:
+    """sha256 of the faces and labels a run trains and validates on, as loaded.
+
+    Settings name the data file by its path only; a file replaced under the same name (other
+    rows, another subset) would otherwise be resumed as if it were the same data.
+    """
+    digest = hashlib.sha256()
+    for part in (train.images, train.labels, val.images, val.labels):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()
+
+
+def _refuse_other_data(out: Path, data_sha: str, done_epochs: int) -> None:
+    """A one-line error if ``last.h5`` was trained on other faces than this run loads."""
+    import h5py
+
+    try:
+        with h5py.File(out / LAST_FILE, "r") as fh:
+            stored = fh.attrs.get(DATA_ATTR)
+    except OSError:
+        return  # a damaged checkpoint is said where it is loaded
+    if stored is not None and str(stored) != data_sha:
+        raise SettingsError(
+            f"{out} was trained for {done_epochs} epochs on other data than the file given now "
+            "holds (its faces or labels changed): choose another --out or delete it"
+        )
+
+
 def _checkpoint_epochs(path: Path) -> int | None:
     """The epoch count ``last.h5`` records; a one-line error when the file is damaged."""
     import h5py
@@ -576,9 +610,9 @@ def training_targets(split: Split, config: TrainConfig) -> np.ndarray:
             )
         votes_path = config.ferplus or ferplus_path_for(config.data)
         votes = load_ferplus(votes_path)
-        row = votes.misaligned(split.rows, "Training")
-        if row is not None:
-            raise DataError(misaligned_message(votes_path, config.data, row))
+        reason = votes.misaligned(split, "Training")
+        if reason is not None:
+            raise DataError(misaligned_message(votes_path, config.data, reason))
         shares, has = votes.distribution(split.rows)
         w = config.ferplus_weight
         targets[has] = (1 - w) * targets[has] + w * shares[has]
@@ -653,9 +687,10 @@ def _load_splits(config: TrainConfig) -> tuple[Split, Split]:
     v, t = order[:n_val], order[n_val:]
     rows = train_split.rows  # kept: they join FER+ votes to the faces
     return (
-        Split(train_split.images[t], train_split.labels[t], None if rows is None else rows[t]),
+        Split(train_split.images[t], train_split.labels[t], None if rows is None else rows[t],
+              file_rows=train_split.file_rows),
         Split(train_split.images[v], train_split.labels[v], None if rows is None else rows[v],
-              name=HOLDOUT_NAME),
+              name=HOLDOUT_NAME, file_rows=train_split.file_rows),
     )  # fmt: skip
 
 
@@ -787,7 +822,11 @@ def cosine_lr(epoch: int, config: TrainConfig) -> float:
 
 
 def _callbacks(
-    keras: Any, config: TrainConfig, out: Path, previous: dict[str, list] | None = None
+    keras: Any,
+    config: TrainConfig,
+    out: Path,
+    previous: dict[str, list] | None = None,
+    data_sha: str = "",
 ) -> list[Any]:
     """Schedule, checkpoints (best and last), early stop and the CSV log.
 
@@ -808,7 +847,7 @@ def _callbacks(
             )
         )
     cbs += [
-        _Checkpoints(keras)(out, previous or {}, best_so_far),
+        _Checkpoints(keras)(out, previous or {}, best_so_far, data_sha),
         _EarlyStopping(keras)(previous or {}, patience=config.patience),
     ]
     return cbs
@@ -834,9 +873,11 @@ def _EarlyStopping(keras: Any) -> Any:  # noqa: N802 - factory standing in for a
     return EarlyStopping
 
 
-def _save_atomic(model: Any, path: Path, epochs: int | None = None) -> None:
+def _save_atomic(
+    model: Any, path: Path, epochs: int | None = None, data_sha: str | None = None
+) -> None:
     """Save ``model`` as HDF5 through ``atomic_write``: a kill mid-save leaves the previous
-    file whole. ``epochs`` is recorded in the file."""
+    file whole. ``epochs`` and the data's fingerprint are recorded in the file."""
     import h5py
 
     with atomic_write(path) as tmp:  # the temp name keeps .h5: Keras picks HDF5 from it
@@ -844,6 +885,8 @@ def _save_atomic(model: Any, path: Path, epochs: int | None = None) -> None:
         if epochs is not None:
             with h5py.File(tmp, "a") as fh:
                 fh.attrs[EPOCHS_ATTR] = epochs
+                if data_sha:
+                    fh.attrs[DATA_ATTR] = data_sha
 
 
 def _Checkpoints(keras: Any) -> Any:  # noqa: N802 - factory standing in for a class
@@ -855,9 +898,12 @@ def _Checkpoints(keras: Any) -> Any:  # noqa: N802 - factory standing in for a c
     """
 
     class Checkpoints(keras.callbacks.Callback):
-        def __init__(self, out: Path, previous: dict[str, list], best: float | None) -> None:
+        def __init__(
+            self, out: Path, previous: dict[str, list], best: float | None, data_sha: str
+        ) -> None:
             super().__init__()
             self.out, self.history, self.best = out, {k: list(v) for k, v in previous.items()}, best
+            self.data_sha = data_sha
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
@@ -868,7 +914,7 @@ def _Checkpoints(keras: Any) -> Any:  # noqa: N802 - factory standing in for a c
             if accuracy is not None and (self.best is None or accuracy > self.best):
                 self.best = accuracy
                 _save_atomic(self.model, self.out / BEST_FILE)
-            _save_atomic(self.model, self.out / LAST_FILE, epochs=epoch + 1)
+            _save_atomic(self.model, self.out / LAST_FILE, epochs=epoch + 1, data_sha=self.data_sha)
 
     return Checkpoints
 
