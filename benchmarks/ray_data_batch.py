@@ -60,9 +60,11 @@ class _VideoWorker:
         run = VideoRun(int(row["position"]), path, claim_output_dir(self.out_root, path))
         run, fingerprint = check_and_plan(run, self.settings, self.model_sha)
         if run.status == "pending":
+            run.started = time.perf_counter()
             run.results = [
                 self.analyzer.run_chunk(path, start, stop, run.index) for start, stop in run.chunks
             ]
+            run.analysis_s = time.perf_counter() - run.started  # run.json's analysis time
             finish_video(run, self.settings, write_video_outputs,
                          {**self.context, "fingerprint": fingerprint})  # fmt: skip
         return {"out_dir": str(run.out_dir), "status": run.status, "error": run.error}

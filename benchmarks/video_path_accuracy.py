@@ -26,7 +26,6 @@ import numpy as np
 from videmo.errors import VidemoError
 from videmo.evaluation.pasted import evaluate_path
 from videmo.outputs.atomic import check_output_file, write_text_atomic
-from videmo.train.commands import check_suffix
 from videmo.train.data import load_fer2013
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -34,11 +33,23 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 #: The per-face table's header: how an earlier one is known (other files are not replaced).
 TABLE_HEADER = "item,label,side,found,rows,predicted,row"
+#: Keys of the figures' JSON, likewise.
+FIGURE_KEYS = {"faces", "coverage", "path_accuracy", "direct_accuracy", "gap"}
 
 
-def _earlier_table(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.readline().decode("utf-8", "replace").strip() == TABLE_HEADER
+def _earlier_output(path: Path) -> bool:
+    """Whether ``path`` is a table or figures file this benchmark wrote before."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    if path.suffix.lower() == ".csv":
+        return text.split("\n", 1)[0].strip() == TABLE_HEADER
+    try:
+        figures = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(figures, dict) and set(figures) >= FIGURE_KEYS
 
 
 def main() -> None:
@@ -62,11 +73,14 @@ def main() -> None:
     if args.faces < 0:
         parser.error("--faces must be 0 (every face) or more")
     for path, suffix in ((args.csv, ".csv"), (args.json, ".json")):
-        if path is not None:  # checked before minutes of work, as videmo's commands do
-            check_suffix(path, suffix, f"--{suffix[1:]} file")
-            check_output_file(path)
-    if args.csv is not None and args.csv.is_file() and not _earlier_table(args.csv):
-        parser.error(f"--csv {args.csv} is not an earlier per-face table: it is never replaced")
+        if path is None:  # checked before minutes of work, as videmo's commands do
+            continue
+        if path.suffix.lower() != suffix:
+            parser.error(f"--{suffix[1:]} {path} does not end in {suffix}")
+        if path.is_file() and not _earlier_output(path):
+            parser.error(f"--{suffix[1:]} {path} is not an earlier output of this benchmark: "
+                         "it is never replaced")  # fmt: skip
+        check_output_file(path)
 
     public = load_fer2013(args.data)["PublicTest"]
     pick = np.arange(len(public))

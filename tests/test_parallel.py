@@ -811,3 +811,22 @@ def test_a_chunk_gets_the_timeout_once_per_chunk_s_of_video() -> None:
     executor.timeout_s, executor._chunk_s = 600.0, 10.0
     assert executor._limit_s(ChunkTask(0, Path("a.avi"), 0, 300, seconds=9.9)) == 600.0
     assert executor._limit_s(ChunkTask(0, Path("a.avi"), 0, 36000, seconds=1200.0)) == 72000.0
+
+
+def test_a_worker_whose_running_call_is_sent_again_starts_the_next_ones_clock() -> None:
+    """A hung classifier's calls are sent again, another worker's running call among them.
+    That worker's next call kept its "not started" time for good; once only such calls were
+    left, the driver waited with an infinite timeout and Ray raised ``OverflowError``."""
+    from types import SimpleNamespace
+
+    from videmo.parallel import RayExecutor
+
+    worker, running, queued = object(), object(), object()
+    pending = {
+        running: [0, "call 0", worker, 5.0, 600.0],
+        queued: [1, "call 1", worker, float("inf"), 600.0],
+    }
+    again: list = []
+    RayExecutor._requeue(SimpleNamespace(_staged={}), running, pending, again)
+    assert again == [(0, "call 0")] and list(pending) == [queued]
+    assert pending[queued][3] != float("inf")  # its limit counts from now

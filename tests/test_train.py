@@ -155,6 +155,16 @@ def test_job_file_unknown_key(tmp_path: Path) -> None:
         TrainConfig.from_toml(job)
 
 
+def test_input_size_outside_what_a_model_spec_allows_is_refused_up_front() -> None:
+    """``input_size = 2000`` passed the job check and failed after config.json was written,
+    as a ValueError traceback from the model spec."""
+    from videmo.train.train import TrainConfig
+
+    for size in (4, 2000):
+        with pytest.raises(SettingsError, match="input_size must be 8 to 1024 pixels"):
+            TrainConfig(input_size=size)
+
+
 def test_job_file_faults_are_one_line(tmp_path: Path) -> None:
     """A UTF-16 job file, a key left outside [train] (it would be ignored) and missing data:
     one-line errors, and no run folder is made before the data is found."""

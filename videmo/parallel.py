@@ -461,10 +461,16 @@ class RayExecutor:
             self._requeue(ref, pending, again)
 
     def _requeue(self, ref: object, pending: dict, again: list) -> None:
-        """Take a call off ``pending`` and queue it to be sent again, in call order."""
-        k, call, _, _, _ = pending.pop(ref)
+        """Take a call off ``pending`` and queue it to be sent again, in call order.
+
+        A call that had started (another worker's, waiting on a replaced classifier) leaves
+        its worker free: the call queued behind it starts now, so its limit counts too.
+        """
+        k, call, actor, start, _ = pending.pop(ref)
         self._staged.pop(ref, None)
         _insert_in_order(again, (k, call))
+        if start != float("inf"):
+            _start_next_call(actor, pending)
 
     def run(
         self,

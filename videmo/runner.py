@@ -365,8 +365,6 @@ class _Batch:
         # Later inputs of a batch on Ray are fingerprinted, resume-checked, probed and
         # indexed on the workers as well; the driver only names them.
         self.probe_on_workers = isinstance(executor, RayExecutor)
-        # videos: all inputs, as skipped and failed ones were already counted done
-        self.reporter.start(sum(r.expected_frames for r in self.ready), len(self.runs))
         self._dispatch(executor)
 
     def _prepare_until_settled(self) -> int:
@@ -465,6 +463,9 @@ class _Batch:
         """Hand out tasks and take their results until every video has ended."""
         runs, reporter = self.runs, self.reporter
         try:
+            # videos: all inputs, as skipped and failed ones were already counted done (the
+            # start may raise an interrupt held back: the executor is closed below all the same)
+            reporter.start(sum(r.expected_frames for r in self.ready), len(runs))
             progress = lambda task, n: reporter.advance(n)  # noqa: E731
             free_since = time.perf_counter()  # when the executor last handed back a chunk
             for task, result in executor.run(self._tasks(), lambda v: runs[v].index, progress):

@@ -19,6 +19,8 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 
 #: ONNX metadata key under which the spec is stored.
 METADATA_KEY = "videmo.spec"
+#: The sides a model's square input may have, in pixels (training and stored specs alike).
+INPUT_SIZES = range(8, 1025)
 
 
 def _is_number(value: object) -> bool:
@@ -51,7 +53,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         """A spec read from a model file is checked here: a wrong type or value would fail
         deep inside preprocessing, as a traceback, on the first face."""
-        if not _is_int(self.input_size) or not 8 <= self.input_size <= 1024:
+        if not _is_int(self.input_size) or self.input_size not in INPUT_SIZES:
             raise ValueError(f"input_size must be a number of pixels, not {self.input_size!r}")
         if not _is_number(self.mean):
             raise ValueError(f"mean must be a number, not {self.mean!r}")

@@ -29,8 +29,6 @@ _TEXT_BGR: tuple[tuple[int, int, int], ...] = tuple(
 )
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
-#: The annotated video in a video's output folder.
-
 
 class FaceRows(NamedTuple):
     """One frame's faces as arrays; ``draw_faces(image, *rows)`` draws them."""

@@ -79,9 +79,12 @@ def spec_from_keras(model: Any, mean: float, std: float, source: str = "") -> Mo
     if n_out != (len(EMOTIONS),):
         raise ModelError(f"expected {len(EMOTIONS)} outputs (FER2013 classes), got {n_out}")
     extra = {"imported_from": source, "arch": model.name} if source else {"arch": model.name}
-    return ModelSpec(
-        input_size=int(shape[1]), channels=int(shape[3]), mean=mean, std=std, extra=extra
-    )
+    try:
+        return ModelSpec(
+            input_size=int(shape[1]), channels=int(shape[3]), mean=mean, std=std, extra=extra
+        )
+    except ValueError as exc:  # an input size no model of videmo's can have
+        raise ModelError(f"{source or model.name}: {exc}") from None
 
 
 def _check_probabilities(model: Any, spec: ModelSpec) -> None:

@@ -53,7 +53,7 @@ from videmo.crop import resize_face
 from videmo.errors import DataError, SettingsError
 from videmo.outputs.atomic import atomic_write, orphaned_temps, write_text_atomic
 from videmo.settings import DETECTORS, check_type, load_toml
-from videmo.spec import EMOTIONS, ModelSpec
+from videmo.spec import EMOTIONS, INPUT_SIZES, ModelSpec
 from videmo.train.data import SIDE as FER2013_SIDE  # a larger input_size scales them up
 from videmo.train.data import (
     Split,
@@ -134,6 +134,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "threads", "input_size"):
             if int(getattr(self, name)) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.input_size not in INPUT_SIZES:  # as a stored model spec allows
+            raise SettingsError(
+                f"input_size must be {INPUT_SIZES.start} to {INPUT_SIZES.stop - 1} pixels, "
+                f"got {self.input_size}"
+            )
         for name in ("lr", "width", "l2", "separable_l2", "dropout", "min_lr_ratio",
                      "ferplus_weight", "teacher_weight"):  # fmt: skip
             if not math.isfinite(getattr(self, name)):  # nan passes every comparison below
