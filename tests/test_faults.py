@@ -354,6 +354,28 @@ def test_earlier_outputs_and_links_in_a_folder_are_left_out_and_said(tmp_path: P
     assert collect_inputs([str(given)]) == [given]  # named: taken
 
 
+def test_a_pattern_matching_folders_searches_them_as_the_shell_would(tmp_path: Path) -> None:
+    """``inputs = ["clips/*/"]`` in a job (no shell to expand it) analysed nothing of the
+    folders it matched, and ``clips/*`` dropped ``clips/sub/`` silently while taking
+    ``labels.csv`` as a video."""
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    for name in ("a.mp4", "labels.csv", "sub/b.mp4", "sub/c.flv"):
+        (clips / name).write_bytes(b"0")
+    (clips / "out" / "a").mkdir(parents=True)  # an earlier run's output folder
+    (clips / "out" / "a" / ".videmo-input").write_bytes(b"a.mp4")
+    (clips / "out" / "a" / "annotated.mp4").write_bytes(b"0")
+    for pattern in (f"{clips}/*/", f"{clips}/*"):
+        skipped = Skipped()
+        found = collect_inputs([pattern], None, skipped)
+        expected = [clips / "sub" / "b.mp4", clips / "sub" / "c.flv"]
+        if not pattern.endswith("/"):
+            expected = [clips / "a.mp4", *expected]
+            assert skipped.not_videos == {".csv": 1}  # said in the note, not analysed
+        assert found == expected, pattern
+        assert not skipped.outputs or skipped.outputs == [clips / "out" / "a" / "annotated.mp4"]
+
+
 def test_symlinked_input_is_named_after_the_link(tmp_path: Path) -> None:
     target = tmp_path / "target.mp4"
     target.write_bytes(b"0")
@@ -975,6 +997,10 @@ def test_a_run_of_one_video_removes_a_batch_summary_that_listed_its_folder(tmp_p
     again = run_cli("run", single, "-o", out, *FAST, "--every", "3", "--overwrite").assert_ok()
     assert not (out / "batch.csv").exists() and not (out / "report.html").exists()
     assert f"the batch summary in {out} (batch.csv, report.html) listed" in again.stderr  # said
+    # and what --overwrite replaced (it said nothing, where a lost output is said)
+    assert "made again: --overwrite replaced the outputs of other settings (every 1 -> 3)" in (
+        again.stderr
+    )
 
 
 def _mkv_with_damaged_start(src: Path, dst: Path, frames: int, bad_packets: int) -> Path:
@@ -1864,7 +1890,21 @@ def test_settings_built_directly_are_type_checked_as_keywords_are() -> None:
         with pytest.raises(SettingsError, match=f"key '{next(iter(bad))}' must be"):
             Settings(**bad)
     assert Settings(model=Path("m.onnx")).model == "m.onnx"  # a path is its text
-    assert Settings(smooth_s=1).smooth_s == 1 and Settings(every=np.int64(2)).every == 2
+    # numbers become plain ones of the field's kind: numpy's crashed analyze() writing
+    # run.json, and smooth_s=1 hashed apart from the command line's 1.0 (a rerun was refused)
+    built = Settings(smooth_s=1, every=np.int64(2), classify_interval_s=np.float32(0.5))
+    assert (type(built.smooth_s), type(built.every), type(built.classify_interval_s)) == (
+        float,
+        int,
+        float,
+    )
+    assert (
+        built.analysis_fingerprint()
+        == Settings(smooth_s=1.0, every=2, classify_interval_s=0.5).analysis_fingerprint()
+    )
+    # a misspelt name is one line with a hint, as analyze(evry=2) and a job file say it
+    with pytest.raises(SettingsError, match=r"unknown key 'evry' \(did you mean 'every'\?\)"):
+        Settings(evry=2)
 
 
 def test_batch_csv_rewrites_take_a_bounded_share_of_the_driver(

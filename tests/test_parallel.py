@@ -782,6 +782,7 @@ INVALID = {
     "input_empty.toml": "'inputs' must be a non-empty list",
     "bad_value.toml": "every",
     "syntax_error.toml": "invalid TOML",
+    "setting_at_top.toml": "every is a setting: put it under [settings]",
 }
 
 

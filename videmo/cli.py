@@ -25,6 +25,7 @@ import click
 
 from videmo import __version__
 from videmo.errors import ClusterLost, OutputError, SettingsError, VidemoError
+from videmo.naming import plural
 from videmo.settings import CLASSIFY_STAGES, DETECTORS, DEVICES, Settings, load_toml
 
 if typing.TYPE_CHECKING:
@@ -153,11 +154,13 @@ def job(job_file: Path, out_root: Path | None, quiet: bool, **options) -> None:
     data = load_toml(job_file)
     for key in data:
         if key not in JOB_KEYS:
-            training = " (a training job? run it with `videmo train --job`)" if key in (
-                "data", "epochs", "out") else ""  # fmt: skip
+            hint = ""
+            if key in ("data", "epochs", "out"):
+                hint = " (a training job? run it with `videmo train --job`)"
+            elif key in {f.name for f in fields(Settings)}:
+                hint = f" ({key} is a setting: put it under [settings])"
             raise SettingsError(
-                f"{job_file}: unknown key {key!r} (expected {', '.join(sorted(JOB_KEYS))})"
-                + training
+                f"{job_file}: unknown key {key!r} (expected {', '.join(sorted(JOB_KEYS))})" + hint
             )
     inputs = data.get("inputs")
     named = isinstance(inputs, list) and all(isinstance(i, str) and i.strip() for i in inputs)
@@ -270,6 +273,7 @@ def _run_batch_or_video(
             click.echo(f"videmo: warning: {runs[0].path}: {runs[0].error}", err=True)
         for run in runs:
             _note_what_was_not_analysed(run, settings)
+        _note_replaced(runs)
         _note_small_faces(runs, settings)
     failed = [r for r in runs if r.status == "failed"]
     if len(runs) == 1 and failed:
@@ -503,6 +507,25 @@ def main(argv: list[str] | None = None) -> None:
 SMALL_FACES_NOTE_SHARE = 0.1
 
 
+def _replaced(run: VideoRun) -> bool:
+    return run.status in ("done", "damaged") and run.redone.startswith("--overwrite")
+
+
+def _note_replaced(runs: list[VideoRun]) -> None:
+    """Say what ``--overwrite`` replaced: for one video what its folder held, for a batch in
+    one line (every folder of a batch rerun with other settings would be a line)."""
+    replaced = [run for run in runs if _replaced(run)]
+    if len(replaced) == 1 and len(runs) == 1:
+        click.echo(f"videmo: note: {runs[0].path}: made again: {runs[0].redone}", err=True)
+    elif replaced:
+        first = replaced[0]
+        click.echo(
+            f"videmo: note: --overwrite made {plural(len(replaced), 'finished folder')} again "
+            f"(e.g. {first.out_dir}: {first.redone.removeprefix('--overwrite ')})",
+            err=True,
+        )
+
+
 def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
     """Say what a finished video's outputs cannot show: video streams after the first,
     faces that too few frames could not confirm ("0 faces" is not "no one was there"), and
@@ -524,7 +547,7 @@ def _note_what_was_not_analysed(run: VideoRun, settings: Settings) -> None:
     sound = _annotated_audio(run) if written and settings.video else None
     if sound and sound.startswith(("dropped", "AAC, downmixed")):
         click.echo(f"videmo: note: {run.path}: annotated.mp4's sound: {sound}", err=True)
-    if written and run.redone:  # a rerun redoes a finished folder only for a reason
+    if written and run.redone and not _replaced(run):  # a rerun redoes one only for a reason
         click.echo(f"videmo: note: {run.path}: made again: {run.redone}", err=True)
     if run.info is not None and run.info.video_streams > 1:
         click.echo(
@@ -624,7 +647,6 @@ def bench(
     from rich.table import Table
 
     from videmo.bench import run_bench
-    from videmo.naming import plural
     from videmo.outputs.atomic import check_output_file, write_text_atomic
     from videmo.progress import install_interrupt_handler
 

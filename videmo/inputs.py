@@ -99,13 +99,7 @@ def collect_inputs(
         if path.is_dir():
             found += _search(path, skip, skipped)
         elif glob.has_magic(spec) and not path.exists():
-            matches = [Path(p) for p in glob.glob(spec, recursive=True)]
-            matches = sorted(p for p in matches if p.is_file())
-            kept = [p for p in matches if not _in_output_folder(p, _pattern_root(path))]
-            skipped.outputs += [p for p in matches if p not in kept]
-            # A pattern that matches nothing stays as given, so it fails as "no such file"
-            # in the batch instead of vanishing (it may be a name with brackets).
-            found += kept if matches else [path]
+            found += _expand(spec, path, skip, skipped)
         else:
             found.append(path)
     unique: dict[object, Path] = {}
@@ -116,6 +110,34 @@ def collect_inputs(
     if not unique:
         raise VidemoError(f"no video files found in {' '.join(specs)}")
     return list(unique.values())
+
+
+def _expand(spec: str, pattern: Path, skip: Path | None, skipped: Skipped) -> list[Path]:
+    """A pattern's inputs, as the shell would give them: the videos it matches, and the
+    videos in the folders it matches, searched as a folder given is (``clips/*/``; a job
+    file has no shell to expand it). Matches that are not videos by their extension are
+    counted in the note, as a folder's are. A pattern that matches nothing stays as given,
+    so it fails as "no such file" in the batch instead of vanishing (it may be a name with
+    brackets)."""
+    matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+    if not matches:
+        return [pattern]
+    root = _pattern_root(pattern)
+    files = [p for p in matches if p.is_file()]
+    in_outputs = {p for p in files if _in_output_folder(p, root)}
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    skipped.outputs += [p for p in videos if p in in_outputs]
+    skipped.not_videos.update(
+        p.suffix.lower() or "no extension"
+        for p in files
+        if p.suffix.lower() not in VIDEO_SUFFIXES and p not in in_outputs
+    )
+    found = [p for p in videos if p not in in_outputs]
+    for folder in (p for p in matches if p.is_dir() and not _under(p, skip)):
+        is_output = (folder / CLAIM_FILE).is_file() or _in_output_folder(folder, root)
+        if not is_output:  # an earlier run's result folder is never searched for inputs
+            found += _search(folder, skip, skipped)
+    return found
 
 
 def _search(folder: Path, skip: Path | None, skipped: Skipped) -> list[Path]:

@@ -94,7 +94,7 @@ class VideoRun:
     faces: int = 0
     damage: dict | None = None  # see damage_summary; None for an intact video
     small_faces: SmallFaces = field(default_factory=SmallFaces)  # left out as under --min-face
-    redone: str = ""  # why a finished folder of this very run is made again (resume.redo_reason)
+    redone: str = ""  # why a finished folder is made again (resume.redo_reason, --overwrite)
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     timed: bool = False  # started has been set to when its first chunk began
@@ -141,12 +141,14 @@ def _check_existing(run: VideoRun, settings: Settings, fingerprint: dict) -> Non
         return
     if state == "absent":  # a finished folder that lost an output is made again: say why
         run.redone = redo_reason(run.out_dir, fingerprint, settings)
-    if state == "different" and not settings.overwrite:
+    if state == "different":
         what = what_differs(run.out_dir, fingerprint, settings)
-        raise OutputError(
-            f"{run.out_dir} holds the outputs of {what}; "
-            "use --overwrite (overwrite=True in Python) to replace them"
-        )
+        if not settings.overwrite:
+            raise OutputError(
+                f"{run.out_dir} holds the outputs of {what}; "
+                "use --overwrite (overwrite=True in Python) to replace them"
+            )
+        run.redone = f"--overwrite replaced the outputs of {what}"
 
 
 def check_and_plan(

@@ -6,6 +6,7 @@ The CLI options, the Python API and TOML job files all fill the same
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -115,6 +116,11 @@ class Settings:
             if isinstance(value, os.PathLike) and "str" in str(f.type):
                 object.__setattr__(self, f.name, os.fspath(value))
         self.validate()
+        for f in fields(self):  # plain numbers of the field's kind: settings go to run.json
+            value = getattr(self, f.name)  # (numpy's are not JSON; 1 and 1.0 hash apart)
+            if isinstance(value, numbers.Number) and not isinstance(value, bool):
+                plain = float(value) if "float" in str(f.type) else int(value)
+                object.__setattr__(self, f.name, plain)
 
     def validate(self) -> None:
         """Raise a one-line ``SettingsError`` naming the first bad option."""
@@ -196,13 +202,27 @@ class Settings:
             if isinstance(value, os.PathLike) and "str" in str(known[key].type):
                 values[key] = value = os.fspath(value)
             check_type(key, value, known[key].type, source)
-            if isinstance(value, numbers.Number) and not isinstance(value, bool):
-                # numpy numbers become plain ones: settings go to run.json
-                values[key] = float(value) if "float" in str(known[key].type) else int(value)
         try:
             return replace(self, **values)
         except SettingsError as exc:
             raise SettingsError(f"{source}: {exc}" if source else str(exc)) from None
+
+
+_dataclass_init = Settings.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _checked_init(self: Settings, *args: Any, **kwargs: Any) -> None:
+    """``Settings(evry=2)``: a one-line ``SettingsError`` with a hint, as ``analyze(evry=2)``
+    and a job file give, not the bare ``TypeError`` of a dataclass."""
+    names = {f.name for f in fields(Settings)}
+    for key in kwargs:
+        if key not in names:
+            raise SettingsError(f"Settings: unknown key {key!r}{_hint(key, 'Settings()')}")
+    _dataclass_init(self, *args, **kwargs)
+
+
+Settings.__init__ = _checked_init  # type: ignore[method-assign]
 
 
 def _hint(key: str, source: str = "") -> str:
