@@ -16,7 +16,7 @@ from videmo.errors import (
     VideoError,
 )
 
-__version__ = "0.2.2"
+__version__ = "0.2.3"
 
 __all__ = [
     "AnalysisResult", "ClusterLost", "DamagedVideoWarning", "DataError", "ModelError",
