@@ -17,20 +17,7 @@ from pathlib import Path
 import videmo
 from videmo.detections import SmallFaces
 from videmo.outputs.atomic import temp_of
-from videmo.outputs.names import (
-    ANNOTATED_MP4,
-    DISTRIBUTION_PNG,
-    FACE_PLOT_PATTERN,
-    FACES_CSV,
-    FACES_DIR,
-    OVERVIEW_PNG,
-    PLOTS_DIR,
-    REPORT_HTML,
-    RUN_JSON,
-    THUMBNAIL_PATTERN,
-    TIMELINE_CSV,
-    TIMELINE_PARQUET,
-)
+from videmo.outputs.names import OUTPUT_FILES, OUTPUT_FOLDERS, RUN_JSON
 from videmo.settings import ANALYSIS_KEYS, Settings
 
 
@@ -59,23 +46,6 @@ def run_fingerprint(path: Path, settings: Settings, model_sha: str) -> dict:
 FINAL_STATUSES = ("complete", "damaged")
 #: Settings that choose which output files are written (not what they contain).
 OUTPUT_KEYS = ("video", "plots", "report")
-#: Every file and folder videmo writes in a video's folder besides run.json.
-OUTPUT_FILES = (
-    TIMELINE_PARQUET,
-    TIMELINE_CSV,
-    FACES_CSV,
-    ANNOTATED_MP4,
-    PLOTS_DIR,
-    FACES_DIR,
-    REPORT_HTML,
-)
-#: What videmo writes inside its output subfolders (plots, thumbnails).
-OUTPUT_FOLDERS = {
-    PLOTS_DIR: re.compile(
-        "|".join((re.escape(OVERVIEW_PNG), re.escape(DISTRIBUTION_PNG), FACE_PLOT_PATTERN))
-    ),
-    FACES_DIR: re.compile(THUMBNAIL_PATTERN),
-}
 #: Files videmo writes at the top of a video's folder (their temp names are cleaned up).
 _TOP_LEVEL_NAME = re.compile("|".join(re.escape(n) for n in (*OUTPUT_FILES, RUN_JSON)))
 

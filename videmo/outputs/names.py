@@ -3,6 +3,8 @@ resume (which must know every output to tell a finished folder, and to clear an 
 
 from __future__ import annotations
 
+import re
+
 #: A video's folder.
 RUN_JSON = "run.json"
 TIMELINE_PARQUET = "timeline.parquet"
@@ -32,3 +34,16 @@ def thumbnail_name(face_id: int) -> str:
 #: How the two name a face's file, for resume to recognise them (ids of 3 digits or more).
 FACE_PLOT_PATTERN = r"face_\d{3,}\.png"
 THUMBNAIL_PATTERN = r"face_\d{3,}\.jpg"
+
+#: Every file and folder videmo writes in a video's folder besides run.json (resume clears
+#: only these from a folder it redoes, and knows a finished folder by them).
+OUTPUT_FILES = (
+    TIMELINE_PARQUET, TIMELINE_CSV, FACES_CSV, ANNOTATED_MP4, PLOTS_DIR, FACES_DIR, REPORT_HTML,
+)  # fmt: skip
+#: What videmo writes inside its output subfolders (plots, thumbnails).
+OUTPUT_FOLDERS = {
+    PLOTS_DIR: re.compile(
+        "|".join((re.escape(OVERVIEW_PNG), re.escape(DISTRIBUTION_PNG), FACE_PLOT_PATTERN))
+    ),
+    FACES_DIR: re.compile(THUMBNAIL_PATTERN),
+}
