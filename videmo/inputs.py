@@ -123,16 +123,7 @@ def _expand(spec: str, pattern: Path, skip: Path | None, skipped: Skipped) -> li
     if not matches:
         return [pattern]
     root = _pattern_root(pattern)
-    files = [p for p in matches if p.is_file()]
-    in_outputs = {p for p in files if _in_output_folder(p, root)}
-    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
-    skipped.outputs += [p for p in videos if p in in_outputs]
-    skipped.not_videos.update(
-        p.suffix.lower() or "no extension"
-        for p in files
-        if p.suffix.lower() not in VIDEO_SUFFIXES and p not in in_outputs
-    )
-    found = [p for p in videos if p not in in_outputs]
+    found = _videos_of([p for p in matches if p.is_file()], root, skipped)
     for folder in (p for p in matches if p.is_dir() and not _under(p, skip)):
         is_output = (folder / CLAIM_FILE).is_file() or _in_output_folder(folder, root)
         if not is_output:  # an earlier run's result folder is never searched for inputs
@@ -144,13 +135,19 @@ def _search(folder: Path, skip: Path | None, skipped: Skipped) -> list[Path]:
     """The videos under ``folder``, sorted; what is left out goes to ``skipped``."""
     entries = [p for p in folder.rglob("*") if not _hidden(p.relative_to(folder))]
     skipped.links += sorted(p for p in entries if p.is_symlink() and not p.is_file())
-    candidates = [p for p in entries if p.is_file() and not _under(p, skip)]
-    outputs = {p for p in candidates if _in_output_folder(p, folder)}
-    videos = sorted(p for p in candidates if p.suffix.lower() in VIDEO_SUFFIXES)
+    candidates = sorted(p for p in entries if p.is_file() and not _under(p, skip))
+    return _videos_of(candidates, folder, skipped)
+
+
+def _videos_of(files: list[Path], root: Path, skipped: Skipped) -> list[Path]:
+    """The videos among ``files`` (sorted) that are not in a videmo output folder at or below
+    ``root``; those, and files that are not videos by their extension, go to ``skipped``."""
+    outputs = {p for p in files if _in_output_folder(p, root)}
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
     skipped.outputs += [p for p in videos if p in outputs]
     skipped.not_videos.update(
         p.suffix.lower() or "no extension"
-        for p in candidates
+        for p in files
         if p.suffix.lower() not in VIDEO_SUFFIXES and p not in outputs
     )
     return [p for p in videos if p not in outputs]
